@@ -1,0 +1,1 @@
+"""VMS archive service: archive links, server-side archives, push and the media server."""

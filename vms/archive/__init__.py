@@ -1,0 +1,1 @@
+"""The archive service: links, server-side jobs, files and cleanup."""

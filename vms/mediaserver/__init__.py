@@ -1,0 +1,1 @@
+"""Embedded media server speaking MediaMTX's playback API."""
