@@ -1,0 +1,1 @@
+"""The JSON API under /api: thin handlers that validate, call a service and serialize."""

@@ -1,0 +1,77 @@
+"""The one error shape of /api (Laravel JSON) and the middleware that maps failures to it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from vms.auth import Unauthenticated
+from vms.validation import ValidationFailed, error_body
+
+log = logging.getLogger(__name__)
+
+_REASONS = {
+    400: "Bad Request.",
+    401: "Unauthenticated.",
+    403: "This action is unauthorized.",
+    404: "Not Found.",
+    405: "Method Not Allowed.",
+    413: "Request Entity Too Large.",
+    429: "Too Many Attempts.",
+    500: "Server Error.",
+    502: "Bad Gateway.",
+    503: "Service Unavailable.",
+}
+
+
+def json_error(
+    status: int, message: str | None = None, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A Laravel-style `{"message": ...}` error response."""
+    return web.json_response(
+        {"message": message or _REASONS.get(status, "Error.")}, status=status, headers=headers
+    )
+
+
+def too_many(retry_after: int) -> web.Response:
+    """429 with Retry-After, as Laravel's throttle answers."""
+    return json_error(429, "Too Many Attempts.", {"Retry-After": str(retry_after)})
+
+
+class ApiError(Exception):
+    """A handler's way to stop with a JSON error."""
+
+    def __init__(self, status: int, message: str | None = None, retry_after: int | None = None):
+        super().__init__(message or _REASONS.get(status, "Error."))
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+@web.middleware
+async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure under /api into the Laravel JSON shape, never a stack trace."""
+    if not request.path.startswith("/api/") and not request.path.startswith("/broadcasting/"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except Unauthenticated:
+        return json_error(401)
+    except ValidationFailed as exc:
+        return web.json_response(error_body(exc.errors), status=422)
+    except ApiError as exc:
+        if exc.retry_after is not None:
+            return too_many(exc.retry_after)
+        return json_error(exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return json_error(
+            exc.status, None, {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        )
+    except Exception as exc:  # the last line of defence: log the kind, answer 500
+        log.error("%s %s failed: %s", request.method, request.path, type(exc).__name__)
+        return json_error(500)

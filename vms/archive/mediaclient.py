@@ -1,0 +1,158 @@
+"""Client for media servers speaking MediaMTX's playback API; their replies are untrusted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+import aiohttp
+
+from vms.dates import format_rfc3339, parse_date, utcnow
+from vms.models import Camera
+
+log = logging.getLogger(__name__)
+
+_MAX_LIST_BYTES = 4 * 1024 * 1024
+_CACHE_SIZE = 4096
+# A range that ended this long ago has settled: new footage can no longer appear in it.
+_SETTLED_AFTER = timedelta(minutes=2)
+
+
+class MediaUnavailable(Exception):
+    """The media server could not be asked, or answered something unusable."""
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of continuous recording."""
+
+    start: datetime
+    duration: float
+
+    @property
+    def end(self) -> datetime:
+        """When the span stops."""
+        return self.start + timedelta(seconds=self.duration)
+
+
+def parse_spans(body: bytes) -> list[Span]:
+    """The entries of a /list reply; MediaUnavailable if it is not what MediaMTX sends."""
+    try:
+        entries = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise MediaUnavailable("media server sent a list that is not JSON") from None
+    if not isinstance(entries, list):
+        raise MediaUnavailable("media server sent a list that is not a JSON array")
+    spans = []
+    for entry in entries:
+        start = entry.get("start") if isinstance(entry, dict) else None
+        duration = entry.get("duration") if isinstance(entry, dict) else None
+        parsed = parse_date(start, UTC) if isinstance(start, str) else None
+        if (
+            parsed is None
+            or isinstance(duration, bool)
+            or not isinstance(duration, int | float)
+            or not 0 <= duration < 10 * 365 * 86400
+        ):
+            raise MediaUnavailable("media server sent a malformed list entry")
+        spans.append(Span(parsed, float(duration)))
+    return spans
+
+
+def get_url(camera: Camera, start: datetime, end: datetime, token: str, fmt: str = "mp4") -> str:
+    """The media server's /get address for a camera and range, carrying a media token."""
+    duration = (end - start).total_seconds()
+    query = urlencode(
+        {
+            "path": camera.path,
+            "start": format_rfc3339(start),
+            "duration": f"{duration:.6f}".rstrip("0").rstrip("."),
+            "format": fmt,
+            "jwt": token,
+        }
+    )
+    return f"{camera.media_server.url.rstrip('/')}/get?{query}"
+
+
+class MediaClient:
+    """Asks media servers what they recorded, with a small cache and one request per question."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        token_for: Callable[[str], str],
+        *,
+        ttl: float = 10.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._http = http
+        self._token_for = token_for
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: OrderedDict[tuple[str, str, float, float], tuple[float, bool]] = OrderedDict()
+        self._inflight: dict[tuple[str, str, float, float], asyncio.Future[bool]] = {}
+
+    async def has_recording(self, camera: Camera, start: datetime, end: datetime) -> bool:
+        """True if any recorded span of the camera overlaps [start, end)."""
+        key = (camera.media_server.url, camera.path, start.timestamp(), end.timestamp())
+        cached = self._cache.get(key)
+        if cached and (cached[0] == float("inf") or time.monotonic() < cached[0]):
+            self._cache.move_to_end(key)
+            return cached[1]
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            found = await self._ask(camera, start, end)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        else:
+            future.set_result(found)
+        finally:
+            del self._inflight[key]
+        # What a settled range holds only changes when retention deletes it: keep it longer.
+        settled = end < self._clock() - _SETTLED_AFTER
+        expiry = time.monotonic() + (self._ttl * 30 if settled else self._ttl)
+        self._cache[key] = (expiry, found)
+        while len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return found
+
+    async def _ask(self, camera: Camera, start: datetime, end: datetime) -> bool:
+        query = {"path": camera.path, "start": format_rfc3339(start), "end": format_rfc3339(end)}
+        url = f"{camera.media_server.url.rstrip('/')}/list"
+        headers = {"Authorization": f"Bearer {self._token_for(camera.path)}"}
+        try:
+            async with self._http.get(
+                url, params=query, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
+            ) as response:
+                if response.status == 404:
+                    return False
+                if response.status != 200:
+                    log.warning(
+                        "media server %s answered /list for %s with HTTP %d",
+                        camera.media_server.url,
+                        camera.path,
+                        response.status,
+                    )
+                    raise MediaUnavailable(f"media server answered HTTP {response.status}")
+                body = await response.content.read(_MAX_LIST_BYTES + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning(
+                "media server %s unreachable: %s", camera.media_server.url, type(exc).__name__
+            )
+            raise MediaUnavailable("media server unreachable") from None
+        if len(body) > _MAX_LIST_BYTES:
+            raise MediaUnavailable("media server sent an oversized list")
+        return any(span.start < end and span.end > start for span in parse_spans(body))

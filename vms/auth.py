@@ -1,0 +1,236 @@
+"""Access tokens (Passport-style JWT), device sessions, media tokens and login throttling."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+
+from vms.config import Config
+from vms.dates import utcnow
+from vms.db import Database
+from vms.keystore import Keystore
+from vms.models import Session, User
+from vms.passwords import hash_password, verify_password
+
+API_AUDIENCE = "vms-api"
+MEDIA_AUDIENCE = "media-server"
+ALGORITHM = "EdDSA"
+_JTI = re.compile(r"^[0-9a-f]{80}$")
+_SESSION_CACHE_SIZE = 10_000
+_SESSION_CACHE_TTL = 30.0
+
+
+class Unauthenticated(Exception):
+    """The request carries no acceptable access token."""
+
+
+class InvalidCredentials(Exception):
+    """Wrong login or password."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: the user and the device session their token belongs to."""
+
+    user: User
+    session: Session
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """The outcome of a login."""
+
+    principal: Principal
+    access_token: str
+
+
+class Throttle:
+    """Counts failures per key in a sliding window (like Laravel's RateLimiter)."""
+
+    def __init__(self, limit: int, window: float, clock: Any = time.monotonic) -> None:
+        self._limit = limit
+        self._window = window
+        self._clock = clock
+        self._hits: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str) -> deque[float]:
+        now = self._clock()
+        hits = self._hits.get(key)
+        if hits is None:
+            return deque()
+        while hits and hits[0] <= now - self._window:
+            hits.popleft()
+        if not hits:
+            del self._hits[key]
+        return hits
+
+    def retry_after(self, key: str) -> int:
+        """Seconds until `key` may try again; 0 if it may now."""
+        hits = self._recent(key)
+        if len(hits) < self._limit:
+            return 0
+        return max(1, int(hits[0] + self._window - self._clock() + 0.999))
+
+    def hit(self, key: str) -> None:
+        """Record one failure for `key`."""
+        self._recent(key)
+        if len(self._hits) > 100_000:  # bound memory under a flood of distinct keys
+            self._hits.clear()
+        self._hits.setdefault(key, deque()).append(self._clock())
+
+    def clear(self, key: str) -> None:
+        """Forget the failures of `key` (after a successful login)."""
+        self._hits.pop(key, None)
+
+
+class Authenticator:
+    """Issues and checks access tokens; keeps recently used sessions in memory."""
+
+    def __init__(self, config: Config, db: Database, keys: Keystore) -> None:
+        self._config = config
+        self._db = db
+        self._keys = keys
+        self._public_key = keys.public_key
+        self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self.login_throttle = Throttle(config.login_attempts, config.login_window)
+        self.address_throttle = Throttle(config.login_attempts * 4, config.login_window)
+
+    def _sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(
+            claims, self._keys.signing_key, algorithm=ALGORITHM, headers={"kid": self._keys.kid}
+        )
+
+    def login_retry_after(self, login: str, address: str) -> int:
+        """Seconds before this login or address may try again."""
+        return max(
+            self.login_throttle.retry_after(f"login:{login.lower()}"),
+            self.address_throttle.retry_after(f"addr:{address}"),
+        )
+
+    async def check_password(self, login: str, password: str, address: str) -> User:
+        """The user if the password matches; counts failures for throttling."""
+        found = await self._db.user_with_hash(login)
+        stored = found[1] if found else None
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(None, verify_password, password, stored)
+        if not ok or found is None:
+            self.login_throttle.hit(f"login:{login.lower()}")
+            self.address_throttle.hit(f"addr:{address}")
+            raise InvalidCredentials
+        self.login_throttle.clear(f"login:{login.lower()}")
+        return found[0]
+
+    async def issue(self, user: User, device: str, client: str, now: datetime) -> IssuedToken:
+        """Open a device session for `user` and sign its access token."""
+        expires = now + timedelta(seconds=self._config.token_ttl)
+        session = await self._db.create_session(
+            secrets.token_hex(40), user.id, device, client, now, expires
+        )
+        token = self._sign(
+            {
+                "aud": API_AUDIENCE,
+                "jti": session.id,
+                "sub": str(user.id),
+                "iat": int(now.timestamp()),
+                "nbf": int(now.timestamp()),
+                "exp": int(expires.timestamp()),
+                "scopes": [],
+            }
+        )
+        principal = Principal(user, session)
+        self._remember(principal)
+        return IssuedToken(principal, token)
+
+    def _remember(self, principal: Principal) -> None:
+        self._cache[principal.session.id] = (time.monotonic(), principal)
+        self._cache.move_to_end(principal.session.id)
+        while len(self._cache) > _SESSION_CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    async def _principal(self, session_id: str) -> Principal | None:
+        cached = self._cache.get(session_id)
+        if cached and time.monotonic() - cached[0] < _SESSION_CACHE_TTL:
+            return cached[1]
+        session = await self._db.session(session_id)
+        if session is None:
+            return None
+        user = await self._db.user(session.user_id)
+        if user is None:
+            return None
+        principal = Principal(user, session)
+        self._remember(principal)
+        return principal
+
+    async def authenticate(self, authorization: str | None, device: str | None) -> Principal:
+        """Accept a bearer token only if every rule of the contract holds; else Unauthenticated."""
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Unauthenticated
+        token = authorization[7:].strip()
+        if not token or len(token) > 4096:
+            raise Unauthenticated
+        try:
+            claims = jwt.decode(
+                token,
+                self._public_key,
+                algorithms=[ALGORITHM],
+                audience=API_AUDIENCE,
+                options={"require": ["aud", "exp", "iat", "sub", "jti"]},
+            )
+        except jwt.PyJWTError:
+            raise Unauthenticated from None
+        session_id = claims["jti"]
+        if not isinstance(session_id, str) or not _JTI.match(session_id):
+            raise Unauthenticated
+        principal = await self._principal(session_id)
+        if (
+            principal is None
+            or principal.session.ended_at is not None
+            or principal.session.expires_at <= utcnow()
+            or str(principal.user.id) != claims["sub"]
+            or (device is not None and device != principal.session.device)
+        ):
+            raise Unauthenticated
+        return principal
+
+    async def end_session(self, principal: Principal, session_id: str, now: datetime) -> bool:
+        """End one of the caller's own sessions; False if it is not theirs or already ended."""
+        session = await self._db.session(session_id)
+        if session is None or session.user_id != principal.user.id or session.ended_at:
+            return False
+        ended = await self._db.end_session(session_id, now)
+        self._cache.pop(session_id, None)
+        return ended
+
+    def media_token(self, path: str, now: datetime) -> str:
+        """A short-lived token that lets its bearer play back one media server path."""
+        return self._sign(
+            {
+                "aud": MEDIA_AUDIENCE,
+                "iat": int(now.timestamp()),
+                "exp": int(now.timestamp() + self._config.media_token_ttl),
+                "mediamtx_permissions": [{"action": "playback", "path": path}],
+            }
+        )
+
+
+async def create_user(
+    db: Database,
+    login: str,
+    password: str,
+    *,
+    name: str | None = None,
+    is_admin: bool = False,
+    now: datetime,
+) -> User:
+    """Hash the password off the event loop and store the user."""
+    loop = asyncio.get_running_loop()
+    hashed = await loop.run_in_executor(None, hash_password, password)
+    return await db.create_user(login, name or login, hashed, is_admin=is_admin, now=now)

@@ -1,0 +1,222 @@
+"""Command line: serve the service, run a standalone media server, manage users and cameras."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from vms import keys
+from vms.auth import create_user
+from vms.bootstrap import OPERATOR_LOGIN, ensure_operator
+from vms.config import Config, ConfigError, load_config
+from vms.dates import utcnow
+from vms.db import Conflict, Database, NotFound
+from vms.logs import AccessLogger, setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    # Sub-commands repeat the options; SUPPRESS keeps them from erasing a value given earlier.
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--data", metavar="DIR", default=default, help="state directory (env VMS_DATA_DIR)"
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", type=Path, default=default, help="TOML settings file"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option, as `--help` lists them."""
+    parser = argparse.ArgumentParser(
+        prog="server.py",
+        description="VMS archive service. With no command, `serve` runs on the embedded defaults.",
+    )
+    _common(parser, top=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the API, push and embedded media server")
+    _common(serve)
+    serve.add_argument("--host", help="address to listen on (env VMS_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="API port (env VMS_PORT, default 8080)")
+    serve.add_argument(
+        "--media-port", type=int, help="embedded media server port, 0 turns it off (default 9996)"
+    )
+
+    user = commands.add_parser("user", help="manage users")
+    _common(user)
+    user_commands = user.add_subparsers(dest="action", metavar="ACTION", required=True)
+    user_add = user_commands.add_parser("add", help="create a user")
+    _common(user_add)
+    user_add.add_argument("login")
+    user_add.add_argument("--password", required=True, help="the password, or - to read stdin")
+    user_add.add_argument("--name", help="display name (default: the login)")
+    user_add.add_argument("--admin", action="store_true", help="operator: sees every camera")
+    user_add.add_argument(
+        "--camera", type=int, action="append", default=[], metavar="ID", help="grant a camera"
+    )
+    user_list = user_commands.add_parser("list", help="list users and their cameras")
+    _common(user_list)
+
+    camera = commands.add_parser("camera", help="manage cameras")
+    _common(camera)
+    camera_commands = camera.add_subparsers(dest="action", metavar="ACTION", required=True)
+    camera_add = camera_commands.add_parser("add", help="create or update a camera")
+    _common(camera_add)
+    camera_add.add_argument("id", type=int)
+    camera_add.add_argument("--name", required=True)
+    camera_add.add_argument(
+        "--media-server", metavar="URL", help="MediaMTX playback address (default: embedded)"
+    )
+    camera_add.add_argument("--path", help="the media server's path (default: cameraID)")
+    camera_list = camera_commands.add_parser("list", help="list cameras")
+    _common(camera_list)
+
+    media = commands.add_parser("media-server", help="run only the media server, for another box")
+    _common(media)
+    media.add_argument("--recordings", type=Path, required=True, metavar="DIR")
+    media.add_argument("--host", default="127.0.0.1")
+    media.add_argument("--port", type=int, default=9996)
+    media.add_argument(
+        "--jwks", metavar="URL", help="the VMS's JWKS URL (default http://127.0.0.1:8080/...)"
+    )
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    """Settings for this invocation: TOML, then environment, then flags."""
+    overrides: dict[str, Any] = {"data_dir": args.data}
+    for name in ("host", "port", "media_port"):
+        if args.command == "serve":
+            overrides[name] = getattr(args, name, None)
+    return load_config(args.config, overrides=overrides)
+
+
+async def _with_db(config: Config, work: Callable[[Database], Awaitable[int]]) -> int:
+    db = await Database.open(config.database_path)
+    try:
+        return await work(db)
+    finally:
+        await db.close()
+
+
+async def _user_add(db: Database, args: argparse.Namespace) -> int:
+    from_stdin = args.password == "-"  # noqa: S105 - "-" means "read it from stdin"
+    secret = sys.stdin.readline().rstrip("\n") if from_stdin else args.password
+    if not secret:
+        print("error: the password is empty", file=sys.stderr)
+        return 2
+    for camera_id in args.camera:
+        if await db.camera(camera_id) is None:
+            print(f"error: camera {camera_id} does not exist", file=sys.stderr)
+            return 2
+    try:
+        user = await create_user(
+            db, args.login, secret, name=args.name, is_admin=args.admin, now=utcnow()
+        )
+    except Conflict:
+        print(f"error: user {args.login!r} already exists", file=sys.stderr)
+        return 1
+    for camera_id in args.camera:
+        await db.grant(user.id, camera_id)
+    print(f"user {user.id} {user.login!r} created")
+    return 0
+
+
+async def _user_list(db: Database) -> int:
+    for user in await db.users():
+        cameras = "all" if user.is_admin else ",".join(map(str, await db.grants(user.id))) or "-"
+        role = "operator" if user.is_admin else "user"
+        print(f"{user.id}\t{user.login}\t{user.name}\t{role}\tcameras: {cameras}")
+    return 0
+
+
+async def _camera_add(db: Database, config: Config, args: argparse.Namespace) -> int:
+    url = (args.media_server or config.media_url).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        print("error: --media-server must be an http(s) URL", file=sys.stderr)
+        return 2
+    try:
+        camera = await db.put_camera(
+            args.id, args.name, args.path or f"camera{args.id}", url, utcnow()
+        )
+    except NotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"camera {camera.id} {camera.name!r} at {camera.media_server.url} path {camera.path}")
+    return 0
+
+
+async def _camera_list(db: Database) -> int:
+    for camera in await db.cameras():
+        print(f"{camera.id}\t{camera.name}\t{camera.media_server.url}\t{camera.path}")
+    return 0
+
+
+async def _first_start(app: web.Application) -> AsyncIterator[None]:
+    """Tell the operator how to log in the first time, once, on the console (not the log)."""
+    password = await ensure_operator(app[keys.DB], utcnow())
+    if password:
+        config = app[keys.CONFIG]
+        print(
+            "\nFirst start: created the operator account.\n"
+            f"  login:    {OPERATOR_LOGIN}\n  password: {password}\n"
+            f"  Log in at {config.base_url}/login or POST {config.base_url}/api/v1/token\n"
+            "This password is shown only now.\n",
+            flush=True,
+        )
+    yield
+
+
+def _serve(config: Config) -> int:
+    from vms.app import create_app
+
+    app = create_app(config)
+    app.cleanup_ctx.insert(1, _first_start)
+    web.run_app(
+        app,
+        host=config.host,
+        port=config.port,
+        access_log_class=AccessLogger,
+        shutdown_timeout=10.0,
+        print=lambda text: log.info("%s", text.strip()),
+    )
+    return 0
+
+
+def _media_server(config: Config, args: argparse.Namespace) -> int:
+    from vms.mediaserver.standalone import serve
+
+    jwks = args.jwks or f"{config.base_url}/.well-known/jwks.json"
+    asyncio.run(serve(args.recordings, args.host, args.port, jwks))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        config = config_from(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command in (None, "serve"):
+        return _serve(config)
+    if args.command == "media-server":
+        return _media_server(config, args)
+    if args.command == "user":
+        if args.action == "add":
+            return asyncio.run(_with_db(config, lambda db: _user_add(db, args)))
+        return asyncio.run(_with_db(config, _user_list))
+    if args.action == "add":
+        return asyncio.run(_with_db(config, lambda db: _camera_add(db, config, args)))
+    return asyncio.run(_with_db(config, _camera_list))

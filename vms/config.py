@@ -1,0 +1,190 @@
+"""Settings: defaults, then an optional TOML file, then VMS_* environment, then CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot use."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object, name: str) -> float:
+    """Read seconds from a number or a string like `90`, `30s`, `10m`, `3h`."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}: expected a duration, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ConfigError(f"{name}: expected seconds or a duration like 3h, 10m, 30s")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ConfigError(f"{name}: must be greater than zero")
+    return seconds
+
+
+def _parse_int(value: object, name: str, minimum: int, maximum: int = 1 << 31) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+    if not minimum <= number <= maximum:
+        raise ConfigError(f"{name}: must be between {minimum} and {maximum}")
+    return number
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the service needs to know at start; tests build their own."""
+
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    timezone: str = "UTC"
+    media_port: int = 9996
+    archive_ttl: float = 3 * 3600.0
+    cleanup_interval: float = 600.0
+    max_range: float = 3 * 3600.0
+    token_ttl: float = 24 * 3600.0
+    max_pending_per_device: int = 3
+    download_concurrency: int = 2
+    media_token_ttl: float = 15 * 60.0
+    login_attempts: int = 5
+    login_window: float = 60.0
+    demo_cameras: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        """The address clients reach the API at, without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        """The configured time zone for reading and writing dates."""
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite file."""
+        return self.data_dir / "vms.sqlite3"
+
+    @property
+    def archives_dir(self) -> Path:
+        """Where server-side archives are written."""
+        return self.data_dir / "archives"
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Recordings of the embedded media server."""
+        return self.data_dir / "recordings"
+
+    @property
+    def keys_dir(self) -> Path:
+        """Generated keys and secrets (mode 0700, files 0600)."""
+        return self.data_dir / "keys"
+
+    @property
+    def media_url(self) -> str:
+        """The embedded media server's address as clients reach it."""
+        host = self.host
+        if self.public_url:
+            from urllib.parse import urlsplit
+
+            host = urlsplit(self.public_url).hostname or host
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a bind-all address is not reachable
+            host = "127.0.0.1"
+        return f"http://{host}:{self.media_port}"
+
+
+# Setting name -> parser; the names are the TOML keys and, upper-cased with VMS_, the env names.
+_PARSERS: dict[str, Any] = {
+    "data_dir": lambda v, n: Path(str(v)),
+    "host": lambda v, n: str(v),
+    "port": lambda v, n: _parse_int(v, n, 0, 65535),
+    "public_url": lambda v, n: _parse_url(v, n),
+    "timezone": lambda v, n: _parse_timezone(v, n),
+    "media_port": lambda v, n: _parse_int(v, n, 0, 65535),
+    "archive_ttl": parse_duration,
+    "cleanup_interval": parse_duration,
+    "max_range": parse_duration,
+    "token_ttl": parse_duration,
+    "media_token_ttl": parse_duration,
+    "max_pending_per_device": lambda v, n: _parse_int(v, n, 1, 1000),
+    "download_concurrency": lambda v, n: _parse_int(v, n, 1, 64),
+    "login_attempts": lambda v, n: _parse_int(v, n, 1, 1000),
+    "login_window": parse_duration,
+    "demo_cameras": lambda v, n: _parse_bool(v, n),
+}
+
+
+def _parse_url(value: object, name: str) -> str:
+    text = str(value).strip().rstrip("/")
+    if text and not re.match(r"^https?://[^/\s]+(/\S*)?$", text):
+        raise ConfigError(f"{name}: expected an http(s) URL")
+    return text
+
+
+def _parse_timezone(value: object, name: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(str(value))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{name}: unknown time zone {value!r}") from None
+    return str(value)
+
+
+def _parse_bool(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: expected true or false")
+
+
+def load_config(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Config:
+    """Build a Config from a TOML file, the environment and CLI overrides, in rising priority."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            raw = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_file}: {exc}") from None
+        for key, value in raw.items():
+            if key not in _PARSERS:
+                raise ConfigError(f"{config_file}: unknown setting {key!r}")
+            values[key] = _PARSERS[key](value, key)
+    for key, parser in _PARSERS.items():
+        env_name = f"VMS_{key.upper()}"
+        if environ.get(env_name, "") != "":
+            values[key] = parser(environ[env_name], env_name)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _PARSERS[key](value, f"--{key.replace('_', '-')}")
+    return dataclasses.replace(Config(), **values)

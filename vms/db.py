@@ -1,0 +1,503 @@
+"""The only module that speaks SQL: schema migrations and every query the service makes."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from vms.dates import format_stamp, from_unix, parse_stamp
+from vms.models import Camera, Download, Kind, MediaServer, Session, Status, User
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(Exception):
+    """A domain-level problem with stored data."""
+
+
+class Conflict(StoreError):
+    """The record already exists."""
+
+
+class NotFound(StoreError):
+    """No such record."""
+
+
+# Each entry moves the schema one version up; never edit a released one, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        login TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        name TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE media_servers (
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE cameras (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        media_server_id INTEGER NOT NULL REFERENCES media_servers(id),
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE camera_grants (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        camera_id INTEGER NOT NULL REFERENCES cameras(id) ON DELETE CASCADE,
+        PRIMARY KEY (user_id, camera_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        device TEXT NOT NULL,
+        client TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        ended_at TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_user ON sessions(user_id);
+    CREATE TABLE downloads (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('link', 'archive')),
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        session_id TEXT NOT NULL,
+        camera_id INTEGER NOT NULL REFERENCES cameras(id) ON DELETE CASCADE,
+        device TEXT NOT NULL,
+        client TEXT NOT NULL,
+        range_from REAL NOT NULL,
+        range_to REAL NOT NULL,
+        status TEXT NOT NULL,
+        progress INTEGER NOT NULL DEFAULT 0,
+        size INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        message TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        expires_at REAL
+    );
+    CREATE INDEX downloads_user_created ON downloads(user_id, kind, created_at);
+    CREATE INDEX downloads_status ON downloads(kind, status);
+    CREATE INDEX downloads_device ON downloads(device, camera_id, range_from, range_to);
+    """,
+)
+
+_DOWNLOAD_COLUMNS = """
+    d.id, d.kind, d.user_id, d.session_id, d.camera_id, c.name, d.device, d.client,
+    d.range_from, d.range_to, d.status, d.progress, d.size, d.attempts, d.message,
+    d.created_at, d.updated_at, d.expires_at, u.login
+"""
+_DOWNLOAD_FROM = """
+    FROM downloads d JOIN cameras c ON c.id = d.camera_id JOIN users u ON u.id = d.user_id
+"""
+
+
+def _user(row: Sequence[Any]) -> User:
+    return User(
+        id=row[0],
+        login=row[1],
+        name=row[2],
+        is_admin=bool(row[3]),
+        created_at=parse_stamp(row[4]),
+        updated_at=parse_stamp(row[5]),
+    )
+
+
+def _session(row: Sequence[Any]) -> Session:
+    return Session(
+        id=row[0],
+        user_id=row[1],
+        device=row[2],
+        client=row[3],
+        created_at=parse_stamp(row[4]),
+        expires_at=parse_stamp(row[5]),
+        ended_at=parse_stamp(row[6]) if row[6] else None,
+    )
+
+
+def _camera(row: Sequence[Any]) -> Camera:
+    return Camera(
+        id=row[0],
+        name=row[1],
+        path=row[2],
+        created_at=parse_stamp(row[3]),
+        media_server=MediaServer(id=row[4], url=row[5]),
+    )
+
+
+def _download(row: Sequence[Any]) -> Download:
+    return Download(
+        id=row[0],
+        kind=row[1],
+        user_id=row[2],
+        session_id=row[3],
+        camera_id=row[4],
+        camera_name=row[5],
+        device=row[6],
+        client=row[7],
+        range_from=from_unix(row[8]),
+        range_to=from_unix(row[9]),
+        status=row[10],
+        progress=row[11],
+        size=row[12],
+        attempts=row[13],
+        message=row[14],
+        created_at=parse_stamp(row[15]),
+        updated_at=parse_stamp(row[16]),
+        expires_at=from_unix(row[17]) if row[17] is not None else None,
+        login=row[18],
+    )
+
+
+_USER_COLUMNS = "id, login, name, is_admin, created_at, updated_at"
+_SESSION_COLUMNS = "id, user_id, device, client, created_at, expires_at, ended_at"
+_CAMERA_SELECT = """
+    SELECT c.id, c.name, c.path, c.created_at, m.id, m.url
+    FROM cameras c JOIN media_servers m ON m.id = c.media_server_id
+"""
+
+
+class Database:
+    """One aiosqlite connection in WAL mode; every statement of the service goes through here."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: Path) -> Database:
+        """Open (creating if needed) the database at `path` and bring its schema up to date."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        db = cls(conn)
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        await conn.execute("PRAGMA busy_timeout = 5000")
+        await db._migrate()
+        return db
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._conn.close()
+
+    async def _migrate(self) -> None:
+        async with self._conn.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = row[0] if row else 0
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"database schema version {version} is newer than this program knows "
+                f"({len(MIGRATIONS)}); refusing to touch it"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # executescript commits on its own; BEGIN..COMMIT inside keeps each step atomic.
+            await self._conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+            log.info("database schema migrated to version %d", number)
+
+    async def schema_version(self) -> int:
+        """The schema version stored in the file."""
+        row = await self._one("PRAGMA user_version")
+        return int(row[0]) if row else 0
+
+    async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        async with self._conn.execute(sql, tuple(params)) as cursor:
+            return await cursor.fetchone()
+
+    async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        async with self._conn.execute(sql, tuple(params)) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one write statement; returns lastrowid for inserts, rowcount otherwise."""
+        async with self._conn.execute(sql, tuple(params)) as cursor:
+            if sql.lstrip().upper().startswith("INSERT"):
+                return cursor.lastrowid or 0
+            return cursor.rowcount
+
+    # Users
+
+    async def create_user(
+        self, login: str, name: str, password_hash: str, *, is_admin: bool, now: datetime
+    ) -> User:
+        """Insert a user; Conflict if the login is taken (case-insensitively)."""
+        stamp = format_stamp(now)
+        try:
+            user_id = await self._write(
+                "INSERT INTO users (login, name, password_hash, is_admin, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (login, name, password_hash, int(is_admin), stamp, stamp),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"user {login!r} already exists") from None
+        return User(user_id, login, name, is_admin, parse_stamp(stamp), parse_stamp(stamp))
+
+    async def user_with_hash(self, login: str) -> tuple[User, str] | None:
+        """The user with this login and their password hash."""
+        row = await self._one(
+            f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE login = ?", (login,)
+        )
+        return (_user(row), row[6]) if row else None
+
+    async def user(self, user_id: int) -> User | None:
+        """The user with this id."""
+        row = await self._one(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+        return _user(row) if row else None
+
+    async def users(self) -> list[User]:
+        """Every user, by id."""
+        return [_user(r) for r in await self._all(f"SELECT {_USER_COLUMNS} FROM users ORDER BY id")]
+
+    async def count_users(self) -> int:
+        """How many users exist."""
+        row = await self._one("SELECT count(*) FROM users")
+        return int(row[0])
+
+    async def grant(self, user_id: int, camera_id: int) -> None:
+        """Let a user see a camera."""
+        try:
+            await self._write(
+                "INSERT OR IGNORE INTO camera_grants (user_id, camera_id) VALUES (?, ?)",
+                (user_id, camera_id),
+            )
+        except sqlite3.IntegrityError:
+            raise NotFound(f"camera {camera_id} does not exist") from None
+
+    async def grants(self, user_id: int) -> list[int]:
+        """Camera ids granted to a user."""
+        rows = await self._all(
+            "SELECT camera_id FROM camera_grants WHERE user_id = ? ORDER BY camera_id", (user_id,)
+        )
+        return [r[0] for r in rows]
+
+    # Cameras and media servers
+
+    async def media_server(self, url: str) -> MediaServer:
+        """The media server with this URL, registered on first use."""
+        await self._write("INSERT OR IGNORE INTO media_servers (url) VALUES (?)", (url,))
+        row = await self._one("SELECT id, url FROM media_servers WHERE url = ?", (url,))
+        return MediaServer(id=row[0], url=row[1])
+
+    async def put_camera(
+        self, camera_id: int, name: str, path: str, media_server_url: str, now: datetime
+    ) -> Camera:
+        """Create or update a camera."""
+        server = await self.media_server(media_server_url)
+        await self._write(
+            "INSERT INTO cameras (id, name, path, media_server_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
+            " name = excluded.name, path = excluded.path,"
+            " media_server_id = excluded.media_server_id",
+            (camera_id, name, path, server.id, format_stamp(now)),
+        )
+        camera = await self.camera(camera_id)
+        assert camera is not None
+        return camera
+
+    async def camera(self, camera_id: int) -> Camera | None:
+        """A camera by id, regardless of who asks."""
+        row = await self._one(f"{_CAMERA_SELECT} WHERE c.id = ?", (camera_id,))
+        return _camera(row) if row else None
+
+    async def visible_camera(self, user: User, camera_id: int) -> Camera | None:
+        """A camera by id if `user` may see it: admins see all, others their grants."""
+        if user.is_admin:
+            return await self.camera(camera_id)
+        row = await self._one(
+            f"{_CAMERA_SELECT} JOIN camera_grants g ON g.camera_id = c.id"
+            " WHERE c.id = ? AND g.user_id = ?",
+            (camera_id, user.id),
+        )
+        return _camera(row) if row else None
+
+    async def cameras(self) -> list[Camera]:
+        """Every camera, by id."""
+        return [_camera(r) for r in await self._all(f"{_CAMERA_SELECT} ORDER BY c.id")]
+
+    # Sessions
+
+    async def create_session(
+        self,
+        session_id: str,
+        user_id: int,
+        device: str,
+        client: str,
+        now: datetime,
+        expires: datetime,
+    ) -> Session:
+        """Record a device login."""
+        await self._write(
+            f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL)",
+            (session_id, user_id, device, client, format_stamp(now), format_stamp(expires)),
+        )
+        return Session(session_id, user_id, device, client, now, expires, None)
+
+    async def session(self, session_id: str) -> Session | None:
+        """A session by id."""
+        row = await self._one(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+        )
+        return _session(row) if row else None
+
+    async def end_session(self, session_id: str, now: datetime) -> bool:
+        """Mark a session ended; False if it was already ended or never existed."""
+        changed = await self._write(
+            "UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
+            (format_stamp(now), session_id),
+        )
+        return changed > 0
+
+    # Downloads: history records and server-side archives
+
+    async def create_download(
+        self,
+        *,
+        kind: str,
+        session: Session,
+        camera: Camera,
+        range_from: datetime,
+        range_to: datetime,
+        status: str,
+        now: datetime,
+    ) -> Download:
+        """Insert a history record or an archive job."""
+        stamp = format_stamp(now)
+        download_id = await self._write(
+            "INSERT INTO downloads (kind, user_id, session_id, camera_id, device, client,"
+            " range_from, range_to, status, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                kind,
+                session.user_id,
+                session.id,
+                camera.id,
+                session.device,
+                session.client,
+                range_from.timestamp(),
+                range_to.timestamp(),
+                status,
+                stamp,
+                stamp,
+            ),
+        )
+        download = await self.download(download_id)
+        assert download is not None
+        return download
+
+    async def download(self, download_id: int) -> Download | None:
+        """A download by id, regardless of owner."""
+        row = await self._one(
+            f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM} WHERE d.id = ?", (download_id,)
+        )
+        return _download(row) if row else None
+
+    async def list_downloads(
+        self,
+        *,
+        user_id: int | None,
+        kinds: Sequence[str] = (Kind.LINK,),
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        camera_id: int | None = None,
+        status: str | None = None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Download], int]:
+        """One page of downloads, newest first, and the total matching; user None means all."""
+        where = [f"d.kind IN ({', '.join('?' * len(kinds))})"]
+        params: list[Any] = list(kinds)
+        if user_id is not None:
+            where.append("d.user_id = ?")
+            params.append(user_id)
+        if created_from is not None:
+            where.append("d.created_at >= ?")
+            params.append(format_stamp(created_from))
+        if created_to is not None:
+            where.append("d.created_at <= ?")
+            params.append(format_stamp(created_to))
+        if camera_id is not None:
+            where.append("d.camera_id = ?")
+            params.append(camera_id)
+        if status is not None:
+            where.append("d.status = ?")
+            params.append(status)
+        clause = " AND ".join(where)
+        total_row = await self._one(f"SELECT count(*) FROM downloads d WHERE {clause}", params)
+        rows = await self._all(
+            f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM} WHERE {clause}"
+            " ORDER BY d.created_at DESC, d.id DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return [_download(r) for r in rows], int(total_row[0])
+
+    async def pending_archive(
+        self, device: str, camera_id: int, range_from: datetime, range_to: datetime
+    ) -> Download | None:
+        """The same device's archive of the same camera and range that is pending or on disk."""
+        row = await self._one(
+            f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM}"
+            " WHERE d.kind = 'archive' AND d.device = ? AND d.camera_id = ?"
+            " AND d.range_from = ? AND d.range_to = ? AND d.status IN (?, ?, ?)"
+            " ORDER BY d.id DESC LIMIT 1",
+            (
+                device,
+                camera_id,
+                range_from.timestamp(),
+                range_to.timestamp(),
+                Status.QUEUED,
+                Status.RUNNING,
+                Status.READY,
+            ),
+        )
+        return _download(row) if row else None
+
+    async def count_pending(self, user_id: int, device: str) -> int:
+        """How many archives this user's device has queued or running."""
+        row = await self._one(
+            "SELECT count(*) FROM downloads WHERE kind = 'archive' AND user_id = ? AND device = ?"
+            " AND status IN (?, ?)",
+            (user_id, device, *Status.PENDING),
+        )
+        return int(row[0])
+
+    async def archives_in(self, statuses: Sequence[str]) -> list[Download]:
+        """Every archive in one of `statuses`, oldest first."""
+        rows = await self._all(
+            f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM} WHERE d.kind = 'archive'"
+            f" AND d.status IN ({', '.join('?' * len(statuses))}) ORDER BY d.id",
+            statuses,
+        )
+        return [_download(r) for r in rows]
+
+    async def ready_archives_for_session(self, session_id: str) -> list[Download]:
+        """Archives of one session that are ready on disk, oldest first."""
+        rows = await self._all(
+            f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM} WHERE d.kind = 'archive'"
+            " AND d.session_id = ? AND d.status = ? ORDER BY d.id",
+            (session_id, Status.READY),
+        )
+        return [_download(r) for r in rows]
+
+    async def update_download(self, download_id: int, now: datetime, **fields: Any) -> None:
+        """Change some columns: status, progress, size, attempts, message, expires_at."""
+        allowed = {"status", "progress", "size", "attempts", "message", "expires_at"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}")
+        values = {k: (v.timestamp() if isinstance(v, datetime) else v) for k, v in fields.items()}
+        assignments = ", ".join(f"{k} = ?" for k in values)
+        await self._write(
+            f"UPDATE downloads SET {assignments}, updated_at = ? WHERE id = ?",
+            [*values.values(), format_stamp(now), download_id],
+        )

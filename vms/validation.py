@@ -1,0 +1,241 @@
+"""Request validation with marshmallow, reported in Laravel's 422 shape and wording."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from aiohttp import web
+from marshmallow import Schema, ValidationError, fields, validates_schema
+
+from vms.dates import parse_date, utcnow
+from vms.models import CLIENTS
+
+_PRINTABLE = re.compile(r"^[\x20-\x7e]+$")
+
+
+class ValidationFailed(Exception):
+    """Input broke one or more rules; `errors` maps each field to its messages, in order."""
+
+    def __init__(self, errors: Mapping[str, list[str]]) -> None:
+        super().__init__("validation failed")
+        self.errors = dict(errors)
+
+
+def summary(errors: Mapping[str, list[str]]) -> str:
+    """Laravel's top-level message: the first error, plus how many more there are."""
+    messages = [m for field_messages in errors.values() for m in field_messages]
+    first = messages[0] if messages else "The given data was invalid."
+    extra = len(messages) - 1
+    if extra <= 0:
+        return first
+    return f"{first} (and {extra} more error{'s' if extra > 1 else ''})"
+
+
+def error_body(errors: Mapping[str, list[str]]) -> dict[str, Any]:
+    """The 422 JSON body."""
+    return {"message": summary(errors), "errors": dict(errors)}
+
+
+def humanize_seconds(seconds: float) -> str:
+    """3 hours, 90 minutes, 45 seconds: how a limit reads in a message."""
+    for unit, size in (("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g} seconds"
+
+
+def _required(label: str) -> str:
+    return f"The {label} field is required."
+
+
+class _Text(fields.Field):  # type: ignore[type-arg]
+    """A single string value; lists (repeated parameters) and other types are refused."""
+
+    def __init__(
+        self, label: str, *, max_length: int = 255, required: bool = True, **kwargs: Any
+    ) -> None:
+        super().__init__(
+            required=required,
+            error_messages={"required": _required(label), "null": _required(label)},
+            **kwargs,
+        )
+        self.label = label
+        self.max_length = max_length
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValidationError(f"The {self.label} field must be a string.")
+        if len(value) > self.max_length:
+            raise ValidationError(
+                f"The {self.label} field must not be greater than {self.max_length} characters."
+            )
+        return value
+
+
+class _Date(_Text):
+    """A date in one of the contract's two spellings, as an aware UTC datetime.
+
+    Dates without an offset are read in the time zone of the schema the field belongs to.
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        tz = getattr(self.parent, "tz", UTC)
+        parsed = parse_date(value.strip(), tz) if isinstance(value, str) else None
+        if parsed is None:
+            raise ValidationError(f"The {self.label} field must be a valid date.")
+        return parsed
+
+
+class _Client(_Text):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if value not in CLIENTS:
+            raise ValidationError(f"The selected {self.label} is invalid.")
+        return str(value)
+
+
+class _DeviceId(_Text):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = str(super()._deserialize(value, attr, data, **kwargs))
+        if not _PRINTABLE.match(text):
+            raise ValidationError(f"The {self.label} field format is invalid.")
+        return text
+
+
+class _Integer(_Text):
+    """A whole number in a range, as query strings carry it."""
+
+    def __init__(self, label: str, minimum: int, maximum: int, **kwargs: Any) -> None:
+        super().__init__(label, **kwargs)
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool) or not (
+            isinstance(value, int)
+            or (isinstance(value, str) and re.fullmatch(r"-?\d{1,12}", value))
+        ):
+            raise ValidationError(f"The {self.label} field must be an integer.")
+        number = int(value)
+        if number < self.minimum:
+            raise ValidationError(f"The {self.label} field must be at least {self.minimum}.")
+        if number > self.maximum:
+            raise ValidationError(
+                f"The {self.label} field must not be greater than {self.maximum}."
+            )
+        return number
+
+
+class _LaravelSchema(Schema):
+    """A schema whose errors come back in declaration order, each field's messages as a list."""
+
+    def validated(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Load `data` (empty strings count as missing) or raise ValidationFailed."""
+        cleaned = {k: v for k, v in data.items() if not (isinstance(v, str) and v.strip() == "")}
+        try:
+            return dict(self.load(cleaned))
+        except ValidationError as exc:
+            messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+            raise ValidationFailed(self._ordered(messages)) from None
+
+    def _ordered(self, messages: Mapping[str, Any]) -> dict[str, list[str]]:
+        ordered: dict[str, list[str]] = {}
+        for name, field in self.fields.items():
+            key = field.data_key or name
+            found = messages.get(key)
+            if found:
+                ordered[key] = [str(m) for m in (found if isinstance(found, list) else [found])]
+        for key, found in messages.items():
+            if key not in ordered and key != "_schema":
+                ordered[key] = [str(m) for m in (found if isinstance(found, list) else [found])]
+        return ordered
+
+
+class DeviceHeadersSchema(_LaravelSchema):
+    """The X-Client and X-UUID headers every client endpoint reads."""
+
+    client = _Client("X-Client", data_key="X-Client")
+    device = _DeviceId("X-UUID", data_key="X-UUID")
+
+
+class LoginSchema(_LaravelSchema):
+    """POST /api/v1/token."""
+
+    login = _Text("login")
+    password = _Text("password", max_length=1024)
+    client = _Client("X-Client", data_key="X-Client")
+    device = _DeviceId("X-UUID", data_key="X-UUID")
+
+
+class ArchiveLinkSchema(_LaravelSchema):
+    """GET /api/v1/cameras/{camera}/archive/link."""
+
+    range_from = _Date("from", data_key="from")
+    range_to = _Date("to", data_key="to")
+    client = _Client("X-Client", data_key="X-Client")
+    device = _DeviceId("X-UUID", data_key="X-UUID")
+
+    def __init__(
+        self, tz: tzinfo, max_range: float, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        super().__init__()
+        self.tz = tz
+        self._max_range = max_range
+        self._clock = clock
+
+    @validates_schema(skip_on_field_errors=False)
+    def _check_range(self, data: dict[str, Any], **kwargs: Any) -> None:
+        errors: dict[str, list[str]] = {}
+        start, end = data.get("range_from"), data.get("range_to")
+        if start is not None and start > self._clock():
+            errors["from"] = ["The from field must be a date before or equal to now."]
+        if start is not None and end is not None:
+            if end <= start:
+                errors["to"] = ["The to field must be a date after from."]
+            elif (end - start).total_seconds() > self._max_range:
+                errors["to"] = [
+                    "The to field must be a date no more than "
+                    f"{humanize_seconds(self._max_range)} after from."
+                ]
+        if errors:
+            raise ValidationError(errors)
+
+
+class DownloadListSchema(_LaravelSchema):
+    """GET /api/v1/downloads query parameters (all optional)."""
+
+    page = _Integer("page", 1, 1_000_000, required=False)
+    per_page = _Integer("per page", 1, 100, required=False)
+    created_from = _Date("from", data_key="from", required=False)
+    created_to = _Date("to", data_key="to", required=False)
+
+    def __init__(self, tz: tzinfo) -> None:
+        super().__init__()
+        self.tz = tz
+
+
+def query_values(request: web.Request, names: tuple[str, ...]) -> dict[str, Any]:
+    """Named query parameters; a repeated one comes back as a list so it fails validation."""
+    values: dict[str, Any] = {}
+    for name in names:
+        found = request.query.getall(name, [])
+        if len(found) == 1:
+            values[name] = found[0]
+        elif found:
+            values[name] = found
+    return values
+
+
+def header_values(request: web.Request) -> dict[str, Any]:
+    """The device headers, as validation input."""
+    values: dict[str, Any] = {}
+    for name in ("X-Client", "X-UUID"):
+        found = request.headers.getall(name, [])
+        if len(found) == 1:
+            values[name] = found[0]
+        elif found:
+            values[name] = found
+    return values
