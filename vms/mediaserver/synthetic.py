@@ -178,20 +178,22 @@ class FrameRenderer:
         name_font = _font(max(10, height // 9))
         small_font = _font(max(8, height // 24))
 
-        # Glyph tiles of a fixed cell width, so the digits never shift as the time changes.
+        # One tile per character: digits share one width and the time's format is fixed, so the
+        # characters never shift as the time changes and a frame is a few array copies.
         ascent, descent = time_font.getmetrics()
-        self._cell_w = int(max(time_font.getlength(ch) for ch in "0123456789")) + 1
+        digit_w = int(max(time_font.getlength(ch) for ch in "0123456789")) + 2
         self._cell_h = ascent + descent
         self._tiles: dict[str, Luma] = {}
         for ch in TIME_CHARS:
-            tile = Image.new("L", (self._cell_w, self._cell_h), 0)
-            ImageDraw.Draw(tile).text(
-                (self._cell_w / 2, 0), ch, fill=255, font=time_font, anchor="ma"
-            )
+            tile_w = digit_w if ch.isdigit() else int(time_font.getlength(ch)) + 4
+            tile = Image.new("L", (tile_w, self._cell_h), 0)
+            ImageDraw.Draw(tile).text((tile_w / 2, 0), ch, fill=255, font=time_font, anchor="ma")
             mask = np.asarray(tile, dtype=np.float32) / 255.0
             self._tiles[ch] = (STRIPE_BLACK + mask * (STRIPE_WHITE - STRIPE_BLACK)).astype(np.uint8)
-        text_w = self._cell_w * len(format_time(EPOCH))
-        if text_w + 8 > width:
+        text_w = sum(self._tiles[ch].shape[1] for ch in format_time(EPOCH))
+        self._text_w = text_w
+        label_w = int(small_font.getlength(" UTC")) + 2
+        if text_w + label_w + 16 > width:
             raise ValueError(f"frame too narrow for the time: {size}")
 
         # The static picture: a gradient tinted per camera, the name, and black boxes (neutral
@@ -203,23 +205,23 @@ class FrameRenderer:
         draw = ImageDraw.Draw(image)
         margin = max(4, height // 40)
         draw.text((margin, margin), name, fill=(255, 255, 255), font=name_font)
-        self._text_x = (width - text_w) // 2
+        self._text_x = (width - text_w - label_w) // 2
         self._text_y = height - band - margin - self._cell_h
         draw.rectangle(
             (
                 self._text_x - margin,
                 self._text_y - margin,
-                self._text_x + text_w + margin - 1,
+                self._text_x + text_w + label_w + margin - 1,
                 self._text_y + self._cell_h + margin - 1,
             ),
             fill=(0, 0, 0),
         )
         draw.text(
-            (width - margin, self._text_y - margin - 2),
+            (self._text_x + text_w + label_w, self._text_y + ascent),
             "UTC",
             fill=(220, 220, 220),
             font=small_font,
-            anchor="rd",
+            anchor="rs",
         )
         draw.rectangle((0, height - band, width - 1, height - 1), fill=(0, 0, 0))
         base = av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")
@@ -230,7 +232,7 @@ class FrameRenderer:
         """A yuv420p frame showing `moment` (UTC) as digits and as the stripe."""
         text = format_time(moment)
         x, y = self._text_x, self._text_y
-        self._luma[y : y + self._cell_h, x : x + self._cell_w * len(text)] = np.hstack(
+        self._luma[y : y + self._cell_h, x : x + self._text_w] = np.hstack(
             [self._tiles[ch] for ch in text]
         )
         paint_stripe(self._luma, encode_stripe(moment))
@@ -330,6 +332,7 @@ class SegmentWriter:
                 options={
                     "preset": "ultrafast",
                     "tune": "zerolatency",
+                    "threads": "1",
                     "crf": str(crf),
                     "x264-params": f"keyint={self.gop}:min-keyint={self.gop}:scenecut=0",
                 },
