@@ -309,6 +309,7 @@ class SegmentWriter:
         *,
         fps: int = 10,
         gop_seconds: float = 1.0,
+        preset: str = "ultrafast",
         crf: int = 28,
     ) -> None:
         if fps < 1:
@@ -330,7 +331,7 @@ class SegmentWriter:
                 "libx264",
                 rate=fps,
                 options={
-                    "preset": "ultrafast",
+                    "preset": preset,
                     "tune": "zerolatency",
                     "threads": "1",
                     "crf": str(crf),
