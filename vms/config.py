@@ -67,6 +67,10 @@ class Config:
     login_attempts: int = 5
     login_window: float = 60.0
     demo_cameras: bool = True
+    # Fetching archives from media servers: stall timeout, attempts, first retry delay.
+    fetch_read_timeout: float = 30.0
+    fetch_attempts: int = 4
+    fetch_backoff: float = 2.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -132,6 +136,9 @@ _PARSERS: dict[str, Any] = {
     "login_attempts": lambda v, n: _parse_int(v, n, 1, 1000),
     "login_window": parse_duration,
     "demo_cameras": lambda v, n: _parse_bool(v, n),
+    "fetch_read_timeout": parse_duration,
+    "fetch_attempts": lambda v, n: _parse_int(v, n, 1, 20),
+    "fetch_backoff": parse_duration,
 }
 
 

@@ -501,3 +501,32 @@ class Database:
             f"UPDATE downloads SET {assignments}, updated_at = ? WHERE id = ?",
             [*values.values(), format_stamp(now), download_id],
         )
+
+    async def archives_due(self, now: datetime) -> list[int]:
+        """Ready archives whose lifetime is over."""
+        rows = await self._all(
+            "SELECT id FROM downloads WHERE kind = 'archive' AND status = ? AND expires_at <= ?",
+            (Status.READY, now.timestamp()),
+        )
+        return [r[0] for r in rows]
+
+    async def archive_statuses(self) -> dict[int, str]:
+        """Status of every archive that may own a file: queued, running or ready."""
+        rows = await self._all(
+            "SELECT id, status FROM downloads WHERE kind = 'archive' AND status IN (?, ?, ?)",
+            (Status.QUEUED, Status.RUNNING, Status.READY),
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def mark_expired(self, ids: Sequence[int], now: datetime) -> int:
+        """Mark archives expired, in one transaction per batch."""
+        changed = 0
+        stamp = format_stamp(now)
+        for index in range(0, len(ids), 500):
+            batch = list(ids[index : index + 500])
+            changed += await self._write(
+                f"UPDATE downloads SET status = ?, progress = 0, updated_at = ?"
+                f" WHERE kind = 'archive' AND id IN ({', '.join('?' * len(batch))})",
+                [Status.EXPIRED, stamp, *batch],
+            )
+        return changed

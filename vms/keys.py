@@ -7,12 +7,14 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from vms.archive.jobs import ArchiveService
 from vms.archive.links import LinkService
 from vms.archive.mediaclient import MediaClient
-from vms.auth import Authenticator
+from vms.auth import Authenticator, Throttle
 from vms.config import Config
 from vms.db import Database
 from vms.keystore import Keystore
+from vms.push.hub import Hub
 from vms.validation import ArchiveLinkSchema, DownloadListSchema
 
 CONFIG = web.AppKey[Config]("config")
@@ -26,3 +28,6 @@ LINK_SCHEMA = web.AppKey[ArchiveLinkSchema]("link_schema")
 LIST_SCHEMA = web.AppKey[DownloadListSchema]("list_schema")
 # Called with a session id after it ends (closing its sockets, for one).
 SESSION_ENDED = web.AppKey[list[Callable[[str], Awaitable[None]]]]("session_ended")
+ARCHIVES = web.AppKey[ArchiveService]("archives")
+HUB = web.AppKey[Hub]("hub")
+WSURL_THROTTLE = web.AppKey[Throttle]("wsurl_throttle")

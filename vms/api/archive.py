@@ -10,15 +10,18 @@ from aiohttp import web
 
 from vms import keys
 from vms.api.errors import ApiError
-from vms.api.resources import download_resource
 from vms.api.sessions import authenticated, read_body
+from vms.archive.jobs import TooManyPending
 from vms.archive.links import CameraNotFound, NoRecording
 from vms.archive.mediaclient import MediaUnavailable
 from vms.auth import Principal
 from vms.models import THICK_CLIENT, Download, Kind
+from vms.resources import download_resource
 from vms.validation import ValidationFailed, header_values, query_values
 
 _NO_RECORDING = "No recording found between from and to."
+# A queued archive takes tens of seconds; asking again sooner is pointless.
+_PENDING_RETRY_AFTER = 30
 
 
 async def archive_link(request: web.Request) -> web.Response:
@@ -44,8 +47,10 @@ async def archive_link(request: web.Request) -> web.Response:
     if data["client"] == THICK_CLIENT:
         _record, link = await links.thick_link(principal, camera, start, end)
         return web.json_response({"link": link})
-    archives = request.app[keys.ARCHIVES]
-    download = await archives.request(principal, camera, start, end)
+    try:
+        download = await request.app[keys.ARCHIVES].request(principal, camera, start, end)
+    except TooManyPending:
+        raise ApiError(429, retry_after=_PENDING_RETRY_AFTER) from None
     return web.json_response(
         {"status": "queued", "download": await _resource(request, principal, download)},
         status=202,

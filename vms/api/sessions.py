@@ -8,9 +8,9 @@ from aiohttp import web
 
 from vms import keys
 from vms.api.errors import ApiError
-from vms.api.resources import user_resource
 from vms.auth import InvalidCredentials, Principal
 from vms.dates import utcnow
+from vms.resources import user_resource
 from vms.validation import LoginSchema, ValidationFailed, header_values
 
 _CREDENTIALS = "These credentials do not match our records."

@@ -66,18 +66,20 @@ def parse_spans(body: bytes) -> list[Span]:
     return spans
 
 
-def get_url(camera: Camera, start: datetime, end: datetime, token: str, fmt: str = "mp4") -> str:
-    """The media server's /get address for a camera and range, carrying a media token."""
+def get_url(
+    camera: Camera, start: datetime, end: datetime, token: str | None, fmt: str = "mp4"
+) -> str:
+    """The media server's /get address for a camera and range, carrying a media token if given."""
     duration = (end - start).total_seconds()
-    query = urlencode(
-        {
-            "path": camera.path,
-            "start": format_rfc3339(start),
-            "duration": f"{duration:.6f}".rstrip("0").rstrip("."),
-            "format": fmt,
-            "jwt": token,
-        }
-    )
+    params = {
+        "path": camera.path,
+        "start": format_rfc3339(start),
+        "duration": f"{duration:.6f}".rstrip("0").rstrip("."),
+        "format": fmt,
+    }
+    if token is not None:
+        params["jwt"] = token
+    query = urlencode(params)
     return f"{camera.media_server.url.rstrip('/')}/get?{query}"
 
 

@@ -1,0 +1,55 @@
+"""Serving finished archives behind signed, expiring URLs (Range and sendfile by FileResponse)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from vms import keys
+from vms.api.errors import json_error
+from vms.archive.files import BadSignature, Expired, content_disposition
+from vms.archive.links import download_name
+from vms.dates import utcnow
+from vms.models import Kind, Status
+
+_INVALID = "Invalid signature."
+_EXPIRED = "This archive has expired."
+
+
+async def download_archive(request: web.Request) -> web.StreamResponse:
+    """GET /archive/download/{id}?expires&signature: the MP4, whole or a range of it."""
+    ref = request.match_info["id"]
+    if not ref.isdigit() or len(ref) > 12:
+        return json_error(403, _INVALID)
+    download_id = int(ref)
+    archives = request.app[keys.ARCHIVES]
+    try:
+        archives.files.check(
+            download_id, request.query.get("expires"), request.query.get("signature"), utcnow()
+        )
+    except BadSignature:
+        return json_error(403, _INVALID)
+    except Expired:
+        return json_error(410, _EXPIRED)
+    download = await request.app[keys.DB].download(download_id)
+    if download is None or download.kind != Kind.ARCHIVE:
+        return json_error(403, _INVALID)
+    path = archives.files.path(download_id)
+    if download.status != Status.READY or not path.is_file():
+        return json_error(410, _EXPIRED)
+    name = download_name(
+        download.camera_name, download.range_from, download.range_to, request.app[keys.CONFIG].tz
+    )
+    response = web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "video/mp4",
+            "Content-Disposition": content_disposition(name),
+            "Cache-Control": "private, no-store",
+            "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+    with archives.files.serving(download_id):
+        await response.prepare(request)
+        await response.write_eof()
+    return response

@@ -1,0 +1,106 @@
+"""Deleting archives past their lifetime, and files no download owns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+
+from vms.archive.files import PART_SUFFIX, ArchiveFiles
+from vms.dates import utcnow
+from vms.db import Database
+from vms.models import Status
+
+log = logging.getLogger(__name__)
+
+_BATCH = 500
+
+
+def _delete(paths: Iterable[Path]) -> int:
+    removed = 0
+    for path in paths:
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _owner(name: str) -> tuple[int, bool] | None:
+    """The download id a file in DATA/archives belongs to, and whether it is partial."""
+    partial = name.endswith(PART_SUFFIX)
+    stem = name[: -len(PART_SUFFIX)] if partial else name
+    if not stem.endswith(".mp4") or not stem[:-4].isdigit():
+        return None
+    return int(stem[:-4]), partial
+
+
+def _list_names(root: Path) -> list[str]:
+    try:
+        with os.scandir(root) as entries:
+            return [entry.name for entry in entries if entry.is_file(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+async def purge_expired(db: Database, files: ArchiveFiles, now: datetime) -> int:
+    """Delete archives whose time is up and files nobody owns; returns files removed.
+
+    Files being sent right now and jobs being written are left for the next round.
+    """
+    loop = asyncio.get_running_loop()
+    busy = files.busy()
+    due = [i for i in await db.archives_due(now) if i not in busy]
+    removed = 0
+    for index in range(0, len(due), _BATCH):
+        batch = due[index : index + _BATCH]
+        removed += await loop.run_in_executor(None, _delete, [files.path(i) for i in batch])
+        await db.mark_expired(batch, now)
+
+    # List before reading statuses: a job renames its file before it records READY, so a
+    # final file whose job still reads as pending is left alone rather than taken for an orphan.
+    names = await loop.run_in_executor(None, _list_names, files.root)
+    statuses = await db.archive_statuses()
+    orphans: list[Path] = []
+    present: set[int] = set()
+    for name in names:
+        owner = _owner(name)
+        if owner is None:
+            continue
+        download_id, partial = owner
+        status = statuses.get(download_id)
+        if not partial:
+            present.add(download_id)
+        if download_id in busy or status in Status.PENDING:
+            continue
+        if partial or status != Status.READY:
+            orphans.append(files.root / name)
+    for index in range(0, len(orphans), _BATCH):
+        removed += await loop.run_in_executor(None, _delete, orphans[index : index + _BATCH])
+    # A ready archive whose file vanished (deleted by hand, disk swapped) is expired too.
+    vanished = [
+        i
+        for i, status in statuses.items()
+        if status == Status.READY and i not in present and not files.exists(i)
+    ]
+    if vanished:
+        await db.mark_expired(vanished, now)
+    if removed or vanished:
+        log.info("cleanup removed %d archive files, expired %d", removed, len(due) + len(vanished))
+    return removed
+
+
+async def cleanup_forever(
+    db: Database, files: ArchiveFiles, interval: float, clock: Callable[[], datetime] = utcnow
+) -> None:
+    """Purge now and then every `interval` seconds until cancelled."""
+    while True:
+        try:
+            await purge_expired(db, files, clock())
+        except OSError as exc:
+            log.error("archive cleanup failed: %s", exc.strerror)
+        await asyncio.sleep(interval)

@@ -1,0 +1,104 @@
+"""Archive files on disk: where they live, signed expiring URLs, and who is reading them."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote
+
+PART_SUFFIX = ".part"
+
+
+class BadSignature(Exception):
+    """The URL was not signed by this server for this archive."""
+
+
+class Expired(Exception):
+    """The URL was signed but its time is up."""
+
+
+class ArchiveFiles:
+    """Names files under DATA/archives and signs the URLs that serve them."""
+
+    def __init__(self, root: Path, base_url: str, secret: bytes) -> None:
+        self.root = root
+        self._base_url = base_url.rstrip("/")
+        self._secret = secret
+        self._serving: Counter[int] = Counter()
+
+    def path(self, download_id: int) -> Path:
+        """The finished file of a download."""
+        return self.root / f"{int(download_id)}.mp4"
+
+    def partial_path(self, download_id: int) -> Path:
+        """Where a download is written before it is complete."""
+        return self.root / f"{int(download_id)}.mp4{PART_SUFFIX}"
+
+    def exists(self, download_id: int) -> bool:
+        """True if the finished file is on disk."""
+        return self.path(download_id).is_file()
+
+    def _unsigned(self, download_id: int, expires: int) -> str:
+        return f"{self._base_url}/archive/download/{int(download_id)}?expires={expires}"
+
+    def _signature(self, download_id: int, expires: int) -> str:
+        message = self._unsigned(download_id, expires).encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def signed_url(self, download_id: int, expires: datetime) -> str:
+        """A Laravel-style temporary signed URL that stops working at `expires`."""
+        stamp = int(expires.timestamp())
+        return (
+            f"{self._unsigned(download_id, stamp)}&signature={self._signature(download_id, stamp)}"
+        )
+
+    def check(
+        self, download_id: int, expires: str | None, signature: str | None, now: datetime
+    ) -> None:
+        """BadSignature unless this server signed exactly this id and expiry; Expired after it."""
+        if not expires or not signature or not expires.isdigit() or len(expires) > 12:
+            raise BadSignature
+        expected = self._signature(download_id, int(expires))
+        if not hmac.compare_digest(expected, signature.lower()):
+            raise BadSignature
+        if int(expires) <= now.timestamp():
+            raise Expired
+
+    @contextlib.contextmanager
+    def serving(self, download_id: int) -> Iterator[None]:
+        """Mark a file as being sent so cleanup leaves it until the transfer ends."""
+        self._serving[download_id] += 1
+        try:
+            yield
+        finally:
+            self._serving[download_id] -= 1
+            if self._serving[download_id] <= 0:
+                del self._serving[download_id]
+
+    def busy(self) -> set[int]:
+        """Downloads whose files are being sent right now."""
+        return set(self._serving)
+
+
+def content_disposition(name: str) -> str:
+    """`attachment` with an ASCII fallback and the exact UTF-8 name (RFC 6266)."""
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def fsync_and_publish(partial: Path, final: Path) -> None:
+    """Make `partial` durable and give it its final name atomically."""
+    with open(partial, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(partial, final)
+    directory = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
