@@ -21,6 +21,7 @@ from vms.mediaserver.synthetic import (
     SegmentWriter,
     as_utc,
     parse_segment_filename,
+    trim_partial_tail,
 )
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ def recorded_end(path: Path, start: datetime) -> datetime | None:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             for packet in container.demux(stream):
+                if packet.is_corrupt:
+                    break
                 if packet.pts is None or packet.time_base is None or not packet.size:
                     continue
                 stop = start + timedelta(
@@ -160,6 +163,8 @@ class _Track:
         purge_old_segments(self.directory, now, self.retention)
         start = as_utc(now) - history
         for seg_start, path in reversed(list_segments(self.directory)):
+            if cut := trim_partial_tail(path):
+                log.info("demo segment %s: cut %s bytes of a fragment left half written", path, cut)
             end = recorded_end(path, seg_start)
             if end is not None:
                 start = max(start, end)

@@ -8,6 +8,7 @@ Segment files are named by the UTC time of their first frame.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import struct
 from datetime import UTC, datetime, timedelta
@@ -174,26 +175,29 @@ class FrameRenderer:
         self.name = name
         self.size = size
         band = stripe_height(height)
-        time_font = _font(max(10, height // 10))
-        name_font = _font(max(10, height // 9))
-        small_font = _font(max(8, height // 24))
+        time_size = max(6, min(height // 10, width // 15))
+        time_font = _font(time_size)
+        name_font = _font(max(6, height // 9))
+        small_font = _font(max(5, time_size * 2 // 5))
 
         # One tile per character: digits share one width and the time's format is fixed, so the
         # characters never shift as the time changes and a frame is a few array copies.
         ascent, descent = time_font.getmetrics()
-        digit_w = int(max(time_font.getlength(ch) for ch in "0123456789")) + 2
+        digit_w = math.ceil(max(time_font.getlength(ch) for ch in "0123456789")) + time_size // 18
         self._cell_h = ascent + descent
         self._tiles: dict[str, Luma] = {}
         for ch in TIME_CHARS:
-            tile_w = digit_w if ch.isdigit() else int(time_font.getlength(ch)) + 4
+            tile_w = (
+                digit_w if ch.isdigit() else math.ceil(time_font.getlength(ch)) + time_size // 9
+            )
             tile = Image.new("L", (tile_w, self._cell_h), 0)
             ImageDraw.Draw(tile).text((tile_w / 2, 0), ch, fill=255, font=time_font, anchor="ma")
             mask = np.asarray(tile, dtype=np.float32) / 255.0
             self._tiles[ch] = (STRIPE_BLACK + mask * (STRIPE_WHITE - STRIPE_BLACK)).astype(np.uint8)
         text_w = sum(self._tiles[ch].shape[1] for ch in format_time(EPOCH))
         self._text_w = text_w
-        label_w = int(small_font.getlength(" UTC")) + 2
-        if text_w + label_w + 16 > width:
+        label_w = math.ceil(small_font.getlength(" UTC")) + 2
+        if text_w + label_w + 8 > width:
             raise ValueError(f"frame too narrow for the time: {size}")
 
         # The static picture: a gradient tinted per camera, the name, and black boxes (neutral
@@ -237,6 +241,31 @@ class FrameRenderer:
         )
         paint_stripe(self._luma, encode_stripe(moment))
         return av.VideoFrame.from_ndarray(self._yuv, format="yuv420p")
+
+
+def trim_partial_tail(path: Path) -> int:
+    """Cut a segment back to its last whole fragment (after a crash); return bytes removed.
+
+    A file ends cleanly after a whole box that is not a moof: a moof is only useful with
+    the mdat that follows it.
+    """
+    with path.open("r+b") as file:
+        total = file.seek(0, os.SEEK_END)
+        offset = keep = 0
+        while offset + 8 <= total:
+            file.seek(offset)
+            header = file.read(16)
+            size, kind = struct.unpack_from(">I4s", header)
+            if size == 1 and len(header) == 16:
+                (size,) = struct.unpack_from(">Q", header, 8)
+            if size < 8 or offset + size > total:
+                break
+            offset += size
+            if kind not in (b"moof", b"ftyp"):
+                keep = offset
+        if keep < total:
+            file.truncate(keep)
+    return total - keep
 
 
 class FragmentSink:
