@@ -22,6 +22,7 @@ from vms.mediaserver.synthetic import (
     parse_segment_filename,
     segment_filename,
     stripe_height,
+    trim_partial_tail,
     write_segment,
 )
 
@@ -177,6 +178,7 @@ def test_growing_segment_is_readable_while_written(tmp_path):
     """While a segment is open, the file holds only whole boxes and plays up to the last GOP."""
     renderer = FrameRenderer("Gate", (320, 180))
     with SegmentWriter(tmp_path, START, renderer, fps=10, gop_seconds=1.0) as writer:
+        assert not writer.path.exists()  # no empty file is ever listed
         writer.write_frames(10)
         assert [k for k, _ in top_level_boxes(writer.path.read_bytes())] == ["ftyp", "moov"]
         for gop in range(1, 4):
@@ -187,6 +189,39 @@ def test_growing_segment_is_readable_while_written(tmp_path):
             assert len(frames) == 10 * gop
             assert decode_stripe(frames[-1]) == START + timedelta(milliseconds=100 * (10 * gop - 1))
     assert len(decoded_frames(writer.path)) == 40
+
+
+@pytest.mark.parametrize(
+    ("where", "frames_left"),
+    [("intact", 30), ("mid mdat", 20), ("after moof", 20), ("mid moof", 20), ("mid moov", 0)],
+)
+def test_trim_partial_tail_keeps_whole_fragments(tmp_path, where, frames_left):
+    """A segment cut short anywhere is trimmed back to whole fragments that all decode."""
+    path = write_segment(tmp_path, "Gate", START, 3, fps=10, size=(320, 180))
+    data = path.read_bytes()
+    boxes = top_level_boxes(data)
+    ends = [sum(size for _, size in boxes[: i + 1]) for i in range(len(boxes))]
+    last_moof = max(i for i, (kind, _) in enumerate(boxes) if kind == "moof")
+    cut = {
+        "intact": len(data),
+        "mid mdat": ends[last_moof] + 100,
+        "after moof": ends[last_moof],
+        "mid moof": ends[last_moof - 1] + 20,
+        "mid moov": ends[0] + 40,
+    }[where]
+    path.write_bytes(data[:cut])
+    removed = trim_partial_tail(path)
+    trimmed = path.read_bytes()
+    assert len(trimmed) + removed == cut
+    assert sum(size for _, size in top_level_boxes(trimmed)) == len(trimmed)
+    assert trim_partial_tail(path) == 0
+    if frames_left:
+        frames = decoded_frames(path)
+        assert [decode_stripe(f) for f in frames] == [
+            START + timedelta(milliseconds=100 * i) for i in range(frames_left)
+        ]
+    else:
+        assert trimmed == b""
 
 
 def test_frame_shows_name_and_time_as_digits():

@@ -273,12 +273,14 @@ class FragmentSink:
 
     The muxer writes through a small buffer, so a moof+mdat pair could land on disk in pieces;
     holding bytes back until a box (and, for a moof, its mdat) is complete means a reader of the
-    growing file sees the header and whole fragments only.
+    growing file sees the header and whole fragments only. The file is created with its first
+    whole boxes, so no empty segment file is ever seen either.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._fd: int | None = None
+        self._closed = False
         self._pending = bytearray()
         self._parsed = 0  # bytes of _pending already split into complete boxes
         self._flushable = 0  # bytes of _pending ready to be written
@@ -307,6 +309,8 @@ class FragmentSink:
         return len(data)
 
     def _write_out(self, count: int) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         view = memoryview(self._pending)[:count]
         done = 0
         while done < count:
@@ -319,12 +323,16 @@ class FragmentSink:
 
     def close(self) -> None:
         """Write out everything left, whole or not, and close the file."""
-        if self._fd < 0:
+        if self._closed:
             return
-        if self._pending:
-            self._write_out(len(self._pending))
-        os.close(self._fd)
-        self._fd = -1
+        self._closed = True
+        try:
+            if self._pending:
+                self._write_out(len(self._pending))
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 class SegmentWriter:
