@@ -234,7 +234,7 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
             server.pool, find_segments, server.recordings, path, start, end
         )
         archive = await loop.run_in_executor(
-            server.pool, open_archive, segments, start, duration, fmt, cancel
+            server.pool, open_archive, segments, start, duration, fmt, cancel, server.cache
         )
     except NoSegmentsFound as exc:
         return error_response(404, str(exc))

@@ -37,6 +37,7 @@ from pathlib import Path
 from vms.mediaserver.recordings import (
     SAMPLE_IS_NON_SYNC,
     Header,
+    InfoCache,
     NoSegmentsFound,
     Run,
     Segment,
@@ -45,6 +46,7 @@ from vms.mediaserver.recordings import (
     iter_boxes,
     iter_fragments,
     read_header,
+    segment_info,
 )
 
 log = logging.getLogger(__name__)
@@ -206,6 +208,11 @@ class Plan:
             raise NoSegmentsFound
         self._t0 = min(cut_times)
         return header
+
+    @property
+    def t0(self) -> float:
+        """Seconds from the requested start to the archive's first sample (<= 0 usually)."""
+        return self._t0
 
     def fragments(self) -> Generator[list[OutRun], None, None]:
         """Output fragments, each a list of runs taken from one source fragment."""
@@ -403,13 +410,13 @@ class Archive:
 class FMP4Archive(Archive):
     """Fragmented MP4: the first segment's header, then one fragment per source fragment."""
 
-    def __init__(self, plan: Plan, cancel: threading.Event) -> None:
+    def __init__(self, plan: Plan, cancel: threading.Event, expected: float) -> None:
         self._cancel = cancel
         self._fragments = plan.fragments()
         self._reader = _DataReader()
         self._sequence = 0
         header = plan.header
-        self._pending = bytearray(header.ftyp + header.moov)
+        self._pending = bytearray(header.ftyp + fmp4_moov(header, expected))
         self._started = False
         self._ended = False
         first = next(self._fragments, None)
@@ -688,12 +695,87 @@ class MP4Archive(Archive):
         self._reader.close()
 
 
+def fmp4_moov(header: Header, seconds: float) -> bytes:
+    """The first segment's moov, saying the whole archive lasts `seconds`.
+
+    Players of a progressive fragmented MP4 take its length from mehd (or mvhd) rather than
+    reading every fragment first; without it Chromium shows only the first fragment's length.
+    """
+    moov = header.moov
+    duration = max(0, round(seconds * header.movie_timescale))
+    parts = []
+    for kind, payload, end in iter_boxes(moov, 8, len(moov)):
+        raw = moov[payload - 8 : end]
+        if kind == b"mvhd":
+            parts.append(_patch_duration(raw, 8, 16, 24, duration))
+        elif kind == b"trak":
+            parts.append(_trak_with_duration(header, raw, seconds))
+        elif kind == b"mvex":
+            mvex = [full_box(b"mehd", 1, 0, struct.pack(">Q", duration))]
+            mvex += [
+                raw[sub - 8 : sub_end]
+                for sub_kind, sub, sub_end in iter_boxes(raw, 8, len(raw))
+                if sub_kind != b"mehd"
+            ]
+            parts.append(box(b"mvex", *mvex))
+        else:
+            parts.append(raw)
+    return box(b"moov", *parts)
+
+
+def _trak_with_duration(header: Header, trak: bytes, seconds: float) -> bytes:
+    """A trak whose tkhd and mdhd say `seconds` (FFmpeg, so Chromium, reads mdhd)."""
+    movie = max(0, round(seconds * header.movie_timescale))
+    parts = []
+    for kind, payload, end in iter_boxes(trak, 8, len(trak)):
+        raw = trak[payload - 8 : end]
+        if kind == b"tkhd":
+            parts.append(_patch_duration(raw, 8, 20, 28, movie))
+        elif kind == b"mdia":
+            mdia = []
+            timescale = next(
+                (t.timescale for t in header.tracks.values() if t.trak == trak),
+                header.movie_timescale,
+            )
+            for sub_kind, sub, sub_end in iter_boxes(raw, 8, len(raw)):
+                sub_raw = raw[sub - 8 : sub_end]
+                if sub_kind == b"mdhd":
+                    sub_raw = _patch_duration(sub_raw, 8, 16, 24, round(seconds * timescale))
+                mdia.append(sub_raw)
+            parts.append(box(b"mdia", *mdia))
+        else:
+            parts.append(raw)
+    return box(b"trak", *parts)
+
+
+def expected_seconds(
+    segments: list[Segment], start: datetime, duration: float, t0: float, cache: InfoCache | None
+) -> float:
+    """How long an archive from `t0` to `duration` (seconds from `start`) will be, gaps left out.
+
+    Read from the segments' durations (cheap, and cached for /list), not from their samples.
+    """
+    total = 0.0
+    covered = t0
+    for segment in segments:
+        info = segment_info(segment, cache)
+        if info is None:
+            continue
+        begin = max((segment.start - start).total_seconds(), covered)
+        end = min((segment.start - start).total_seconds() + info.duration, duration)
+        if end > begin:
+            total += end - begin
+            covered = end
+    return total
+
+
 def open_archive(
     segments: list[Segment],
     start: datetime,
     duration: float,
     fmt: str,
     cancel: threading.Event,
+    cache: InfoCache | None = None,
 ) -> Archive:
     """An archive of [start, start+duration] in `fmt` ("fmp4" or "mp4"). Blocking.
 
@@ -702,4 +784,5 @@ def open_archive(
     plan = Plan(segments, start, duration, cancel)
     if fmt == "mp4":
         return MP4Archive(plan, cancel)
-    return FMP4Archive(plan, cancel)
+    expected = expected_seconds(segments, start, duration, plan.t0, cache)
+    return FMP4Archive(plan, cancel, expected)
