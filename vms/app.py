@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from vms import keys
+from vms import keys, openapi
 from vms.api import archive, files, push, sessions
 from vms.api.errors import api_errors
 from vms.archive.cleanup import cleanup_forever
@@ -132,6 +132,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_post("/broadcasting/auth", push.broadcasting_auth)
     app.router.add_get("/archive/download/{id}", files.download_archive)
     app.router.add_get("/ws/app/{app_key}", _websocket)
+    app.router.add_get("/api/openapi.json", openapi.openapi_json)
     return app
 
 

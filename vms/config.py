@@ -71,6 +71,9 @@ class Config:
     fetch_read_timeout: float = 30.0
     fetch_attempts: int = 4
     fetch_backoff: float = 2.0
+    # A body slower than fetch_min_rate bytes/s over a whole window counts as stalled.
+    fetch_min_rate: int = 8 * 1024
+    fetch_rate_window: float = 30.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -139,6 +142,8 @@ _PARSERS: dict[str, Any] = {
     "fetch_read_timeout": parse_duration,
     "fetch_attempts": lambda v, n: _parse_int(v, n, 1, 20),
     "fetch_backoff": parse_duration,
+    "fetch_min_rate": lambda v, n: _parse_int(v, n, 0, 1 << 30),
+    "fetch_rate_window": parse_duration,
 }
 
 

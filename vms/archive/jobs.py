@@ -29,9 +29,6 @@ log = logging.getLogger(__name__)
 EVENT = "App\\Events\\TokenPush"
 _CHUNK = 1 << 20
 _PROGRESS_EVERY = 1.0
-# A body slower than this over a whole window counts as stalled (a "slow trickle").
-_MIN_RATE = 8 * 1024
-_RATE_WINDOW = 30.0
 
 
 class TooManyPending(Exception):
@@ -342,8 +339,9 @@ class ArchiveService:
             progress.received += len(chunk)
             window_bytes += len(chunk)
             now = time.monotonic()
-            if now - window_start >= _RATE_WINDOW:
-                if window_bytes < _MIN_RATE * (now - window_start):
+            # A slow trickle never trips the read timeout; a rate floor over a window does.
+            if now - window_start >= self._config.fetch_rate_window:
+                if window_bytes < self._config.fetch_min_rate * (now - window_start):
                     raise TimeoutError
                 window_start, window_bytes = now, 0
             if progress.total and now - progress.last_push >= _PROGRESS_EVERY:

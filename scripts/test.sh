@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install what is missing, then lint, type-check and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+.venv/bin/ruff format --check .
+.venv/bin/ruff check .
+.venv/bin/mypy
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

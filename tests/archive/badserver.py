@@ -1,0 +1,104 @@
+"""A real media server on loopback that misbehaves on demand, for fault tests."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+
+import av
+from aiohttp import web
+
+MODES = ("ok", "error500", "stall", "truncated", "garbage", "trickle", "flaky", "notfound")
+
+
+def make_mp4(seconds: int = 4, fps: int = 10) -> bytes:
+    """A small, whole, faststart MP4 with H.264 video made by PyAV."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, fps)
+        for index in range(seconds * fps):
+            frame = av.VideoFrame(160, 96, "yuv420p")
+            for plane in frame.planes:
+                plane.update(bytes([index * 5 % 256]) * plane.buffer_size)
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+@dataclasses.dataclass
+class BadMediaServer:
+    """State of the misbehaving server: the mode, the body, and how often /get was asked."""
+
+    body: bytes
+    mode: str = "ok"
+    get_requests: int = 0
+    # In mode "flaky", this many /get requests fail with 503 before one succeeds.
+    failures_before_success: int = 1
+    release: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def app(self) -> web.Application:
+        """The aiohttp application answering /list and /get."""
+        app = web.Application()
+        app.router.add_get("/list", self._list)
+        app.router.add_get("/get", self._get)
+        return app
+
+    async def _list(self, request: web.Request) -> web.Response:
+        start = datetime.now(UTC) - timedelta(days=1)
+        return web.json_response(
+            [{"start": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "duration": 86400.0, "url": ""}]
+        )
+
+    async def _get(self, request: web.Request) -> web.StreamResponse:
+        self.get_requests += 1
+        mode = self.mode
+        if mode == "flaky":
+            mode = "error500" if self.get_requests <= self.failures_before_success else "ok"
+        if mode == "error500":
+            return web.json_response({"status": "error", "error": "boom"}, status=500)
+        if mode == "notfound":
+            return web.json_response(
+                {"status": "error", "error": "no recordings found"}, status=404
+            )
+        if mode == "garbage":
+            return web.Response(body=b"\x00garbage" * 4096, content_type="video/mp4")
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        response.content_length = len(self.body)
+        await response.prepare(request)
+        if mode == "ok":
+            await response.write(self.body)
+            await response.write_eof()
+        elif mode == "truncated":
+            await response.write(self.body[: len(self.body) // 2])
+            request.transport.close() if request.transport else None
+        elif mode == "stall":
+            await response.write(self.body[:1000])
+            await self.release.wait()
+        elif mode == "trickle":
+            for offset in range(0, len(self.body), 64):
+                await response.write(self.body[offset : offset + 64])
+                await asyncio.sleep(0.05)
+            await response.write_eof()
+        return response
+
+
+async def serve(server: BadMediaServer, port: int) -> AsyncIterator[str]:
+    """Run `server` on 127.0.0.1:`port` until the generator is closed; yields its URL."""
+    runner = web.AppRunner(server.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.release.set()
+        await runner.cleanup()

@@ -1,0 +1,411 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at /api/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from vms.models import CLIENTS
+
+_STAMP = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"}
+_LOCAL = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Message"), description)
+
+
+_DEVICE_HEADERS = [
+    {
+        "name": "X-Client",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "enum": list(CLIENTS)},
+        "description": "Which app asks; `thick-legal` gets a direct link, others a server archive.",
+    },
+    {
+        "name": "X-UUID",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": "The device id (printable ASCII); must match the token's session.",
+    },
+]
+
+_SCHEMAS: dict[str, Any] = {
+    "Message": {
+        "type": "object",
+        "required": ["message"],
+        "properties": {"message": {"type": "string"}},
+    },
+    "ValidationError": {
+        "type": "object",
+        "required": ["message", "errors"],
+        "properties": {
+            "message": {"type": "string"},
+            "errors": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    },
+    "User": {
+        "type": "object",
+        "required": ["id", "login", "name", "created_at", "updated_at", "access_token_id"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "integer"},
+            "login": {"type": "string"},
+            "name": {"type": "string"},
+            "created_at": _STAMP,
+            "updated_at": _STAMP,
+            "access_token_id": {"type": "string", "pattern": "^[0-9a-f]{80}$"},
+        },
+    },
+    "Download": {
+        "type": "object",
+        "required": [
+            "id",
+            "name",
+            "type",
+            "url",
+            "from",
+            "to",
+            "created_at",
+            "updated_at",
+            "is_file_exists",
+            "user_id",
+            "camera_id",
+            "status",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string", "description": "Camera and range, e.g. `Gate, ...mp4`."},
+            "type": {"const": "mp4"},
+            "url": {
+                "type": ["string", "null"],
+                "description": "Signed download URL of a ready archive, or the media server "
+                "link of a history record; null otherwise.",
+            },
+            "from": _LOCAL,
+            "to": _LOCAL,
+            "created_at": _STAMP,
+            "updated_at": _STAMP,
+            "is_file_exists": {
+                "type": "boolean",
+                "description": "True while the server holds the archive file.",
+            },
+            "user_id": {"type": "integer"},
+            "camera_id": {"type": "integer"},
+            "status": {"enum": ["queued", "in progress", "ready", "failed", "expired"]},
+        },
+    },
+    "DownloadPage": {
+        "type": "object",
+        "required": ["data", "links", "meta"],
+        "properties": {
+            "data": {"type": "array", "items": _ref("Download")},
+            "links": {
+                "type": "object",
+                "required": ["first", "last", "prev", "next"],
+                "properties": {
+                    k: {"type": ["string", "null"]} for k in ("first", "last", "prev", "next")
+                },
+            },
+            "meta": {
+                "type": "object",
+                "required": [
+                    "current_page",
+                    "from",
+                    "last_page",
+                    "path",
+                    "per_page",
+                    "to",
+                    "total",
+                ],
+                "properties": {
+                    "current_page": {"type": "integer", "minimum": 1},
+                    "from": {"type": ["integer", "null"]},
+                    "last_page": {"type": "integer", "minimum": 1},
+                    "path": {"type": "string"},
+                    "per_page": {"type": "integer", "minimum": 1, "maximum": 100},
+                    "to": {"type": ["integer", "null"]},
+                    "total": {"type": "integer", "minimum": 0},
+                },
+            },
+        },
+    },
+}
+
+_BEARER = [{"bearer": []}]
+
+
+def _paths() -> dict[str, Any]:
+    unauthenticated = _error("No acceptable access token.")
+    invalid = _json(_ref("ValidationError"), "Invalid input (Laravel 422 shape).")
+    return {
+        "/api/v1/token": {
+            "post": {
+                "summary": "Log in: open a device session and get an access token.",
+                "parameters": _DEVICE_HEADERS,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        media: {
+                            "schema": {
+                                "type": "object",
+                                "required": ["login", "password"],
+                                "properties": {
+                                    "login": {"type": "string"},
+                                    "password": {"type": "string"},
+                                },
+                            }
+                        }
+                        for media in ("application/json", "application/x-www-form-urlencoded")
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["user", "access_token"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "user": _ref("User"),
+                                "access_token": {"type": "string"},
+                            },
+                        },
+                        "Logged in.",
+                    ),
+                    "422": invalid,
+                    "429": _error("Too many failed attempts; see Retry-After."),
+                },
+            }
+        },
+        "/api/v1/sessions/{access_token_id}": {
+            "post": {
+                "summary": "End one of the caller's own sessions; its sockets close.",
+                "security": _BEARER,
+                "parameters": [
+                    {
+                        "name": "access_token_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["status"],
+                            "properties": {"status": {"const": "ok"}},
+                        },
+                        "Ended.",
+                    ),
+                    "401": unauthenticated,
+                    "404": _error("Not one of the caller's open sessions."),
+                },
+            }
+        },
+        "/api/v1/cameras/{camera}/archive/link": {
+            "get": {
+                "summary": "A link to a camera's archive for a time range.",
+                "description": "`thick-legal` gets the media server's own URL at once (200) and "
+                "a history record; other clients get a server-side archive (202) announced "
+                "over the push channel when ready.",
+                "security": _BEARER,
+                "parameters": [
+                    {
+                        "name": "camera",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "from",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "RFC 3339 or `YYYY-MM-DD HH:MM:SS` (server time zone).",
+                    },
+                    {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}},
+                    *_DEVICE_HEADERS,
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["link"],
+                            "additionalProperties": False,
+                            "properties": {"link": {"type": "string", "format": "uri"}},
+                        },
+                        "Direct link (thick-legal).",
+                    ),
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "required": ["status", "download"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "status": {"const": "queued"},
+                                "download": _ref("Download"),
+                            },
+                        },
+                        "Archive queued or already underway (other clients).",
+                    ),
+                    "401": unauthenticated,
+                    "404": _error("No such camera, or not the caller's."),
+                    "422": invalid,
+                    "429": _error("Too many archives queued or running for this device."),
+                    "502": _error("The camera's media server is unavailable."),
+                },
+            }
+        },
+        "/api/v1/downloads": {
+            "get": {
+                "summary": "The caller's history records, newest first.",
+                "security": _BEARER,
+                "parameters": [
+                    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                    {
+                        "name": "per_page",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                    },
+                    {"name": "from", "in": "query", "schema": {"type": "string"}},
+                    {"name": "to", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _json(_ref("DownloadPage"), "One page."),
+                    "401": unauthenticated,
+                    "422": invalid,
+                },
+            }
+        },
+        "/api/v1/downloads/{id}": {
+            "get": {
+                "summary": "One of the caller's downloads: history record or server archive.",
+                "security": _BEARER,
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["data"],
+                            "properties": {"data": _ref("Download")},
+                        },
+                        "The download.",
+                    ),
+                    "401": unauthenticated,
+                    "404": _error("Not the caller's, or no such download."),
+                },
+            }
+        },
+        "/api/v1/wsurl": {
+            "get": {
+                "summary": "Where Pusher clients connect (protocol 7).",
+                "parameters": _DEVICE_HEADERS,
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": [
+                                "ws_url",
+                                "app_key",
+                                "port",
+                                "host",
+                                "path",
+                                "is_encrypted",
+                            ],
+                            "additionalProperties": False,
+                            "properties": {
+                                "ws_url": {"type": "string"},
+                                "app_key": {"type": "string"},
+                                "port": {"type": "integer"},
+                                "host": {"type": "string"},
+                                "path": {"const": "/ws"},
+                                "is_encrypted": {"type": "boolean"},
+                            },
+                        },
+                        "Connection settings.",
+                    ),
+                    "422": invalid,
+                    "429": _error("More than 20 requests in 5 minutes from this device."),
+                },
+            }
+        },
+        "/api/v1/broadcasting/auth": {
+            "post": {
+                "summary": "Authorise a socket's subscription to one of the caller's channels.",
+                "description": "Also served at `/broadcasting/auth`.",
+                "security": _BEARER,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        media: {
+                            "schema": {
+                                "type": "object",
+                                "required": ["socket_id", "channel_name"],
+                                "properties": {
+                                    "socket_id": {"type": "string"},
+                                    "channel_name": {"type": "string"},
+                                },
+                            }
+                        }
+                        for media in ("application/json", "application/x-www-form-urlencoded")
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["auth"],
+                            "properties": {"auth": {"type": "string"}},
+                        },
+                        "`APP_KEY:HMAC`.",
+                    ),
+                    "401": unauthenticated,
+                    "403": _error("Not the caller's channel."),
+                    "422": invalid,
+                },
+            }
+        },
+    }
+
+
+def document() -> dict[str, Any]:
+    """The whole OpenAPI document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "VMS archive service",
+            "version": "1.0.0",
+            "description": "Archive links and server-side archives for VMS clients. "
+            "Errors use Laravel's JSON shapes.",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """GET /api/openapi.json."""
+    return web.json_response(document())
