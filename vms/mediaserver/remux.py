@@ -178,6 +178,7 @@ class Plan:
         if header is None:
             raise NoSegmentsFound
         candidates: dict[int, tuple[tuple[int, int, int], float]] = {}
+        reach: dict[int, float] = {}  # end of the latest sample seen, per track
         for si, source in enumerate(self._buffer):
             for ri, run in enumerate(source.runs):
                 state = self._tracks[run.track_id]
@@ -189,6 +190,7 @@ class Plan:
                     dts += run.durations[i]
                     if t >= self.duration:
                         break
+                    reach[run.track_id] = source.time(run, dts)
                     sync = not flag & SAMPLE_IS_NON_SYNC
                     if t <= 0:
                         if sync:
@@ -201,7 +203,8 @@ class Plan:
                         state.cut, state.cut_time = found
                         break
         for tid, state in self._tracks.items():
-            if state.cut is None and tid in candidates:
+            # Lead-in alone is served only if the footage reaches `start`.
+            if state.cut is None and tid in candidates and reach.get(tid, 0.0) > 0:
                 state.cut, state.cut_time = candidates[tid]
         cut_times = [s.cut_time for s in self._tracks.values() if s.cut is not None]
         if not cut_times:
