@@ -224,7 +224,7 @@ async def test_service_keeps_answering_during_backfill(tmp_path, aiohttp_client)
     demo = DemoRecorder(
         tmp_path,
         [DemoCamera("1", "Camera 1"), DemoCamera("2", "Camera 2")],
-        history=timedelta(minutes=4),
+        history=timedelta(minutes=2),
         fps=5,
         size=SMALL,
         clock=Clock(T0),
@@ -239,7 +239,7 @@ async def test_service_keeps_answering_during_backfill(tmp_path, aiohttp_client)
             await asyncio.sleep(0.02)
     assert slowest < 0.25
     for path in ("1", "2"):
-        assert stripe_times(tmp_path / path)[0] == T0 - timedelta(minutes=4)
+        assert stripe_times(tmp_path / path)[0] == T0 - timedelta(minutes=2)
 
 
 @pytest.mark.parametrize(
@@ -258,6 +258,12 @@ def test_recorder_refuses_bad_settings(tmp_path, options):
     """Settings that cannot make a recording are refused when the recorder is built."""
     with pytest.raises(ValueError):
         recorder(tmp_path, **options)
+
+
+def test_recorder_refuses_cameras_sharing_a_path(tmp_path):
+    """Two demo cameras cannot write into one directory."""
+    with pytest.raises(ValueError):
+        DemoRecorder(tmp_path, [GATE, DemoCamera("gate", "Yard")])
 
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
