@@ -46,7 +46,26 @@ _RFC3339 = re.compile(
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _GO_DURATION = re.compile(r"^[+-]?((\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h))+$")
 _GO_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h)")
+_JWT_IN_TEXT = re.compile(r"((?:^|[?&\s])jwt=)[^&\s\"]+")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class RedactTokens(logging.Filter):
+    """Blanks `jwt=` values in log lines: aiohttp's access log writes whole query strings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record without the token; never drop it."""
+        message = record.getMessage()
+        if "jwt=" in message:
+            record.msg = _JWT_IN_TEXT.sub(r"\1[redacted]", message)
+            record.args = ()
+        return True
+
+
+def _redact_access_log() -> None:
+    access = logging.getLogger("aiohttp.access")
+    if not any(isinstance(f, RedactTokens) for f in access.filters):
+        access.addFilter(RedactTokens())
 
 
 @dataclass
@@ -315,6 +334,7 @@ def create_media_app(
     recordings: Path, keys: KeySource, *, public_url: str | None = None
 ) -> web.Application:
     """The media server as an aiohttp application, serving recordings under `recordings`."""
+    _redact_access_log()
     app = web.Application(middlewares=[_errors])
     server = MediaServer(recordings=recordings, keys=keys, public_url=public_url)
     app[MEDIA_SERVER] = server

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import aiohttp
@@ -182,7 +182,7 @@ def parse_permissions(claim: object) -> list[Mapping[str, Any]]:
     return [entry for entry in claim if isinstance(entry, Mapping)]
 
 
-def permits(permissions: list[Mapping[str, Any]], action: str, path: str) -> bool:
+def permits(permissions: Sequence[Mapping[str, Any]], action: str, path: str) -> bool:
     """Whether an entry allows `action` on `path` (MediaMTX's matchesPermission)."""
     for entry in permissions:
         if entry.get("action") != action:
