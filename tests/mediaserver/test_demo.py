@@ -269,21 +269,21 @@ def test_recorder_refuses_cameras_sharing_a_path(tmp_path):
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
-def make_segments(directory: Path, starts: list[datetime]) -> list[Path]:
-    return [write_segment(directory, "Cam", s, 0.2, fps=5, size=(128, 96)) for s in starts]
+def make_segments(directory: Path, starts: list[datetime], seconds: float = 0.2) -> list[Path]:
+    return [write_segment(directory, "Cam", s, seconds, fps=5, size=(128, 96)) for s in starts]
 
 
 @pytest.mark.parametrize(
-    ("retention_minutes", "expected_left"),
-    [(200, 5), (40, 4), (30, 3), (25, 3), (1, 1), (10_000, 5)],
+    ("retention_seconds", "expected_left"),
+    [(3600, 5), (45, 5), (40, 4), (30.1, 4), (30, 3), (25, 3), (5, 1)],
 )
 def test_purge_removes_only_segments_older_than_retention(
-    tmp_path, retention_minutes, expected_left
+    tmp_path, retention_seconds, expected_left
 ):
     """Segments that ended before now - retention go; later ones and the newest stay."""
-    starts = [NOW - timedelta(minutes=m) for m in (60, 50, 30, 20, 10)]
-    paths = make_segments(tmp_path / "cam", starts)
-    removed = purge_old_segments(tmp_path, NOW, timedelta(minutes=retention_minutes))
+    starts = [NOW - timedelta(seconds=s) for s in (50, 40, 30, 20, 10)]
+    paths = make_segments(tmp_path / "cam", starts, seconds=10)
+    removed = purge_old_segments(tmp_path, NOW, timedelta(seconds=retention_seconds))
     assert removed == 5 - expected_left
     assert [p.exists() for p in paths] == [False] * removed + [True] * expected_left
 
@@ -296,6 +296,28 @@ def test_purge_never_removes_the_newest_segment(tmp_path):
     assert purge_old_segments(tmp_path, NOW, timedelta(hours=1)) == 1
     assert not one[0].exists()
     assert one[1].exists() and nested[0].exists()
+
+
+def test_purge_looks_at_the_last_frame_when_a_gap_follows(tmp_path):
+    """A segment followed by a gap goes once its own footage is older than retention."""
+    paths = make_segments(tmp_path / "cam", [NOW - timedelta(hours=3), NOW - timedelta(minutes=1)])
+    assert purge_old_segments(tmp_path, NOW, timedelta(hours=1)) == 1
+    assert [p.exists() for p in paths] == [False, True]
+    again = make_segments(tmp_path / "cam", [NOW - timedelta(minutes=61) + timedelta(seconds=59.9)])
+    assert purge_old_segments(tmp_path, NOW, timedelta(hours=1)) == 0
+    assert again[0].exists()
+
+
+async def test_recorder_removes_segments_past_retention(tmp_path):
+    """Demo segments older than the retention are deleted while the recorder runs."""
+    old = make_segments(tmp_path / "gate", [T0 - timedelta(hours=3), T0 - timedelta(hours=2)])
+    demo = recorder(
+        tmp_path, Clock(T0), history=timedelta(seconds=10), retention=timedelta(hours=1)
+    )
+    async with running(demo):
+        await asyncio.wait_for(demo.backfilled.wait(), 20)
+    assert not any(path.exists() for path in old)
+    assert stripe_times(tmp_path / "gate") == grid(T0 - timedelta(seconds=10), T0, 5)
 
 
 def test_purge_leaves_other_files_alone(tmp_path):

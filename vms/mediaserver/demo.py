@@ -92,16 +92,19 @@ def purge_old_segments(recordings: Path, now: datetime, retention: timedelta) ->
     """Delete segments that ended before now - retention; return how many were deleted.
 
     `recordings` is a recordings root or one path's directory; every directory below it is
-    handled on its own. A segment is taken to end where the next one in its directory starts,
-    so the newest segment of a directory (maybe still being written) is never deleted.
+    handled on its own. A segment ends where the next one in its directory starts, or, when a
+    gap follows it, where its last frame ends. The newest segment of a directory (maybe still
+    being written) is never deleted.
     """
     cutoff = as_utc(now) - retention
     directories = {path.parent for path in recordings.rglob("*.mp4")}
     removed = 0
     for directory in sorted(directories):
         segments = list_segments(directory)
-        for (_, path), (next_start, _) in itertools.pairwise(segments):
-            if next_start > cutoff:
+        for (start, path), (next_start, _) in itertools.pairwise(segments):
+            if start > cutoff:
+                break
+            if next_start > cutoff and (recorded_end(path, start) or start) > cutoff:
                 break
             try:
                 path.unlink()
