@@ -284,7 +284,6 @@ class FragmentSink:
         self._pending = bytearray()
         self._parsed = 0  # bytes of _pending already split into complete boxes
         self._flushable = 0  # bytes of _pending ready to be written
-        self.written = 0
 
     def writable(self) -> bool:
         """Tell PyAV this is an output file."""
@@ -319,7 +318,6 @@ class FragmentSink:
         del self._pending[:count]
         self._parsed -= count
         self._flushable = 0
-        self.written += count
 
     def close(self) -> None:
         """Write out everything left, whole or not, and close the file."""
