@@ -28,6 +28,7 @@ from vms.keystore import load_or_create
 from vms.logs import AccessLogger
 from vms.push.hub import Hub
 from vms.validation import ArchiveLinkSchema, DownloadListSchema
+from vms.web.routes import setup_pages
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/archive/download/{id}", files.download_archive)
     app.router.add_get("/ws/app/{app_key}", _websocket)
     app.router.add_get("/api/openapi.json", openapi.openapi_json)
+    setup_pages(app)
     return app
 
 

@@ -1,0 +1,1 @@
+"""The browser pages: login, logout and the archive download history."""

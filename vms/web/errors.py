@@ -1,0 +1,81 @@
+"""Error pages and security headers for everything a browser opens outside the JSON surfaces."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+log = logging.getLogger(__name__)
+
+# These answer in their own shapes (Laravel JSON, Pusher, the download contract).
+_NOT_PAGES = ("/api/", "/broadcasting/", "/ws/", "/archive/download/", "/.well-known/")
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; manifest-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+_TITLES = {
+    400: ("Bad request", "The browser sent something this page could not read."),
+    403: ("Not allowed", "This action is not allowed. Reload the page and try again."),
+    404: ("Page not found", "There is nothing at this address."),
+    405: ("Not allowed", "This address does not accept that kind of request."),
+    413: ("Too large", "The request was too large."),
+    500: ("Something went wrong", "The server could not show this page. Try again in a moment."),
+}
+
+
+def is_page(path: str) -> bool:
+    """True for paths a browser opens as pages (and their static files)."""
+    return not path.startswith(_NOT_PAGES)
+
+
+def error_page(request: web.Request, status: int) -> web.Response:
+    """The error template for `status`, without any detail of what failed."""
+    title, text = _TITLES.get(status, _TITLES[500] if status >= 500 else _TITLES[400])
+    response = aiohttp_jinja2.render_template(
+        "error.html",
+        request,
+        {"status": status, "title": title, "text": text, "user": None},
+        status=status,
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _secure(response: web.StreamResponse, path: str) -> web.StreamResponse:
+    for name, value in _HEADERS.items():
+        response.headers.setdefault(name, value)
+    if not path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+@web.middleware
+async def page_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render error.html for failures of pages, and send every page the security headers."""
+    if not is_page(request.path):
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error_page(request, exc.status)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+    except Exception as exc:  # never a stack trace in the page: log the kind, show 500
+        log.error("%s %s failed: %s", request.method, request.path, type(exc).__name__)
+        response = error_page(request, 500)
+    return _secure(response, request.path)

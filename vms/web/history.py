@@ -1,0 +1,275 @@
+"""What the history page shows: its filters read from the URL, and one row per download."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, tzinfo
+from typing import Any
+from urllib.parse import urlencode
+
+from vms.archive.jobs import ArchiveService
+from vms.archive.links import download_name
+from vms.models import Download, Kind, Status
+
+PER_PAGE = 25
+STATUSES = (Status.QUEUED, Status.RUNNING, Status.READY, Status.FAILED, Status.EXPIRED)
+STATUS_LABELS = {
+    Status.QUEUED: "Queued",
+    Status.RUNNING: "In progress",
+    Status.READY: "Ready",
+    Status.FAILED: "Failed",
+    Status.EXPIRED: "Expired",
+}
+_ID = re.compile(r"^\d{1,12}$")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_MAX_PAGE = 1_000_000
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The page's state as the URL carries it; invalid values are dropped with a note."""
+
+    camera_id: int | None = None
+    user_id: int | None = None
+    status: str | None = None
+    day_from: date | None = None
+    day_to: date | None = None
+    page: int = 1
+    problems: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        """True if anything narrows the list."""
+        return any(
+            v is not None
+            for v in (self.camera_id, self.user_id, self.status, self.day_from, self.day_to)
+        )
+
+    def params(self) -> dict[str, str]:
+        """The non-empty filters as query parameters, page excluded."""
+        values = {
+            "camera": self.camera_id,
+            "user": self.user_id,
+            "status": self.status,
+            "from": self.day_from.isoformat() if self.day_from else None,
+            "to": self.day_to.isoformat() if self.day_to else None,
+        }
+        return {k: str(v) for k, v in values.items() if v is not None}
+
+    def url(self, path: str, page: int = 1) -> str:
+        """`path` with these filters and `page` in the query (page 1 left out)."""
+        params = self.params()
+        if page > 1:
+            params["page"] = str(page)
+        return f"{path}?{urlencode(params)}" if params else path
+
+    def created_range(self, tz: tzinfo) -> tuple[datetime | None, datetime | None]:
+        """The creation-time bounds: whole local days, `to` inclusive."""
+        start = datetime.combine(self.day_from, time(), tz) if self.day_from else None
+        end = None
+        if self.day_to:
+            end = datetime.combine(self.day_to + timedelta(days=1), time(), tz)
+            end -= timedelta(microseconds=1)
+        return start, end
+
+
+def _day(text: str) -> date | None:
+    if not _DAY.match(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def parse_filters(query: Mapping[str, str], *, operator: bool) -> Filters:
+    """Filters from the query string; users other than operators never filter by user."""
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for name, key in (("camera", "camera_id"), ("user", "user_id")):
+        text = query.get(name, "").strip()
+        if name == "user" and not operator:
+            continue
+        if text:
+            if _ID.match(text):
+                values[key] = int(text)
+            else:
+                problems.append(f"The {name} filter was not understood and is ignored.")
+    status = query.get("status", "").strip()
+    if status:
+        if status in STATUSES:
+            values["status"] = status
+        else:
+            problems.append("The status filter was not understood and is ignored.")
+    for name, key in (("from", "day_from"), ("to", "day_to")):
+        text = query.get(name, "").strip()
+        if text:
+            day = _day(text)
+            if day is None:
+                problems.append(f"The {name} date must look like 2026-11-23; it is ignored.")
+            else:
+                values[key] = day
+    if values.get("day_from") and values.get("day_to") and values["day_to"] < values["day_from"]:
+        problems.append("The end date is before the start date; it is ignored.")
+        del values["day_to"]
+    page_text = query.get("page", "").strip()
+    if page_text.isdigit() and len(page_text) < 8 and 1 <= int(page_text) <= _MAX_PAGE:
+        values["page"] = int(page_text)
+    return Filters(problems=tuple(problems), **values)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One download as the page shows it."""
+
+    id: int
+    kind: str
+    name: str
+    camera_name: str
+    login: str
+    created_text: str
+    created_iso: str
+    range_text: str
+    range_day: str
+    duration_text: str
+    status: str
+    label: str
+    progress: int
+    url: str | None
+    time_left: str
+    message: str | None
+    pending: bool = field(default=False)
+
+    def live(self) -> dict[str, Any]:
+        """The fields the page's script refreshes in place."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "label": self.label,
+            "progress": self.progress,
+            "url": self.url,
+            "name": self.name,
+            "time_left": self.time_left,
+            "message": self.message,
+            "pending": self.pending,
+        }
+
+
+def _when(moment: datetime) -> str:
+    return f"{moment.day} {moment:%b %Y, %H:%M}"
+
+
+def _duration(seconds: float) -> str:
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
+    if secs and not hours:
+        parts.append(f"{secs} s")
+    return " ".join(p for p in parts if p) or "0 s"
+
+
+def time_left(expires_at: datetime | None, now: datetime) -> str:
+    """`2 h 59 min left`, `under a minute left`: until a ready archive is deleted."""
+    if expires_at is None:
+        return ""
+    seconds = (expires_at - now).total_seconds()
+    if seconds <= 0:
+        return "Deleting now"
+    if seconds < 60:
+        return "Under a minute left"
+    minutes = int(seconds // 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min left" if minutes else f"{hours} h left"
+    return f"{minutes} min left"
+
+
+def describe(download: Download, tz: tzinfo, now: datetime, archives: ArchiveService) -> Row:
+    """The row of one history record or server-side archive, as of `now`."""
+    start, end = download.range_from.astimezone(tz), download.range_to.astimezone(tz)
+    created = download.created_at.astimezone(tz)
+    if start.date() == end.date():
+        range_text = f"{start:%H:%M:%S} – {end:%H:%M:%S}"
+    else:
+        range_text = f"{start:%H:%M:%S} – {end.day} {end:%b %H:%M:%S}"
+    url: str | None = None
+    left = ""
+    status = download.status
+    if download.kind == Kind.LINK:
+        label = "Link issued"
+    else:
+        label = STATUS_LABELS.get(status, status.capitalize())
+        if status == Status.READY:
+            if archives.file_exists(download):
+                url = archives.signed_url(download)
+                left = time_left(download.expires_at, now)
+            else:
+                status, label, left = Status.EXPIRED, STATUS_LABELS[Status.EXPIRED], ""
+    return Row(
+        id=download.id,
+        kind=download.kind,
+        name=download_name(download.camera_name, download.range_from, download.range_to, tz),
+        camera_name=download.camera_name,
+        login=download.login,
+        created_text=_when(created),
+        created_iso=created.isoformat(timespec="seconds"),
+        range_text=range_text,
+        range_day=f"{start.day} {start:%b %Y}",
+        duration_text=_duration((download.range_to - download.range_from).total_seconds()),
+        status=status,
+        label=label,
+        progress=download.progress,
+        url=url,
+        time_left=left,
+        message=download.message if status == Status.FAILED else None,
+        pending=download.kind == Kind.ARCHIVE and status in Status.PENDING,
+    )
+
+
+@dataclass(frozen=True)
+class Page:
+    """Pagination of one listing."""
+
+    number: int
+    total: int
+    per_page: int = PER_PAGE
+
+    @property
+    def last(self) -> int:
+        """The last page that has rows (1 when there are none)."""
+        return max(1, -(-self.total // self.per_page))
+
+    @property
+    def first_index(self) -> int:
+        """1-based index of the first row on this page."""
+        return (self.number - 1) * self.per_page + 1
+
+    def last_index(self, shown: int) -> int:
+        """1-based index of the last row on this page."""
+        return self.first_index + shown - 1
+
+    def numbers(self) -> list[int | None]:
+        """Page numbers to offer, None where a gap is elided: 1 … 4 5 6 … 20."""
+        wanted = {1, self.last, *range(self.number - 1, self.number + 2)}
+        shown = sorted(n for n in wanted if 1 <= n <= self.last)
+        out: list[int | None] = []
+        previous = 0
+        for n in shown:
+            if n - previous > 1:
+                out.append(None)
+            out.append(n)
+            previous = n
+        return out
+
+
+def parse_ids(text: str, limit: int = 100) -> list[int]:
+    """`1,2,3` as ids; anything else in the list is skipped, at most `limit` kept."""
+    ids: list[int] = []
+    for part in text.split(",")[:limit]:
+        part = part.strip()
+        if _ID.match(part):
+            ids.append(int(part))
+    return ids

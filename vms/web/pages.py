@@ -1,0 +1,258 @@
+"""Handlers of the browser pages: login, logout, the history and its live status."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from vms import keys
+from vms.auth import InvalidCredentials, Principal
+from vms.dates import format_stamp, parse_stamp, utcnow
+from vms.models import Download, Kind
+from vms.web.history import (
+    PER_PAGE,
+    STATUS_LABELS,
+    Filters,
+    Page,
+    describe,
+    parse_filters,
+    parse_ids,
+)
+from vms.web.session import (
+    CSRF_FIELD,
+    WEB_CLIENT,
+    CookieState,
+    browser_state,
+    csrf_ok,
+    csrf_token,
+    current_principal,
+    decode_state,
+    logged_in,
+    logged_out,
+    set_state,
+)
+
+log = logging.getLogger(__name__)
+
+HISTORY = "/history"
+_CREDENTIALS = "These credentials do not match our records."
+_EXPIRED_FORM = "This form has expired. Please try again."
+_NEXT = re.compile(r"^/history(?:[/?][\x21-\x7e]*)?$")
+
+
+def safe_next(value: object) -> str:
+    """Where to go after login: a page of ours under /history, never another site."""
+    if isinstance(value, str) and len(value) <= 2000 and _NEXT.match(value):
+        return value
+    return HISTORY
+
+
+def _redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def render(
+    request: web.Request,
+    template: str,
+    context: Mapping[str, Any],
+    state: CookieState,
+    *,
+    user: Principal | None = None,
+    status: int = 200,
+    write_cookie: bool = False,
+) -> web.Response:
+    """A page with the CSRF token and the signed-in user in its context."""
+    full = {
+        "csrf_field": CSRF_FIELD,
+        "csrf": csrf_token(request, state),
+        "user": user.user if user else None,
+        "tz_name": request.app[keys.CONFIG].timezone,
+        **context,
+    }
+    response = aiohttp_jinja2.render_template(template, request, full, status=status)
+    if write_cookie:
+        set_state(request, response, state)
+    return response
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    """GET /: the history is the only page there is."""
+    return _redirect(HISTORY)
+
+
+async def login_form(request: web.Request) -> web.StreamResponse:
+    """GET /login: the form, or straight on to the history for a signed-in browser."""
+    state, fresh = browser_state(request)
+    next_url = safe_next(request.query.get("next"))
+    if await current_principal(request, state) is not None:
+        return _redirect(next_url)
+    return render(request, "login.html", {"next": next_url, "login": ""}, state, write_cookie=fresh)
+
+
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    """POST /login: check the CSRF token and credentials, open a web device session."""
+    state = decode_state(request)
+    form = await request.post()
+    next_url = safe_next(form.get("next"))
+    login = form.get("login")
+    login = login.strip() if isinstance(login, str) else ""
+    password = form.get("password")
+    context: dict[str, Any] = {"next": next_url, "login": login[:255]}
+
+    def again(message: str, status: int, current: CookieState, **headers: str) -> web.Response:
+        response = render(
+            request,
+            "login.html",
+            {**context, "error": message},
+            current,
+            status=status,
+            write_cookie=True,
+        )
+        response.headers.update(headers)
+        return response
+
+    if state is None or not csrf_ok(request, state, form.get(CSRF_FIELD)):
+        return again(_EXPIRED_FORM, 403, state or CookieState.fresh())
+    if not login or not isinstance(password, str) or not password:
+        return again("Enter your login and password.", 422, state)
+    if len(login) > 255 or len(password) > 1024:
+        return again(_CREDENTIALS, 422, state)
+    auth = request.app[keys.AUTH]
+    address = request.remote or "unknown"
+    retry_after = auth.login_retry_after(login, address)
+    if retry_after:
+        message = f"Too many attempts. Try again in {retry_after} seconds."
+        return again(message, 429, state, **{"Retry-After": str(retry_after)})
+    try:
+        user = await auth.check_password(login, password, address)
+    except InvalidCredentials:
+        return again(_CREDENTIALS, 422, state)
+    issued = await auth.issue(user, state.device, WEB_CLIENT, utcnow())
+    log.info("user %d signed in on the web", user.id)
+    response = _redirect(next_url)
+    set_state(request, response, logged_in(state, issued.principal.session.id))
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """POST /logout: end the web session (and its sockets) and forget it in the cookie."""
+    state = decode_state(request)
+    form = await request.post()
+    if state is None or not csrf_ok(request, state, form.get(CSRF_FIELD)):
+        raise web.HTTPForbidden(reason="The form has expired")
+    principal = await current_principal(request, state)
+    if principal is not None:
+        session_id = principal.session.id
+        if await request.app[keys.AUTH].end_session(principal, session_id, utcnow()):
+            for hook in request.app[keys.SESSION_ENDED]:
+                await hook(session_id)
+    response = _redirect("/login")
+    set_state(request, response, logged_out(state))
+    return response
+
+
+async def _signed_in(request: web.Request) -> tuple[CookieState, Principal] | None:
+    state = decode_state(request)
+    principal = await current_principal(request, state)
+    if state is None or principal is None:
+        return None
+    return state, principal
+
+
+async def history(request: web.Request) -> web.StreamResponse:
+    """GET /history: history records and server-side archives, filtered and paginated."""
+    signed_in = await _signed_in(request)
+    if signed_in is None:
+        return _redirect(f"/login?next={quote(request.path_qs, safe='')}")
+    state, principal = signed_in
+    app = request.app
+    config, db, archives = app[keys.CONFIG], app[keys.DB], app[keys.ARCHIVES]
+    user = principal.user
+    filters = parse_filters(request.query, operator=user.is_admin)
+    now = utcnow()
+    downloads, total = await _list(request, principal, filters, PER_PAGE)
+    rows = [describe(d, config.tz, now, archives) for d in downloads]
+    cameras = await db.cameras()
+    if not user.is_admin:
+        granted = set(await db.grants(user.id))
+        cameras = [c for c in cameras if c.id in granted or c.id == filters.camera_id]
+    context = {
+        "rows": rows,
+        "filters": filters,
+        "page": Page(filters.page, total),
+        "cameras": cameras,
+        "users": await db.users() if user.is_admin else [],
+        "statuses": STATUS_LABELS,
+        "since": format_stamp(now),
+        "path": HISTORY,
+    }
+    return render(request, "history.html", context, state, user=principal)
+
+
+async def _list(
+    request: web.Request,
+    principal: Principal,
+    filters: Filters,
+    limit: int,
+    since: datetime | None = None,
+) -> tuple[list[Download], int]:
+    """The downloads this user may see under `filters`: operators everyone's, users their own."""
+    user = principal.user
+    created_from, created_to = filters.created_range(request.app[keys.CONFIG].tz)
+    if since is not None:
+        created_from = max(created_from, since) if created_from else since
+    return await request.app[keys.DB].list_downloads(
+        user_id=filters.user_id if user.is_admin else user.id,
+        kinds=(Kind.LINK, Kind.ARCHIVE),
+        created_from=created_from,
+        created_to=created_to,
+        camera_id=filters.camera_id,
+        status=filters.status,
+        limit=limit,
+        offset=(filters.page - 1) * limit,
+    )
+
+
+async def history_status(request: web.Request) -> web.StreamResponse:
+    """GET /history/status?ids=1,2&since=STAMP: live fields of visible rows, and new-row count."""
+    signed_in = await _signed_in(request)
+    if signed_in is None:
+        return web.json_response({"message": "Unauthenticated."}, status=401)
+    _state, principal = signed_in
+    app = request.app
+    config, db, archives = app[keys.CONFIG], app[keys.DB], app[keys.ARCHIVES]
+    user = principal.user
+    now = utcnow()
+    rows = []
+    for download_id in parse_ids(request.query.get("ids", "")):
+        download = await db.download(download_id)
+        if download is None or not (user.is_admin or download.user_id == user.id):
+            continue
+        rows.append(describe(download, config.tz, now, archives).live())
+    newer = 0
+    since = _stamp(request.query.get("since", ""))
+    if since is not None:
+        filters = parse_filters({**request.query, "page": "1"}, operator=user.is_admin)
+        # Strictly after the page was drawn: created_at is stored to the microsecond.
+        _rows, newer = await _list(
+            request, principal, filters, 0, since=since + timedelta(microseconds=1)
+        )
+    return web.json_response(
+        {"data": rows, "newer": newer}, headers={"Cache-Control": "private, no-store"}
+    )
+
+
+def _stamp(text: str) -> datetime | None:
+    if len(text) > 40:
+        return None
+    try:
+        return parse_stamp(text)
+    except ValueError:
+        return None
