@@ -1,0 +1,498 @@
+"""The push hub: Pusher protocol 7 sockets, private channels, and bounded fan-out to them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import math
+import secrets
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from vms.push import protocol
+from vms.push.protocol import CloseCode, FrameError
+from vms.push.signing import verify_channel
+
+log = logging.getLogger(__name__)
+
+SubscribedHook = Callable[[str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    """Queued after the last frame: the writer closes the socket with this code."""
+
+    code: int
+    message: str
+
+
+class _Connection:
+    """One socket's state; only the hub's reader and this socket's writer task touch it."""
+
+    def __init__(
+        self,
+        socket_id: str,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
+        burst: int,
+        now: float,
+    ) -> None:
+        self.socket_id = socket_id
+        self.ws = ws
+        self.transport = transport
+        self.channels: set[str] = set()
+        self.sessions: set[str] = set()
+        self.closing = False  # a close is queued: nothing more is accepted
+        self.stopped = False  # the reader is done: the writer quits at once
+        self.awaiting_pong = False
+        self.throttled = False
+        self.tokens = float(burst)
+        self.refilled = now
+        self.writer: asyncio.Task[None] | None = None
+        self.done = asyncio.Event()
+        self._queue: deque[str | _Close] = deque()
+        self._wake = asyncio.Event()
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting for the writer."""
+        return len(self._queue)
+
+    def push(self, frame: str) -> None:
+        """Queue a frame; the caller has checked the bound."""
+        self._queue.append(frame)
+        self._wake.set()
+
+    def close(self, code: int, message: str, *, notify: bool, drop_queued: bool = False) -> None:
+        """Queue a close (after a `pusher:error` when `notify`); later frames are refused."""
+        if self.closing:
+            return
+        self.closing = True
+        if drop_queued:
+            self._queue.clear()
+        if notify:
+            self._queue.append(protocol.error(code, message))
+        self._queue.append(_Close(code, message))
+        self._wake.set()
+
+    def stop(self) -> None:
+        """The peer is gone: the writer drops what is queued and ends."""
+        self.stopped = True
+        self._queue.clear()
+        self._wake.set()
+
+    async def next_item(self) -> str | _Close | None:
+        """The next frame or close for the writer, or None once stopped."""
+        while not self._queue:
+            if self.stopped:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        return None if self.stopped else self._queue.popleft()
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a closing handshake (a peer that does not read)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Hub:
+    """Pusher Channels protocol 7 server for private channels, one per application."""
+
+    def __init__(
+        self,
+        app_key: str,
+        app_secret: str,
+        *,
+        activity_timeout: float = 120.0,
+        max_queue: int = 256,
+        max_frame: int = 10_240,
+        max_channels: int = 100,
+        pong_timeout: float = 30.0,
+        send_timeout: float = 10.0,
+        close_timeout: float = 5.0,
+        max_connections: int = 10_000,
+        max_messages_per_second: float = 10.0,
+        message_burst: int = 200,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._app_key = app_key
+        self._app_secret = app_secret
+        self._activity_timeout = activity_timeout
+        self._pong_timeout = pong_timeout
+        self._send_timeout = send_timeout
+        self._close_timeout = close_timeout
+        self._max_queue = max_queue
+        self._max_frame = max_frame
+        self._max_channels = max_channels
+        self._max_connections = max_connections
+        self._rate = max_messages_per_second
+        self._burst = message_burst
+        self._clock = clock
+        self._shutting_down = False
+        self._connections: dict[str, _Connection] = {}
+        self._channels: dict[str, set[_Connection]] = {}
+        self._sessions: dict[str, set[_Connection]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._counters: Counter[str] = Counter()
+        self.on_subscribed: list[SubscribedHook] = []
+
+    # Public API
+
+    @property
+    def connection_count(self) -> int:
+        """Sockets currently connected."""
+        return len(self._connections)
+
+    @property
+    def task_count(self) -> int:
+        """Background tasks the hub owns (one writer per live socket)."""
+        return len(self._tasks)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Gauges and counters for monitoring."""
+        return {
+            "connections": len(self._connections),
+            "channels": len(self._channels),
+            "subscriptions": sum(len(c.channels) for c in self._connections.values()),
+            "tasks": len(self._tasks),
+            "queued_frames": sum(c.queued for c in self._connections.values()),
+            **self._counters,
+        }
+
+    def channel_count(self, channel: str) -> int:
+        """Sockets subscribed to `channel`."""
+        return len(self._channels.get(channel, ()))
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        """GET /ws/app/{app_key}: run one Pusher socket until it closes."""
+        ws = web.WebSocketResponse(max_msg_size=self._max_frame, timeout=self._close_timeout)
+        await ws.prepare(request)
+        refusal = self._refusal(request)
+        if refusal is not None:
+            self._counters["refused_connections"] += 1
+            await self._refuse(ws, request.transport, *refusal)
+            return ws
+        conn = _Connection(self._new_socket_id(), ws, request.transport, self._burst, self._clock())
+        self._connections[conn.socket_id] = conn
+        conn.writer = asyncio.create_task(self._write(conn), name=f"push-writer-{conn.socket_id}")
+        self._tasks.add(conn.writer)
+        conn.writer.add_done_callback(self._tasks.discard)
+        advertised = max(1, math.ceil(self._activity_timeout))
+        self._send(conn, protocol.connection_established(conn.socket_id, advertised))
+        log.debug("push: socket %s connected", conn.socket_id)
+        try:
+            await self._read(conn)
+        finally:
+            self._forget(conn)
+            try:
+                # aiohttp cancels this handler once the peer is gone, possibly right here.
+                await self._stop_writer(conn)
+            finally:
+                conn.done.set()
+                log.debug("push: socket %s closed (%s)", conn.socket_id, ws.close_code)
+        return ws
+
+    def publish(self, channel: str, event: str, data: Mapping[str, Any]) -> int:
+        """Queue `event` for every socket on `channel`; never waits. Returns sockets reached."""
+        members = self._channels.get(channel)
+        if not members:
+            return 0
+        frame = protocol.event(channel, event, data)
+        reached = sum(1 for conn in tuple(members) if self._send(conn, frame))
+        self._counters["published"] += 1
+        self._counters["delivered"] += reached
+        return reached
+
+    def send_to_socket(
+        self, socket_id: str, channel: str, event: str, data: Mapping[str, Any]
+    ) -> bool:
+        """Queue `event` for one socket, only if it is subscribed to `channel`."""
+        conn = self._connections.get(socket_id)
+        if conn is None or channel not in conn.channels:
+            return False
+        return self._send(conn, protocol.event(channel, event, data))
+
+    def bind_session(self, socket_id: str, session_id: str) -> None:
+        """Remember that `session_id` authorised this socket, so ending it closes the socket."""
+        conn = self._connections.get(socket_id)
+        if conn is None or conn.closing:
+            return  # unknown sockets are ignored so callers cannot grow this map
+        conn.sessions.add(session_id)
+        self._sessions.setdefault(session_id, set()).add(conn)
+
+    async def disconnect_session(self, session_id: str) -> int:
+        """Close (4009) every socket that session authorised; returns how many."""
+        conns = list(self._sessions.pop(session_id, ()))
+        for conn in conns:
+            conn.close(CloseCode.UNAUTHORIZED, "Connection is unauthorized", notify=True)
+        await self._wait_closed(conns)
+        return len(conns)
+
+    async def close_all(self) -> None:
+        """Shutdown: close every socket with 1001 GOING_AWAY and refuse new ones."""
+        self._shutting_down = True
+        conns = list(self._connections.values())
+        for conn in conns:
+            conn.close(WSCloseCode.GOING_AWAY, "Server shutting down", notify=False)
+        await self._wait_closed(conns)
+
+    # Connection lifetime
+
+    def _refusal(self, request: web.Request) -> tuple[int, str] | None:
+        if self._shutting_down:
+            return CloseCode.RECONNECT, "Server is shutting down; reconnect shortly"
+        key = request.match_info.get("app_key", "")
+        if not hmac.compare_digest(key.encode("utf-8"), self._app_key.encode("utf-8")):
+            return CloseCode.APP_NOT_FOUND, "Application does not exist"
+        refusal = protocol.protocol_refusal(request.query.get("protocol"))
+        if refusal is not None:
+            return refusal
+        if len(self._connections) >= self._max_connections:
+            return CloseCode.OVER_CAPACITY, "Over capacity"
+        return None
+
+    async def _refuse(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
+        code: int,
+        message: str,
+    ) -> None:
+        """pusher-js reads the `pusher:error` during its handshake; others read the close code."""
+        try:
+            async with asyncio.timeout(2 * self._close_timeout):
+                await ws.send_str(protocol.error(code, message))
+                await ws.close(code=code, message=message.encode("utf-8"))
+        except (TimeoutError, ConnectionError):
+            if transport is not None:
+                transport.abort()
+
+    def _new_socket_id(self) -> str:
+        while True:
+            socket_id = f"{secrets.randbelow(10**9)}.{secrets.randbelow(10**9)}"
+            if socket_id not in self._connections:
+                return socket_id
+
+    def _forget(self, conn: _Connection) -> None:
+        self._connections.pop(conn.socket_id, None)
+        for name in conn.channels:
+            self._leave(conn, name)
+        conn.channels.clear()
+        for session_id in conn.sessions:
+            members = self._sessions.get(session_id)
+            if members is not None:
+                members.discard(conn)
+                if not members:
+                    del self._sessions[session_id]
+        conn.sessions.clear()
+
+    def _leave(self, conn: _Connection, name: str) -> None:
+        members = self._channels.get(name)
+        if members is not None:
+            members.discard(conn)
+            if not members:
+                del self._channels[name]
+
+    async def _stop_writer(self, conn: _Connection) -> None:
+        conn.stop()
+        task = conn.writer
+        if task is None:
+            return
+        try:
+            # A writer in the middle of a send or a close finishes it, within its own bounds.
+            await asyncio.wait({task}, timeout=self._send_timeout + 2 * self._close_timeout)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _wait_closed(self, conns: Iterable[_Connection]) -> None:
+        try:
+            async with asyncio.timeout(self._send_timeout + 3 * self._close_timeout):
+                for conn in conns:
+                    await conn.done.wait()
+        except TimeoutError:
+            log.warning("push: some sockets did not close in time")
+
+    # Writing: exactly one task per socket
+
+    def _send(self, conn: _Connection, frame: str) -> bool:
+        """Queue a frame without waiting; a socket whose queue is full is cut off."""
+        if conn.closing:
+            return False
+        if conn.queued >= self._max_queue:
+            # It has not read the last max_queue frames: it is stalled or too slow. A close
+            # code in the 41xx range makes pusher-js wait before it reconnects.
+            self._counters["slow_disconnects"] += 1
+            log.warning("push: socket %s does not keep up; disconnecting", conn.socket_id)
+            conn.close(
+                CloseCode.OVER_CAPACITY,
+                "Client too slow to receive messages",
+                notify=False,
+                drop_queued=True,
+            )
+            return False
+        conn.push(frame)
+        return True
+
+    async def _write(self, conn: _Connection) -> None:
+        try:
+            while (item := await conn.next_item()) is not None:
+                if isinstance(item, _Close):
+                    await self._close_socket(conn, item)
+                    return
+                async with asyncio.timeout(self._send_timeout):
+                    await conn.ws.send_str(item)
+        except TimeoutError:
+            self._counters["slow_disconnects"] += 1
+            log.warning("push: socket %s stopped reading; dropping it", conn.socket_id)
+            conn.abort()
+        except ConnectionError:
+            pass  # the peer is gone; the reader sees it too
+
+    async def _close_socket(self, conn: _Connection, close: _Close) -> None:
+        try:
+            async with asyncio.timeout(2 * self._close_timeout):
+                await conn.ws.close(code=close.code, message=close.message.encode("utf-8"))
+        except (TimeoutError, ConnectionError):
+            conn.abort()
+
+    # Reading: the handler's own task is the only reader
+
+    async def _read(self, conn: _Connection) -> None:
+        ws = conn.ws
+        while True:
+            wait = self._pong_timeout if conn.awaiting_pong else self._activity_timeout
+            try:
+                msg = await ws.receive(timeout=wait)
+            except TimeoutError:
+                if conn.closing:
+                    if conn.writer is None or conn.writer.done():
+                        conn.abort()
+                        return
+                    continue  # the writer is closing it, within its own bounds
+                if conn.awaiting_pong:
+                    self._counters["pong_timeouts"] += 1
+                    conn.close(CloseCode.PONG_NOT_RECEIVED, "Pong reply not received", notify=True)
+                else:
+                    conn.awaiting_pong = True
+                    self._send(conn, protocol.ping())
+                continue
+            conn.awaiting_pong = False  # any message shows the client is alive
+            if msg.type is WSMsgType.TEXT:
+                await self._on_text(conn, msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                if self._take_token(conn):
+                    self._send(conn, protocol.error(None, "Binary frames are not supported"))
+            else:
+                return  # CLOSE, CLOSING, CLOSED or ERROR (e.g. a frame over max_frame)
+
+    def _take_token(self, conn: _Connection) -> bool:
+        """Token bucket per socket: `message_burst` at once, then the configured rate."""
+        now = self._clock()
+        conn.tokens = min(float(self._burst), conn.tokens + (now - conn.refilled) * self._rate)
+        conn.refilled = now
+        if conn.tokens >= 1.0:
+            conn.tokens -= 1.0
+            conn.throttled = False
+            return True
+        self._counters["throttled_messages"] += 1
+        if not conn.throttled:  # one error per burst, not one per dropped message
+            conn.throttled = True
+            self._send(conn, protocol.error(CloseCode.CLIENT_EVENT_REJECTED, "Rate limit exceeded"))
+        return False
+
+    async def _on_text(self, conn: _Connection, text: str) -> None:
+        if conn.closing or not self._take_token(conn):
+            return
+        try:
+            frame = protocol.parse_frame(text)
+        except FrameError as exc:
+            self._send(conn, protocol.error(None, str(exc)))
+            return
+        if frame.event == "pusher:ping":
+            self._send(conn, protocol.pong())
+        elif frame.event == "pusher:pong":
+            pass
+        elif frame.event == "pusher:subscribe":
+            await self._subscribe(conn, frame)
+        elif frame.event == "pusher:unsubscribe":
+            self._unsubscribe(conn, frame)
+        elif frame.event.startswith("client-"):
+            self._send(
+                conn,
+                protocol.error(CloseCode.CLIENT_EVENT_REJECTED, "Client events are not enabled"),
+            )
+        else:
+            self._send(conn, protocol.error(None, "Unsupported event"))
+
+    async def _subscribe(self, conn: _Connection, frame: protocol.Frame) -> None:
+        try:
+            request = protocol.parse_subscribe(frame)
+        except FrameError as exc:
+            self._send(conn, protocol.error(None, str(exc)))
+            return
+        name = request.channel
+        if not protocol.valid_channel_name(name):
+            self._send(conn, protocol.error(None, "Invalid channel name"))
+            return
+        refusal = self._subscription_refusal(conn, name, request)
+        if refusal is not None:
+            self._counters["refused_subscriptions"] += 1
+            self._send(conn, protocol.subscription_error(name, *refusal))
+            return
+        if name in conn.channels:
+            self._send(conn, protocol.subscription_succeeded(name))
+            return  # already replayed on the first subscription
+        conn.channels.add(name)
+        self._channels.setdefault(name, set()).add(conn)
+        self._send(conn, protocol.subscription_succeeded(name))
+        for hook in self.on_subscribed:
+            if conn.closing:
+                return
+            try:
+                await hook(conn.socket_id, name)
+            except Exception as exc:  # a failing hook must not take the socket down
+                log.error(
+                    "push: subscribe hook failed for socket %s: %s",
+                    conn.socket_id,
+                    type(exc).__name__,
+                )
+
+    def _subscription_refusal(
+        self, conn: _Connection, name: str, request: protocol.Subscribe
+    ) -> tuple[str, str, int] | None:
+        if not protocol.is_private_channel(name):
+            return "AuthError", "Only private channels are available", 403
+        if name not in conn.channels and len(conn.channels) >= self._max_channels:
+            return "LimitReached", f"At most {self._max_channels} channels per connection", 429
+        if request.auth is None or not verify_channel(
+            self._app_key,
+            self._app_secret,
+            conn.socket_id,
+            name,
+            request.auth,
+            request.channel_data,
+        ):
+            return "AuthError", "Invalid signature", 401
+        return None
+
+    def _unsubscribe(self, conn: _Connection, frame: protocol.Frame) -> None:
+        try:
+            request = protocol.parse_subscribe(frame)
+        except FrameError as exc:
+            self._send(conn, protocol.error(None, str(exc)))
+            return
+        if request.channel in conn.channels:
+            conn.channels.discard(request.channel)
+            self._leave(conn, request.channel)
