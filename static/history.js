@@ -110,7 +110,9 @@
     badge.textContent = item.label;
     setProgress(status, item);
     setMessage(status, item);
-    row.querySelector("[data-role=left]").textContent = item.time_left || "—";
+    var left = row.querySelector("[data-role=left]");
+    left.textContent = item.time_left || "—";
+    left.classList.toggle("is-empty", !item.time_left);
     setAction(row.querySelector("[data-role=action]"), item);
     if (item.pending) {
       row.setAttribute("data-pending", "");

@@ -185,13 +185,13 @@ class SlowMedia:
 
 @pytest.fixture
 async def slow_media(
-    service: Client, media_server: str, aiohttp_unused_port: Callable[[], int]
+    service: Client, media_server: str, unused_tcp_port_factory: Callable[[], int]
 ) -> AsyncIterator[SlowMedia]:
     """Camera 1 (Gate) served through the gated proxy."""
     proxy = SlowMedia(media_server)
     runner = web.AppRunner(proxy.app())
     await runner.setup()
-    port = aiohttp_unused_port()
+    port = unused_tcp_port_factory()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     await service.app[keys.DB].put_camera(

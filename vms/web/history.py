@@ -207,7 +207,9 @@ def describe(download: Download, tz: tzinfo, now: datetime, archives: ArchiveSer
                 url = archives.signed_url(download)
                 left = time_left(download.expires_at, now)
             else:
-                status, label, left = Status.EXPIRED, STATUS_LABELS[Status.EXPIRED], ""
+                status, label = Status.EXPIRED, STATUS_LABELS[Status.EXPIRED]
+        if status == Status.EXPIRED:
+            left = "Deleted"
     return Row(
         id=download.id,
         kind=download.kind,

@@ -1,0 +1,228 @@
+"""The history page in headless Chromium: login, find, filter, live status, download, logout."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import PASSWORD, Footage, bearer, login, rfc3339
+from tests.web.conftest import SlowMedia, add_downloads, thick_link
+from vms import keys
+from vms.archive.links import download_name
+from vms.models import Kind, Status
+
+pw = pytest.importorskip("playwright.async_api")
+
+Client = TestClient[web.Request, web.Application]
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium"),
+]
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Any]:
+    """Debian's Chromium driven by Playwright, headless."""
+    async with pw.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield browser
+        await browser.close()
+
+
+class Watch:
+    """Console errors and script exceptions of a page (a CSP violation shows up as one)."""
+
+    def __init__(self, page: Any) -> None:
+        self.problems: list[str] = []
+        page.on("console", self._console)
+
+        page.on("pageerror", lambda e: self.problems.append(str(e)))
+
+    def _console(self, message: Any) -> None:
+        # A 404 or 422 page is the point of some steps; the browser logs each as an error.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.problems.append(message.text)
+
+
+async def sign_in(page: Any, base: str, user: str) -> None:
+    """Fill in the login form as a person would."""
+    await page.goto(f"{base}/login")
+    await page.get_by_label("Login").fill(user)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await pw.expect(page).to_have_url(re.compile(r"/history"))
+
+
+async def shoot(page: Any, name: str) -> Path:
+    """Save a full-page screenshot under test-artifacts/."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+async def test_find_filter_watch_download_and_log_out(
+    service: Client, slow_media: SlowMedia, footage: Footage, chromium: Any
+) -> None:
+    """A person finds a record, filters, sees an archive become ready live, downloads it, leaves."""
+    base = str(service.make_url("")).rstrip("/")
+    await thick_link(service, footage, "alice", (0, 1))
+    record = download_name("Gate", footage.start, footage.start + timedelta(minutes=1), UTC)
+    context = await chromium.new_context(viewport=DESKTOP, accept_downloads=True)
+    context.set_default_timeout(10_000)
+    page = await context.new_page()
+    watch = Watch(page)
+
+    await page.goto(f"{base}/history")
+    await pw.expect(page).to_have_url(re.compile(r"/login\?next="))
+    await sign_in(page, base, "alice")
+    await pw.expect(page.locator("tr", has_text=record)).to_have_count(1)
+
+    await page.get_by_label("Camera").select_option(label="Gate")
+    await page.get_by_label("Status").select_option(label="Ready")
+    await page.get_by_role("button", name="Apply").click()
+    await pw.expect(page).to_have_url(re.compile(r"camera=1&status=ready"))
+    await pw.expect(page.locator("tbody tr")).to_have_count(1)
+    await page.get_by_role("link", name="Clear", exact=True).click()
+    await page.get_by_label("Camera").select_option(label="Gate")
+    await page.get_by_role("button", name="Apply").click()
+    await pw.expect(page).to_have_url(re.compile(r"camera=1"))
+
+    # A phone of Alice's asks the server for an archive; the page notices the new row.
+    answer = await login(service, "alice", device="phone-1", x_client="web")
+    response = await service.get(
+        "/api/v1/cameras/1/archive/link",
+        params={
+            "from": rfc3339(footage.start + timedelta(minutes=2)),
+            "to": rfc3339(footage.start + timedelta(minutes=4)),
+        },
+        headers=bearer(answer, "phone-1", "web"),
+    )
+    assert response.status == 202
+    download_id = (await response.json())["download"]["id"]
+    await asyncio.wait_for(slow_media.holding.wait(), 20)
+    await pw.expect(page.get_by_text("1 new download.")).to_be_visible(timeout=15_000)
+    await page.get_by_role("link", name="Show them").click()
+    row = page.locator(f'tr[data-id="{download_id}"]')
+    await pw.expect(row.locator(".badge")).to_have_text("In progress")
+    await pw.expect(row.locator("progress")).to_be_visible()
+    await shoot(page, "history-in-progress-desktop")
+
+    await page.evaluate("window.sameDocument = true")
+    slow_media.gate.set()
+    await pw.expect(row.locator(".badge")).to_have_text("Ready", timeout=20_000)
+    assert await page.evaluate("window.sameDocument === true"), "the page was reloaded"
+    await pw.expect(row.locator("progress")).to_have_count(0)
+    await pw.expect(row).to_contain_text("left")
+    await shoot(page, "history-ready-desktop")
+
+    async with page.expect_download() as info:
+        await row.get_by_role("link", name="Download").click()
+    download = await info.value
+    body = Path(await download.path()).read_bytes()
+    on_disk = service.app[keys.ARCHIVES].files.path(download_id).read_bytes()
+    assert body == on_disk and body[4:8] == b"ftyp"
+    assert download.suggested_filename.startswith("Gate, ")
+
+    await page.get_by_role("button", name="Log out").click()
+    await pw.expect(page).to_have_url(re.compile(r"/login$"))
+    await page.goto(f"{base}/history")
+    await pw.expect(page).to_have_url(re.compile(r"/login\?next="))
+    assert watch.problems == []
+    await context.close()
+
+
+async def _variety(service: Client) -> None:
+    """Downloads in every state for the screenshots, some with files on disk."""
+    users = {u.login: u.id for u in await service.app[keys.DB].users()}
+    db, files = service.app[keys.DB], service.app[keys.ARCHIVES].files
+    now = datetime.now(UTC)
+    start = now - timedelta(hours=2)
+    await add_downloads(service, users["bob"], 2, 2, start=start - timedelta(days=1))
+    await add_downloads(service, users["alice"], 1, 3, start=start)
+    archives = await add_downloads(
+        service, users["alice"], 1, 5, kind=Kind.ARCHIVE, status=Status.QUEUED, start=start
+    )
+    states: list[dict[str, Any]] = [
+        {"status": Status.READY, "progress": 100, "expires_at": now + timedelta(minutes=170)},
+        {"status": Status.RUNNING, "progress": 42},
+        {"status": Status.FAILED, "message": "The media server could not be reached."},
+        {"status": Status.EXPIRED},
+        {"status": Status.READY, "progress": 100, "expires_at": now + timedelta(minutes=35)},
+    ]
+    for download, fields in zip(archives, states, strict=True):
+        await db.update_download(download.id, now, **fields)
+        if fields["status"] == Status.READY:
+            files.root.mkdir(parents=True, exist_ok=True)
+            files.path(download.id).write_bytes(b"\0\0\0\x18ftypisom")
+
+
+@pytest.mark.parametrize(("width", "viewport"), [("phone", PHONE), ("desktop", DESKTOP)])
+async def test_pages_look_right(
+    service: Client, chromium: Any, width: str, viewport: dict[str, int]
+) -> None:
+    """Login, history, empty state and 404 render without script or CSP errors; screenshots."""
+    base = str(service.make_url("")).rstrip("/")
+    await _variety(service)
+    context = await chromium.new_context(viewport=viewport)
+    context.set_default_timeout(10_000)
+    page = await context.new_page()
+    watch = Watch(page)
+    await page.goto(f"{base}/login")
+    await shoot(page, f"login-{width}")
+    await page.get_by_label("Login").fill("admin")
+    await page.get_by_label("Password").fill("wrong")
+    await page.get_by_role("button", name="Sign in").click()
+    await pw.expect(page.get_by_role("alert")).to_contain_text("do not match")
+    await shoot(page, f"login-error-{width}")
+    await sign_in(page, base, "admin")
+    await pw.expect(page.locator("tbody tr")).to_have_count(10)
+    await pw.expect(page.locator(".badge-failed")).to_have_text("Failed")
+    await shoot(page, f"history-operator-{width}")
+    await page.goto(f"{base}/history?status=failed&camera=2")
+    await pw.expect(page.get_by_text("Nothing matches these filters")).to_be_visible()
+    await shoot(page, f"history-no-match-{width}")
+    await page.goto(f"{base}/nowhere")
+    await pw.expect(page.get_by_text("Page not found")).to_be_visible()
+    await shoot(page, f"error-404-{width}")
+    await context.close()
+
+    context = await chromium.new_context(viewport=viewport)
+    context.set_default_timeout(10_000)
+    page = await context.new_page()
+    watch_empty = Watch(page)
+    await sign_in(page, base, "bob")
+    await page.goto(f"{base}/history?camera=2&status=queued")
+    await page.get_by_role("link", name="Clear", exact=True).click()
+    await pw.expect(page.locator("tbody tr")).to_have_count(2)
+    await context.close()
+    context = await chromium.new_context(viewport=viewport, color_scheme="dark")
+    context.set_default_timeout(10_000)
+    page = await context.new_page()
+    await sign_in(page, base, "alice")
+    await shoot(page, f"history-user-dark-{width}")
+    await context.close()
+    assert watch.problems == [] and watch_empty.problems == []
