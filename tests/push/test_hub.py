@@ -269,6 +269,36 @@ async def test_frame_over_max_frame_closes_the_socket(start: Start) -> None:
     assert hub.channel_count(CHANNEL) == 0
 
 
+async def test_plain_http_get_is_a_bad_request(start: Start) -> None:
+    """A GET without a WebSocket upgrade is answered 400, not a server error."""
+    hub, client = await start()
+    response = await client.get(f"/ws/app/{APP_KEY}?{QUERY}")
+    assert response.status == 400
+    assert hub.connection_count == 0
+
+
+async def test_a_failing_handler_costs_one_socket_only(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error while handling a frame closes that socket with 4200, others stay."""
+    hub, client = await start()
+    ws, _ = await connect(client)
+    other, _ = await connect(client)
+
+    async def broken(conn: Any, text: str) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(hub, "_on_text", broken)  # fault injection: no input triggers a bug
+    await ws.send_json({"event": "pusher:ping", "data": {}})
+    code, frames = await closed(ws)
+    assert code == 4200
+    assert json.loads(frames[-1]["data"]) == {"code": 4200, "message": "Internal server error"}
+    await settled(hub, connections=1)
+    assert hub.stats["internal_errors"] == 1
+    await other.close()
+    await settled(hub)
+
+
 async def test_unknown_app_key_is_refused_with_4001(start: Start) -> None:
     """A wrong app key gets pusher:error 4001 (read by pusher-js's handshake), then close 4001."""
     hub, client = await start()

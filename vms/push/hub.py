@@ -354,8 +354,10 @@ class Hub:
                 async with asyncio.timeout(self._send_timeout):
                     await conn.ws.send_str(item)
         except TimeoutError:
-            self._counters["slow_disconnects"] += 1
-            log.warning("push: socket %s stopped reading; dropping it", conn.socket_id)
+            # Its buffers have been full for send_timeout: a close frame would not get through.
+            if not conn.closing:
+                self._counters["slow_disconnects"] += 1
+                log.warning("push: socket %s stopped reading; dropping it", conn.socket_id)
             conn.abort()
         except ConnectionError:
             pass  # the peer is gone; the reader sees it too
@@ -390,7 +392,12 @@ class Hub:
                 continue
             conn.awaiting_pong = False  # any message shows the client is alive
             if msg.type is WSMsgType.TEXT:
-                await self._on_text(conn, msg.data)
+                try:
+                    await self._on_text(conn, msg.data)
+                except Exception as exc:  # a bug here must cost one socket, not leak a trace
+                    self._counters["internal_errors"] += 1
+                    log.error("push: socket %s: unexpected %s", conn.socket_id, type(exc).__name__)
+                    conn.close(CloseCode.RECONNECT, "Internal server error", notify=True)
             elif msg.type is WSMsgType.BINARY:
                 if self._take_token(conn):
                     self._send(conn, protocol.error(None, "Binary frames are not supported"))
