@@ -183,13 +183,15 @@ class Hub:
             return ws
         conn = _Connection(self._new_socket_id(), ws, request.transport, self._burst, self._clock())
         self._connections[conn.socket_id] = conn
-        conn.writer = asyncio.create_task(self._write(conn), name=f"push-writer-{conn.socket_id}")
-        self._tasks.add(conn.writer)
-        conn.writer.add_done_callback(self._tasks.discard)
-        advertised = max(1, math.ceil(self._activity_timeout))
-        self._send(conn, protocol.connection_established(conn.socket_id, advertised))
-        log.debug("push: socket %s connected", conn.socket_id)
         try:
+            conn.writer = asyncio.create_task(
+                self._write(conn), name=f"push-writer-{conn.socket_id}"
+            )
+            self._tasks.add(conn.writer)
+            conn.writer.add_done_callback(self._tasks.discard)
+            advertised = max(1, math.ceil(self._activity_timeout))
+            self._send(conn, protocol.connection_established(conn.socket_id, advertised))
+            log.debug("push: socket %s connected", conn.socket_id)
             await self._read(conn)
         finally:
             self._forget(conn)
