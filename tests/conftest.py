@@ -72,9 +72,9 @@ def password_hash() -> str:
 
 
 @pytest.fixture
-def config(tmp_path: Path, aiohttp_unused_port: Callable[[], int]) -> Config:
+def config(tmp_path: Path, unused_tcp_port_factory: Callable[[], int]) -> Config:
     """Settings for one test: its own data directory and port, no embedded media server."""
-    port = aiohttp_unused_port()
+    port = unused_tcp_port_factory()
     return Config(
         data_dir=tmp_path / "data",
         host="127.0.0.1",

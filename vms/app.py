@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
@@ -98,9 +99,9 @@ async def _media_server(app: web.Application) -> AsyncIterator[None]:
     if config.demo_cameras:
         await ensure_demo_cameras(app[keys.DB], config, utcnow())
         cameras = [DemoCamera(path=path, name=name) for _, name, path in DEMO_CAMERAS]
-        recorder = asyncio.create_task(
-            DemoRecorder(config.recordings_dir, cameras).run(), name="demo-recorder"
-        )
+        # Six hours of demo footage is about 170 MB a camera; plenty to try the archive with.
+        demo = DemoRecorder(config.recordings_dir, cameras, retention=timedelta(hours=6))
+        recorder = asyncio.create_task(demo.run(), name="demo-recorder")
     yield
     if recorder is not None:
         recorder.cancel()

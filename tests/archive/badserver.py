@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import io
+import random
+import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
+from pathlib import Path
 
 import av
 from aiohttp import web
@@ -16,22 +18,29 @@ MODES = ("ok", "error500", "stall", "truncated", "garbage", "trickle", "flaky", 
 
 
 def make_mp4(seconds: int = 4, fps: int = 10) -> bytes:
-    """A small, whole, faststart MP4 with H.264 video made by PyAV."""
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4", options={"movflags": "+faststart"}) as container:
+    """A whole faststart MP4 of H.264 noise (a few hundred KB) made by PyAV."""
+    # faststart rewrites the file at the end, so it needs a real file, not a buffer.
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "clip.mp4"
+        _encode(path, seconds, fps)
+        return path.read_bytes()
+
+
+def _encode(path: Path, seconds: int, fps: int) -> None:
+    with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
         stream.codec_context.time_base = Fraction(1, fps)
         for index in range(seconds * fps):
             frame = av.VideoFrame(160, 96, "yuv420p")
+            noise = random.Random(index)  # noise does not compress: a file of some size
             for plane in frame.planes:
-                plane.update(bytes([index * 5 % 256]) * plane.buffer_size)
+                plane.update(noise.randbytes(plane.buffer_size))
             frame.pts = index
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
-    return buffer.getvalue()
 
 
 @dataclasses.dataclass

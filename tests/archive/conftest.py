@@ -28,11 +28,11 @@ def mp4_body() -> bytes:
 
 @pytest.fixture
 async def bad_media(
-    mp4_body: bytes, aiohttp_unused_port: Callable[[], int]
+    mp4_body: bytes, unused_tcp_port_factory: Callable[[], int]
 ) -> AsyncIterator[tuple[BadMediaServer, str]]:
     """A media server on loopback whose /get misbehaves as its `mode` says."""
     server = BadMediaServer(body=mp4_body)
-    generator = serve(server, aiohttp_unused_port())
+    generator = serve(server, unused_tcp_port_factory())
     url = await generator.__anext__()
     yield server, url
     await generator.aclose()

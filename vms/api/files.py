@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from vms import keys
 from vms.api.errors import json_error
-from vms.archive.files import BadSignature, Expired, content_disposition
+from vms.archive.files import ArchiveFiles, BadSignature, Expired, content_disposition
 from vms.archive.links import download_name
 from vms.dates import utcnow
 from vms.models import Kind, Status
@@ -39,7 +42,9 @@ async def download_archive(request: web.Request) -> web.StreamResponse:
     name = download_name(
         download.camera_name, download.range_from, download.range_to, request.app[keys.CONFIG].tz
     )
-    response = web.FileResponse(
+    return _TrackedFileResponse(
+        archives.files,
+        download_id,
         path,
         headers={
             "Content-Type": "video/mp4",
@@ -49,7 +54,17 @@ async def download_archive(request: web.Request) -> web.StreamResponse:
             "X-Content-Type-Options": "nosniff",
         },
     )
-    with archives.files.serving(download_id):
-        await response.prepare(request)
-        await response.write_eof()
-    return response
+
+
+class _TrackedFileResponse(web.FileResponse):
+    """A FileResponse that tells cleanup the file is being sent until the last byte is out."""
+
+    def __init__(self, files: ArchiveFiles, download_id: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._files = files
+        self._download_id = download_id
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        """Send the file (FileResponse sends it all while preparing)."""
+        with self._files.serving(self._download_id):
+            return await super().prepare(request)

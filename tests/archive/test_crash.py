@@ -1,0 +1,170 @@
+"""kill -9 of the real service mid-download, then a restart: the job completes, the device hears."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.archive.badserver import BadMediaServer
+from tests.conftest import Footage, rfc3339
+
+ROOT = Path(__file__).resolve().parents[2]
+DEVICE = "phone-crash"
+
+
+class Service:
+    """`python server.py serve` as a child process on its own data directory."""
+
+    def __init__(self, data: Path, port: int) -> None:
+        self.data = data
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+        self.env = {
+            **os.environ,
+            "VMS_DATA_DIR": str(data),
+            "VMS_PORT": str(port),
+            "VMS_MEDIA_PORT": "0",
+            "VMS_FETCH_BACKOFF": "0.1",
+        }
+
+    def cli(self, *args: str) -> None:
+        """Run an admin command against the same data directory."""
+        subprocess.run(
+            [sys.executable, "server.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+
+    async def start(self) -> None:
+        """Start serving and wait until the port answers."""
+        self.process = subprocess.Popen(
+            [sys.executable, "server.py", "serve"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(300):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise AssertionError("service did not start")
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        """Send `sig` and reap the process; its exit code."""
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture
+async def service_process(
+    tmp_path: Path, unused_tcp_port_factory: Callable[[], int]
+) -> AsyncIterator[Service]:
+    """A service child process; killed at the end whatever happened."""
+    service = Service(tmp_path / "data", unused_tcp_port_factory())
+    yield service
+    if service.process is not None and service.process.poll() is None:
+        service.kill()
+
+
+async def _json(response: aiohttp.ClientResponse) -> Any:
+    assert response.status < 300, await response.text()
+    return await response.json()
+
+
+async def test_kill_9_mid_download_then_restart_completes_and_pushes(
+    service_process: Service,
+    footage: Footage,
+    bad_media: tuple[BadMediaServer, str],
+) -> None:
+    """The interrupted job resumes after a crash, ends ready, and the device is told."""
+    server, media_url = bad_media
+    server.mode = "trickle"
+    service = service_process
+    service.cli("camera", "add", "1", "--name", "Gate", "--media-server", media_url)
+    service.cli("user", "add", "alice", "--password", "pw-alice", "--camera", "1")
+    await service.start()
+    base = f"http://127.0.0.1:{service.port}"
+    async with aiohttp.ClientSession() as http:
+        answer = await _json(
+            await http.post(
+                f"{base}/api/v1/token",
+                json={"login": "alice", "password": "pw-alice"},
+                headers={"X-Client": "ios-cctv", "X-UUID": DEVICE},
+            )
+        )
+        headers = {
+            "Authorization": f"Bearer {answer['access_token']}",
+            "X-Client": "ios-cctv",
+            "X-UUID": DEVICE,
+        }
+        start = footage.start
+        queued = await _json(
+            await http.get(
+                f"{base}/api/v1/cameras/1/archive/link",
+                params={"from": rfc3339(start), "to": rfc3339(start + timedelta(minutes=1))},
+                headers=headers,
+            )
+        )
+        download_id = queued["download"]["id"]
+        for _ in range(200):
+            data = (
+                await _json(
+                    await http.get(f"{base}/api/v1/downloads/{download_id}", headers=headers)
+                )
+            )["data"]
+            if data["status"] == "in progress" and list((service.data / "archives").glob("*.part")):
+                break
+            await asyncio.sleep(0.05)
+        assert data["status"] == "in progress"
+
+        assert service.kill() == -signal.SIGKILL
+        assert list((service.data / "archives").glob("*.part")), "a partial file was being written"
+        server.mode = "ok"
+        await service.start()
+
+        app_key = json.loads((service.data / "keys" / "secrets.json").read_text())["app_key"]
+        async with http.ws_connect(f"{base}/ws/app/{app_key}?protocol=7&client=py") as ws:
+            hello = await ws.receive_json(timeout=5)
+            socket_id = json.loads(hello["data"])["socket_id"]
+            channel = f"private-token.{answer['user']['access_token_id']}"
+            auth = await _json(
+                await http.post(
+                    f"{base}/broadcasting/auth",
+                    data={"socket_id": socket_id, "channel_name": channel},
+                    headers=headers,
+                )
+            )
+            await ws.send_json(
+                {"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth["auth"]}}
+            )
+            event: dict[str, Any] = {}
+            while event.get("type") != "archive_generated":
+                frame = await ws.receive_json(timeout=20)
+                if frame["event"] == "App\\Events\\TokenPush":
+                    event = json.loads(frame["data"])
+        assert event["status"] == "ok"
+        assert event["data"]["download"]["id"] == download_id
+        assert event["data"]["download"]["status"] == "ready"
+        async with http.get(event["data"]["download"]["url"]) as response:
+            assert response.status == 200
+            assert await response.read() == server.body
+        assert service.kill(signal.SIGTERM) == 0
+    assert sorted(p.name for p in (service.data / "archives").iterdir()) == [f"{download_id}.mp4"]
