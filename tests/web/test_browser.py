@@ -142,8 +142,8 @@ async def test_find_filter_watch_download_and_log_out(
     async with page.expect_download() as info:
         await row.get_by_role("link", name="Download").click()
     download = await info.value
-    body = Path(await download.path()).read_bytes()
-    on_disk = service.app[keys.ARCHIVES].files.path(download_id).read_bytes()
+    body = await asyncio.to_thread(Path(await download.path()).read_bytes)
+    on_disk = await asyncio.to_thread(service.app[keys.ARCHIVES].files.path(download_id).read_bytes)
     assert body == on_disk and body[4:8] == b"ftyp"
     assert download.suggested_filename.startswith("Gate, ")
 
@@ -180,17 +180,34 @@ async def _variety(service: Client) -> None:
             files.path(download.id).write_bytes(b"\0\0\0\x18ftypisom")
 
 
+async def _open(chromium: Any, viewport: dict[str, int], **options: Any) -> tuple[Any, Any, Watch]:
+    """A fresh browser context (its own cookies) and page, watched for script errors."""
+    context = await chromium.new_context(viewport=viewport, **options)
+    context.set_default_timeout(10_000)
+    page = await context.new_page()
+    return context, page, Watch(page)
+
+
 @pytest.mark.parametrize(("width", "viewport"), [("phone", PHONE), ("desktop", DESKTOP)])
 async def test_pages_look_right(
     service: Client, chromium: Any, width: str, viewport: dict[str, int]
 ) -> None:
     """Login, history, empty state and 404 render without script or CSP errors; screenshots."""
     base = str(service.make_url("")).rstrip("/")
+    problems: list[str] = []
+
+    context, page, watch = await _open(chromium, viewport)
+    await sign_in(page, base, "bob")
+    await pw.expect(page.get_by_text("No downloads yet")).to_be_visible()
+    await shoot(page, f"history-empty-{width}")
     await _variety(service)
-    context = await chromium.new_context(viewport=viewport)
-    context.set_default_timeout(10_000)
-    page = await context.new_page()
-    watch = Watch(page)
+    await page.goto(f"{base}/history?camera=2&status=queued")
+    await page.get_by_role("link", name="Clear", exact=True).click()
+    await pw.expect(page.locator("tbody tr")).to_have_count(2)
+    await context.close()
+    problems += watch.problems
+
+    context, page, watch = await _open(chromium, viewport)
     await page.goto(f"{base}/login")
     await shoot(page, f"login-{width}")
     await page.get_by_label("Login").fill("admin")
@@ -209,20 +226,11 @@ async def test_pages_look_right(
     await pw.expect(page.get_by_text("Page not found")).to_be_visible()
     await shoot(page, f"error-404-{width}")
     await context.close()
+    problems += watch.problems
 
-    context = await chromium.new_context(viewport=viewport)
-    context.set_default_timeout(10_000)
-    page = await context.new_page()
-    watch_empty = Watch(page)
-    await sign_in(page, base, "bob")
-    await page.goto(f"{base}/history?camera=2&status=queued")
-    await page.get_by_role("link", name="Clear", exact=True).click()
-    await pw.expect(page.locator("tbody tr")).to_have_count(2)
-    await context.close()
-    context = await chromium.new_context(viewport=viewport, color_scheme="dark")
-    context.set_default_timeout(10_000)
-    page = await context.new_page()
+    context, page, watch = await _open(chromium, viewport, color_scheme="dark")
     await sign_in(page, base, "alice")
     await shoot(page, f"history-user-dark-{width}")
     await context.close()
-    assert watch.problems == [] and watch_empty.problems == []
+    problems += watch.problems
+    assert problems == []

@@ -84,13 +84,17 @@ async def test_login_opens_a_web_device_session(service: Client, browsers: Brows
 
 
 async def test_login_keeps_the_device_between_logins(service: Client, browsers: Browsers) -> None:
-    """The same browser logs in twice with one device id kept in its cookie."""
+    """One browser keeps one device id across logins; a new login ends its previous session."""
     browser = await signed_in(browsers, "alice")
     token = csrf_of(await browser.page("/history"))
     assert (await browser.post("/logout", {"_csrf": token})).status == 303
     assert (await browser.login("alice")).status == 303
-    rows = await service.app[keys.DB]._all("SELECT DISTINCT device FROM sessions")
-    assert len(rows) == 1
+    token = csrf_of(await browser.page("/history"))  # again, while signed in
+    again = {"login": "alice", "password": PASSWORD, "_csrf": token}
+    assert (await browser.post("/login", again)).status == 303
+    rows = await service.app[keys.DB]._all("SELECT device, ended_at FROM sessions")
+    assert len({r[0] for r in rows}) == 1
+    assert sorted(r[1] is None for r in rows) == [False, False, True]
 
 
 @pytest.mark.parametrize(
@@ -198,7 +202,14 @@ async def test_login_is_throttled_like_the_api(service: Client, browsers: Browse
 
 @pytest.mark.parametrize(
     "next_url",
-    ["https://evil.example/", "//evil.example/history", "/login", "/history\r\nX: y", "/api/v1/x"],
+    [
+        "https://evil.example/",
+        "//evil.example/history",
+        "/login",
+        "/history\r\nX: y",
+        "/history\n",
+        "/api/v1/x",
+    ],
 )
 async def test_login_never_redirects_off_the_history(browsers: Browsers, next_url: str) -> None:
     """`next` may only point at the history page; anything else goes to /history."""

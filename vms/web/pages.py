@@ -44,12 +44,12 @@ log = logging.getLogger(__name__)
 HISTORY = "/history"
 _CREDENTIALS = "These credentials do not match our records."
 _EXPIRED_FORM = "This form has expired. Please try again."
-_NEXT = re.compile(r"^/history(?:[/?][\x21-\x7e]*)?$")
+_NEXT = re.compile(r"/history(?:[/?][\x21-\x7e]*)?")
 
 
 def safe_next(value: object) -> str:
     """Where to go after login: a page of ours under /history, never another site."""
-    if isinstance(value, str) and len(value) <= 2000 and _NEXT.match(value):
+    if isinstance(value, str) and len(value) <= 2000 and _NEXT.fullmatch(value):
         return value
     return HISTORY
 
@@ -134,6 +134,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         user = await auth.check_password(login, password, address)
     except InvalidCredentials:
         return again(_CREDENTIALS, 422, state)
+    previous = await current_principal(request, state)
+    if previous is not None:  # signing in again replaces this browser's session
+        await _end(request, previous)
     issued = await auth.issue(user, state.device, WEB_CLIENT, utcnow())
     log.info("user %d signed in on the web", user.id)
     response = _redirect(next_url)
@@ -149,13 +152,18 @@ async def logout(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden(reason="The form has expired")
     principal = await current_principal(request, state)
     if principal is not None:
-        session_id = principal.session.id
-        if await request.app[keys.AUTH].end_session(principal, session_id, utcnow()):
-            for hook in request.app[keys.SESSION_ENDED]:
-                await hook(session_id)
+        await _end(request, principal)
     response = _redirect("/login")
     set_state(request, response, logged_out(state))
     return response
+
+
+async def _end(request: web.Request, principal: Principal) -> None:
+    """End a web session as the API does: the token dies and its sockets close."""
+    session_id = principal.session.id
+    if await request.app[keys.AUTH].end_session(principal, session_id, utcnow()):
+        for hook in request.app[keys.SESSION_ENDED]:
+            await hook(session_id)
 
 
 async def _signed_in(request: web.Request) -> tuple[CookieState, Principal] | None:
