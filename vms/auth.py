@@ -26,6 +26,12 @@ ALGORITHM = "EdDSA"
 _JTI = re.compile(r"^[0-9a-f]{80}$")
 _SESSION_CACHE_SIZE = 10_000
 _SESSION_CACHE_TTL = 30.0
+# Verifying a signature is the costliest step of a request; a token already verified is
+# remembered (until its exp) so clients that reuse it, as all do, pay for it once.
+_VERIFIED_CACHE_SIZE = 10_000
+# A media token is reused for links made within this many seconds; each still has nearly
+# the whole media token lifetime left when handed out.
+_MEDIA_TOKEN_REUSE = 30.0
 
 
 class Unauthenticated(Exception):
@@ -100,6 +106,8 @@ class Authenticator:
         self._keys = keys
         self._public_key = keys.public_key
         self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._media_tokens: dict[str, tuple[float, str]] = {}
         self.login_throttle = Throttle(config.login_attempts, config.login_window)
         self.address_throttle = Throttle(config.login_attempts * 4, config.login_window)
 
@@ -176,16 +184,7 @@ class Authenticator:
         token = authorization[7:].strip()
         if not token or len(token) > 4096:
             raise Unauthenticated
-        try:
-            claims = jwt.decode(
-                token,
-                self._public_key,
-                algorithms=[ALGORITHM],
-                audience=API_AUDIENCE,
-                options={"require": ["aud", "exp", "iat", "sub", "jti"]},
-            )
-        except jwt.PyJWTError:
-            raise Unauthenticated from None
+        claims = self._verify(token)
         session_id = claims["jti"]
         if not isinstance(session_id, str) or not _JTI.match(session_id):
             raise Unauthenticated
@@ -200,6 +199,26 @@ class Authenticator:
             raise Unauthenticated
         return principal
 
+    def _verify(self, token: str) -> dict[str, Any]:
+        claims = self._verified.get(token)
+        if claims is not None and claims["exp"] > time.time():
+            self._verified.move_to_end(token)
+            return claims
+        try:
+            claims = jwt.decode(
+                token,
+                self._public_key,
+                algorithms=[ALGORITHM],
+                audience=API_AUDIENCE,
+                options={"require": ["aud", "exp", "iat", "sub", "jti"]},
+            )
+        except jwt.PyJWTError:
+            raise Unauthenticated from None
+        self._verified[token] = claims
+        while len(self._verified) > _VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return claims
+
     async def end_session(self, principal: Principal, session_id: str, now: datetime) -> bool:
         """End one of the caller's own sessions; False if it is not theirs or already ended."""
         session = await self._db.session(session_id)
@@ -211,7 +230,10 @@ class Authenticator:
 
     def media_token(self, path: str, now: datetime) -> str:
         """A short-lived token that lets its bearer play back one media server path."""
-        return self._sign(
+        reused = self._media_tokens.get(path)
+        if reused is not None and time.monotonic() < reused[0]:
+            return reused[1]
+        token = self._sign(
             {
                 "aud": MEDIA_AUDIENCE,
                 "iat": int(now.timestamp()),
@@ -219,6 +241,11 @@ class Authenticator:
                 "mediamtx_permissions": [{"action": "playback", "path": path}],
             }
         )
+        if len(self._media_tokens) > _SESSION_CACHE_SIZE:
+            self._media_tokens.clear()
+        reuse = min(_MEDIA_TOKEN_REUSE, self._config.media_token_ttl / 10)
+        self._media_tokens[path] = (time.monotonic() + reuse, token)
+        return token
 
 
 async def create_user(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 
@@ -10,6 +11,11 @@ from vms.auth import Authenticator, Principal
 from vms.dates import utcnow
 from vms.db import Database
 from vms.models import Camera, Download, Kind, Status
+
+# Grants change rarely (by the CLI, in another process); a few seconds of caching spares a
+# query on every request, and a revoked grant stops working within that time.
+_VISIBLE_TTL = 5.0
+_VISIBLE_CACHE_SIZE = 10_000
 
 
 class CameraNotFound(Exception):
@@ -42,12 +48,21 @@ class LinkService:
         self._auth = auth
         self._media = media
         self._clock = clock
+        self._visible: dict[tuple[int, int], tuple[float, Camera | None]] = {}
 
     async def camera_for(self, principal: Principal, camera_ref: str) -> Camera:
         """The camera named in the URL if the caller may see it; CameraNotFound otherwise."""
         if not camera_ref.isdigit() or len(camera_ref) > 12:
             raise CameraNotFound
-        camera = await self._db.visible_camera(principal.user, int(camera_ref))
+        key = (principal.user.id, int(camera_ref))
+        cached = self._visible.get(key)
+        if cached is not None and time.monotonic() < cached[0]:
+            camera = cached[1]
+        else:
+            camera = await self._db.visible_camera(principal.user, key[1])
+            if len(self._visible) > _VISIBLE_CACHE_SIZE:
+                self._visible.clear()
+            self._visible[key] = (time.monotonic() + _VISIBLE_TTL, camera)
         if camera is None:
             raise CameraNotFound
         return camera
