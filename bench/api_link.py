@@ -1,6 +1,6 @@
 """Thick-link endpoint throughput and p99 against a hello-world aiohttp handler, in one run.
 
-Usage: python bench/api_link.py [--seconds 10] [--connections 48]
+Usage: python bench/api_link.py [--seconds 10] [--connections 32 64]
 Needs wrk (Debian package `wrk`). Prints both rates, the ratio and the service's RSS.
 """
 
@@ -83,7 +83,7 @@ def main() -> None:
     """Run both servers, measure both, print the ratio."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=48)
+    parser.add_argument("--connections", type=int, nargs="+", default=[32, 64])
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: apt-get install wrk")
@@ -140,29 +140,28 @@ def main() -> None:
         to = (start + timedelta(minutes=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
         link = f"http://127.0.0.1:{port}/api/v1/cameras/1/archive/link?from={frm}&to={to}"
         headers = {"Authorization": f"Bearer {token}", "X-Client": "thick-legal", "X-UUID": "b"}
-        wrk(link, 2, args.connections, headers)  # warm-up
-        wrk(f"http://127.0.0.1:{hello_port}/", 2, args.connections, {})
-        rss_before = rss_mb(service.pid)
-        base_rate, base_p99 = wrk(
-            f"http://127.0.0.1:{hello_port}/", args.seconds, args.connections, {}
-        )
-        rate, p99 = wrk(link, args.seconds, args.connections, headers)
-        rss_mid = rss_mb(service.pid)
-        wrk(link, args.seconds, args.connections, headers)
-        rss_after = rss_mb(service.pid)
+        hello_url = f"http://127.0.0.1:{hello_port}/"
+        wrk(link, 2, 32, headers)  # warm-up
+        wrk(hello_url, 2, 32, {})
+        rss = [rss_mb(service.pid)]
+        results = []
+        for connections in args.connections:
+            base_rate, base_p99 = wrk(hello_url, args.seconds, connections, {})
+            rate, p99 = wrk(link, args.seconds, connections, headers)
+            rss.append(rss_mb(service.pid))
+            results.append((connections, base_rate, base_p99, rate, p99))
     finally:
         for process in (service, hello):
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
-    print(f"connections: {args.connections}, {args.seconds} s per run")
-    print(f"hello-world aiohttp: {base_rate:9.0f} req/s  p99 {base_p99:6.2f} ms")
-    print(f"thick archive link:  {rate:9.0f} req/s  p99 {p99:6.2f} ms")
-    print(f"ratio (link / hello): {rate / base_rate:.2f}x  (target >= 0.5x, p99 < 20 ms)")
-    print(
-        f"service RSS: {rss_before:.1f} MB before, {rss_mid:.1f} MB after run 1, "
-        f"{rss_after:.1f} MB after run 2"
-    )
+    print(f"{args.seconds} s per run, wrk -t2, same machine, one run each")
+    for connections, base_rate, base_p99, rate, p99 in results:
+        print(f"{connections} connections:")
+        print(f"  hello-world aiohttp: {base_rate:9.0f} req/s  p99 {base_p99:6.2f} ms")
+        print(f"  thick archive link:  {rate:9.0f} req/s  p99 {p99:6.2f} ms")
+        print(f"  ratio (link / hello): {rate / base_rate:.2f}x  (target >= 0.5x, p99 < 20 ms)")
+    print("service RSS (MB) before and after each run: " + ", ".join(f"{r:.1f}" for r in rss))
 
 
 if __name__ == "__main__":
