@@ -27,7 +27,7 @@ LINKS = web.AppKey[LinkService]("links")
 LINK_SCHEMA = web.AppKey[ArchiveLinkSchema]("link_schema")
 LIST_SCHEMA = web.AppKey[DownloadListSchema]("list_schema")
 # Called with a session id after it ends (closing its sockets, for one).
-SESSION_ENDED = web.AppKey[list[Callable[[str], Awaitable[None]]]]("session_ended")
+SESSION_ENDED = web.AppKey[list[Callable[[str], Awaitable[object]]]]("session_ended")
 ARCHIVES = web.AppKey[ArchiveService]("archives")
 HUB = web.AppKey[Hub]("hub")
 WSURL_THROTTLE = web.AppKey[Throttle]("wsurl_throttle")

@@ -147,7 +147,7 @@ _SCHEMAS: dict[str, Any] = {
     },
 }
 
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _paths() -> dict[str, Any]:

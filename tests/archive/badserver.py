@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import random
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -100,7 +100,7 @@ class BadMediaServer:
         return response
 
 
-async def serve(server: BadMediaServer, port: int) -> AsyncIterator[str]:
+async def serve(server: BadMediaServer, port: int) -> AsyncGenerator[str, None]:
     """Run `server` on 127.0.0.1:`port` until the generator is closed; yields its URL."""
     runner = web.AppRunner(server.app())
     await runner.setup()
