@@ -40,7 +40,6 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     os.chmod(config.data_dir, 0o700)
     app[keys.KEYSTORE] = load_or_create(config.keys_dir)
     app[keys.DB] = db = await Database.open(config.database_path)
-    os.chmod(config.database_path, 0o600)
     app[keys.AUTH] = Authenticator(config, db, app[keys.KEYSTORE])
     yield
     await db.close()

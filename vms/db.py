@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -188,6 +189,8 @@ class Database:
     async def open(cls, path: Path) -> Database:
         """Open (creating if needed) the database at `path` and bring its schema up to date."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Created 0600 up front: SQLite gives the -wal and -shm files the same mode.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         conn = await aiosqlite.connect(path, isolation_level=None)
         db = cls(conn)
         await conn.execute("PRAGMA journal_mode = WAL")
