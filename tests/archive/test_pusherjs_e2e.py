@@ -1,0 +1,198 @@
+"""A phone end to end: stock pusher-js and Laravel Echo under node against the real service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.archive.conftest import Client
+from tests.conftest import Footage, bearer, login, rfc3339
+from vms import keys
+from vms.archive.mp4check import check_mp4
+
+pytestmark = pytest.mark.node
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+SCRIPT = NODE_DIR / "archive_client.mjs"
+PHONE = "phone-e2e"
+X_CLIENT = "ios-cctv"
+
+Record = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """The node binary, with pusher-js and laravel-echo installed from package-lock.json."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node and npm are needed for the pusher-js test")
+    installed = all(
+        (NODE_DIR / "node_modules" / name / "package.json").exists()
+        for name in ("pusher-js", "laravel-echo")
+    )
+    if not installed:
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            check=True,
+            timeout=300,
+            capture_output=True,
+        )
+    return node
+
+
+class Phone:
+    """The node process: its JSON lines on stdout, awaited by content."""
+
+    def __init__(self, process: asyncio.subprocess.Process, saved: Path) -> None:
+        self.process = process
+        self.saved = saved
+        self.seen: list[Record] = []
+        self._pending: list[Record] = []
+
+    async def next(
+        self, client: str, kind: str, where: Callable[[Record], bool] = lambda _: True
+    ) -> Record:
+        """The first record, old or new, from `client` of type `kind` that `where` accepts."""
+        try:
+            async with asyncio.timeout(20):
+                while True:
+                    for record in self._pending:
+                        if record["client"] == client and record["type"] == kind and where(record):
+                            self._pending.remove(record)
+                            return record
+                    assert self.process.stdout is not None
+                    line = await self.process.stdout.readline()
+                    if not line:
+                        raise AssertionError(
+                            f"node exited waiting for {client} {kind}: {self.seen}"
+                        )
+                    record = json.loads(line)
+                    self.seen.append(record)
+                    self._pending.append(record)
+        except TimeoutError:
+            raise AssertionError(f"no {client} {kind} from node; saw {self.seen}") from None
+
+    async def quit(self) -> int:
+        """Ask the clients to disconnect and wait for node to exit; its exit code."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"quit\n")
+        await self.process.stdin.drain()
+        async with asyncio.timeout(10):
+            return await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def phone(
+    node: str, service: Client, answer: dict[str, Any], tmp_path: Path
+) -> AsyncIterator[Phone]:
+    """Node running pusher-js and Echo, configured from GET /api/v1/wsurl, both subscribed."""
+    response = await service.get("/api/v1/wsurl", headers={"X-Client": X_CLIENT, "X-UUID": PHONE})
+    assert response.status == 200
+    wsurl = await response.json()
+    assert wsurl["path"] == "/ws" and wsurl["port"] == service.port
+    config = {
+        "wsurl": wsurl,
+        "authEndpoint": str(service.make_url("/broadcasting/auth")),
+        "token": answer["access_token"],
+        "accessTokenId": answer["user"]["access_token_id"],
+        "xClient": X_CLIENT,
+        "uuid": PHONE,
+        "savePath": str(tmp_path / "from-node.mp4"),
+    }
+    with (tmp_path / "node-stderr.txt").open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            node,
+            str(SCRIPT),
+            cwd=NODE_DIR,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            env={**os.environ, "ARCHIVE_TEST_CONFIG": json.dumps(config)},
+        )
+        device = Phone(process, tmp_path / "from-node.mp4")
+        try:
+            await device.next("pusher", "subscribed")
+            await device.next("echo", "subscribed")
+            yield device
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+def _generated(record: Record) -> bool:
+    return bool(record["data"]["type"] == "archive_generated")
+
+
+async def test_pusher_js_gets_the_archive_push_and_downloads_the_whole_mp4(
+    node: str, service: Client, footage: Footage, tmp_path: Path
+) -> None:
+    """pusher-js and Echo get archive_generated; node's fetch of its URL is the file on disk."""
+    answer = await login(service, device=PHONE, x_client=X_CLIENT)
+    async with phone(node, service, answer, tmp_path) as device:
+        start = footage.start + timedelta(seconds=30)
+        response = await service.get(
+            "/api/v1/cameras/1/archive/link",
+            params={"from": rfc3339(start), "to": rfc3339(start + timedelta(minutes=2))},
+            headers=bearer(answer, PHONE, X_CLIENT),
+        )
+        assert response.status == 202
+        download_id = (await response.json())["download"]["id"]
+
+        pushed = (await device.next("pusher", "event", _generated))["data"]
+        assert pushed["status"] == "ok" and pushed["message"] is None
+        assert pushed["data"]["download"]["id"] == download_id
+        assert pushed["data"]["download"]["status"] == "ready"
+        echoed = (await device.next("echo", "event", _generated))["data"]
+        assert echoed == pushed
+
+        fetched = await device.next("pusher", "download")
+        on_disk = service.app[keys.ARCHIVES].files.path(download_id).read_bytes()
+        assert fetched["status"] == 200 and fetched["contentType"] == "video/mp4"
+        assert fetched["size"] == len(on_disk)
+        assert bytes.fromhex(fetched["head"])[4:8] == b"ftyp"
+        assert fetched["sha256"] == hashlib.sha256(on_disk).hexdigest()
+        assert device.saved.read_bytes() == on_disk
+        assert abs(check_mp4(device.saved) - 120) <= 2
+        assert await device.quit() == 0
+
+
+async def test_ending_the_session_closes_pusher_js_for_good(
+    node: str, service: Client, tmp_path: Path
+) -> None:
+    """POST /api/v1/sessions/{id} closes both sockets with 4009 and neither reconnects."""
+    answer = await login(service, device=PHONE, x_client=X_CLIENT)
+    hub = service.app[keys.HUB]
+    async with phone(node, service, answer, tmp_path) as device:
+        assert hub.connection_count == 2
+        response = await service.post(
+            f"/api/v1/sessions/{answer['user']['access_token_id']}",
+            headers=bearer(answer, PHONE, X_CLIENT),
+        )
+        assert response.status == 200
+        assert await response.json() == {"status": "ok"}
+        for client in ("pusher", "echo"):
+            await device.next(client, "error", lambda record: record["code"] == 4009)
+            await device.next(client, "state", lambda record: record["current"] == "disconnected")
+        await asyncio.sleep(1.5)  # pusher-js would have reconnected at once on a 42xx code
+        assert hub.connection_count == 0
+        assert await device.quit() == 0
+        for client in ("pusher", "echo"):
+            states = [
+                (r["previous"], r["current"])
+                for r in device.seen
+                if r["client"] == client and r["type"] == "state"
+            ]
+            assert states == [("connecting", "connected"), ("connected", "disconnected")]
