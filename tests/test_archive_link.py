@@ -447,6 +447,22 @@ async def test_range_without_footage_is_422_on_from(
     assert body == {"message": NO_RECORDING, "errors": {"from": [NO_RECORDING]}}
 
 
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("0001-01-01T00:00:00Z", "0001-01-01T00:00:01Z"),
+        ("0999-12-31 23:59:00", "1000-01-01 00:00:00"),
+        ("1969-12-31T23:59:59Z", "1970-01-01T00:00:01Z"),
+    ],
+)
+async def test_ancient_valid_dates_have_no_footage(service: Client, start: str, end: str) -> None:
+    """Valid dates long before any recording (year 1, 999, the epoch) are 422 no recording."""
+    answer = await login(service)
+    status, body = await _link(service, bearer(answer), {"from": start, "to": end})
+    assert status == 422, body
+    assert body == {"message": NO_RECORDING, "errors": {"from": [NO_RECORDING]}}
+
+
 async def test_range_across_the_gap_has_footage(service: Client, footage: Footage) -> None:
     """A range that spans camera 2's gap but touches footage on either side is 200."""
     answer = await login(service, "bob")
