@@ -1,0 +1,613 @@
+"""10,000 subscribed Pusher sockets on one process: bare aiohttp, the Hub alone, the service.
+
+Usage: python bench/push.py [--connections 10000] [--workers 2] [--rounds 5] [--client raw]
+
+The same client processes (`--workers`, each holding its share of the sockets; `--client raw`
+is a minimal asyncio WebSocket that costs far less CPU per frame than aiohttp's client, which
+`--client aiohttp` uses) connect in turn to three servers, each its own process:
+1. bare aiohttp: sockets in a set, one frame sent to each with `await ws.send_str` in a loop;
+2. the Hub alone in a minimal aiohttp app, with a signing auth route: every socket subscribes
+   to one private channel and gets one `hub.publish` per round;
+3. the real service (`python server.py serve`, embedded media server with real footage):
+   every socket is authorised by the real /broadcasting/auth for one session's
+   `private-token.{id}` channel, then `--rounds` real archive jobs run; each pushes
+   `archive_progress` (twice) and `archive_generated` to all the sockets.
+Every client timestamps each frame on receipt and parses nothing until the end. Latency =
+receipt - publish time: the time stamped in the frame for 1 and 2; for 3 the download's
+`updated_at` in the event, set when the job recorded its state just before publishing.
+Prints memory per connection (RSS growth / connections), the server-side fan-out time for
+1 and 2, and p50/p99/max latency, with ratios against bare aiohttp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PASSWORD = "bench-password"  # noqa: S105 - a throwaway account in a temp directory
+DEVICE = "bench-phone"
+EVENT = "App\\Events\\TokenPush"
+PAD = 700  # bytes of filler in the bare server's frame, to match an archive event's size
+
+BARE = """
+import asyncio, json, sys, time
+from aiohttp import web
+
+sockets = set()
+
+async def ws_handler(request):
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    sockets.add(ws)
+    try:
+        await ws.send_str('{"event":"hello","data":"{}"}')
+        async for _ in ws:
+            pass
+    finally:
+        sockets.discard(ws)
+    return ws
+
+async def publish(request):
+    started = time.time()
+    data = json.dumps({"round": int(request.query["round"]), "t": started, "pad": "x" * %d})
+    frame = json.dumps({"event": "bench", "channel": "bench", "data": data})
+    for ws in list(sockets):
+        await ws.send_str(frame)
+    return web.json_response({"sent": len(sockets), "ms": (time.time() - started) * 1000})
+
+app = web.Application()
+app.router.add_get("/ws", ws_handler)
+app.router.add_post("/publish", publish)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+HUB = """
+import asyncio, json, sys, time
+from aiohttp import web
+from vms.push.hub import Hub
+from vms.push.signing import sign_channel
+
+KEY, SECRET, CHANNEL = "bench-key", "bench-secret", "private-token.bench"
+hub = Hub(KEY, SECRET)
+
+async def auth(request):
+    form = await request.post()
+    hub.bind_session(form["socket_id"], "bench")
+    return web.json_response({"auth": sign_channel(KEY, SECRET, form["socket_id"], CHANNEL)})
+
+async def publish(request):
+    started = time.time()
+    data = {"type": "bench", "round": int(request.query["round"]), "t": started, "pad": "x" * %d}
+    sent = hub.publish(CHANNEL, "App\\\\Events\\\\TokenPush", data)
+    while hub.stats["queued_frames"]:  # every writer has handed its frame to the socket
+        await asyncio.sleep(0.002)
+    return web.json_response({"sent": sent, "ms": (time.time() - started) * 1000})
+
+async def close(app):
+    await hub.close_all()
+
+app = web.Application()
+app.router.add_get("/ws/app/{app_key}", hub.handle)
+app.router.add_post("/broadcasting/auth", auth)
+app.router.add_post("/publish", publish)
+app.on_shutdown.append(close)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    """Block until something accepts on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listens on port {port}")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, in MB (2^20 bytes)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def raise_nofile() -> int:
+    """Lift the soft open-files limit to the hard one (children inherit it); the new limit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def api(port: int, method: str, path: str, token: str | None, body: Any = None) -> Any:
+    """One JSON request to the service as the ios-cctv bench device."""
+    headers = {"X-Client": "ios-cctv", "X-UUID": DEVICE, "Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers=headers,
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - loopback only
+        return json.load(response)
+
+
+# Client processes
+
+
+class RawSocket(asyncio.Protocol):
+    """A minimal RFC 6455 client on a bare asyncio Protocol: far less CPU per frame than
+    aiohttp's client, so the clients, sharing the two cores, distort the timing less."""
+
+    def __init__(self, path: str, host: str, received: list[tuple[float, str]]) -> None:
+        self.path, self.host = path, host
+        self.received = received
+        self.recording = False  # once subscribed, frames only get a timestamp
+        self.frames: asyncio.Queue[str] = asyncio.Queue()
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._upgraded = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Send the opening handshake."""
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(
+            f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        """Split server frames (never masked); timestamp text frames once recording."""
+        at = time.time()
+        buffer = self._buffer
+        buffer += data
+        if not self._upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            assert buffer.startswith(b"HTTP/1.1 101"), bytes(buffer[:200])
+            del buffer[: end + 4]
+            self._upgraded = True
+        while len(buffer) >= 2:
+            length, start = buffer[1] & 0x7F, 2
+            if length == 126:
+                length, start = int.from_bytes(buffer[2:4], "big"), 4
+            elif length == 127:
+                length, start = int.from_bytes(buffer[2:10], "big"), 10
+            if len(buffer) < start + length:
+                return
+            opcode = buffer[0] & 0x0F
+            payload = bytes(buffer[start : start + length])
+            del buffer[: start + length]
+            if opcode == 0x1 and self.recording:
+                self.received.append((at, payload.decode()))
+            elif opcode == 0x1:
+                self.frames.put_nowait(payload.decode())
+            elif opcode == 0x9:
+                self.send(payload, 0xA)
+
+    def send(self, payload: bytes, opcode: int = 0x1) -> None:
+        """One masked client frame."""
+        assert self.transport is not None and len(payload) < 65536
+        mask = os.urandom(4)
+        header = bytes([0x80 | opcode])
+        if len(payload) < 126:
+            header += bytes([0x80 | len(payload)])
+        else:
+            header += bytes([0x80 | 126]) + len(payload).to_bytes(2, "big")
+        masked = bytes(byte ^ mask[index & 3] for index, byte in enumerate(payload))
+        self.transport.write(header + mask + masked)
+
+
+async def client_worker(spec: dict[str, Any]) -> None:
+    """Open spec["count"] sockets, say "ready", timestamp every frame, report on "report"."""
+    import aiohttp
+
+    received: list[tuple[float, str]] = []
+    keep: list[object] = []
+    gate = asyncio.Semaphore(64)
+    url = urlsplit(spec["ws_url"])
+    loop = asyncio.get_running_loop()
+
+    async def authorise(auth_http: aiohttp.ClientSession, hello: dict[str, Any]) -> str:
+        socket_id = json.loads(hello["data"])["socket_id"]
+        form = {"socket_id": socket_id, "channel_name": spec["channel"]}
+        async with auth_http.post(spec["auth_url"], data=form, headers=spec["headers"]) as answer:
+            assert answer.status == 200, await answer.text()
+            auth: str = (await answer.json())["auth"]
+        return json.dumps(
+            {"event": "pusher:subscribe", "data": {"channel": spec["channel"], "auth": auth}}
+        )
+
+    async def read(ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            message = await ws.receive()
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                return
+            received.append((time.time(), message.data))
+
+    async def open_aiohttp(http: aiohttp.ClientSession, auth_http: aiohttp.ClientSession) -> None:
+        async with gate:
+            ws = await http.ws_connect(spec["ws_url"], max_msg_size=0)
+            hello = json.loads((await ws.receive(timeout=60)).data)
+            if spec["mode"] != "bare":
+                await ws.send_str(await authorise(auth_http, hello))
+                answer = json.loads((await ws.receive(timeout=60)).data)
+                assert answer["event"] == "pusher_internal:subscription_succeeded", answer
+            keep.append(ws)
+            keep.append(asyncio.create_task(read(ws)))
+
+    async def open_raw(auth_http: aiohttp.ClientSession) -> None:
+        async with gate:
+            path = f"{url.path}?{url.query}" if url.query else url.path
+            _, raw = await loop.create_connection(
+                lambda: RawSocket(path, url.netloc, received), url.hostname, url.port
+            )
+            hello = json.loads(await asyncio.wait_for(raw.frames.get(), 60))
+            if spec["mode"] != "bare":
+                raw.send((await authorise(auth_http, hello)).encode())
+                answer = json.loads(await asyncio.wait_for(raw.frames.get(), 60))
+                assert answer["event"] == "pusher_internal:subscription_succeeded", answer
+            raw.recording = True
+            keep.append(raw)
+
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http,
+        aiohttp.ClientSession() as auth_http,
+    ):
+        if spec["client"] == "raw":
+            await asyncio.gather(*(open_raw(auth_http) for _ in range(spec["count"])))
+        else:
+            await asyncio.gather(*(open_aiohttp(http, auth_http) for _ in range(spec["count"])))
+        print(f"ready {spec['count']}", flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)
+        print(json.dumps(latencies(spec["mode"], received)), flush=True)
+        os._exit(0)  # thousands of closing handshakes would only slow the bench down
+
+
+def latencies(mode: str, received: list[tuple[float, str]]) -> list[tuple[str, str, float]]:
+    """(kind, which publish, milliseconds from publish to receipt) of every event received."""
+    out = []
+    for at, text in received:
+        frame = json.loads(text)
+        data = json.loads(frame["data"])
+        if mode != "service":
+            out.append((mode, str(data["round"]), (at - data["t"]) * 1000))
+        elif frame["event"] == EVENT:
+            download = data["data"]["download"]
+            done = datetime.strptime(download["updated_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
+            published = done.replace(tzinfo=UTC).timestamp()
+            out.append((data["type"], download["updated_at"], (at - published) * 1000))
+    return out
+
+
+# The parent
+
+
+class Clients:
+    """The client processes, each holding its share of the sockets."""
+
+    def __init__(self, specs: list[dict[str, Any]]) -> None:
+        self.processes = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--worker", json.dumps(spec)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for spec in specs
+        ]
+
+    def wait_ready(self) -> int:
+        """Block until every process has its sockets open; how many in all."""
+        total = 0
+        for process in self.processes:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            if not line.startswith("ready "):
+                raise SystemExit(f"a client process failed: {line!r}")
+            total += int(line.split()[1])
+        return total
+
+    def report(self) -> list[tuple[str, str, float]]:
+        """Every process's latencies; the processes exit."""
+        rows: list[tuple[str, str, float]] = []
+        for process in self.processes:
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.write("report\n")
+            process.stdin.flush()
+        for process in self.processes:
+            assert process.stdout is not None
+            rows += [tuple(row) for row in json.loads(process.stdout.readline())]
+            process.wait(timeout=30)
+        return rows
+
+    def kill(self) -> None:
+        """Stop any process still running."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def split(connections: int, workers: int) -> list[int]:
+    """Sockets per client process."""
+    return [
+        connections // workers + (1 if n < connections % workers else 0) for n in range(workers)
+    ]
+
+
+def summary(rows: list[tuple[str, str, float]], kind: str, expected: int) -> dict[str, float]:
+    """p50/p99/max over all rounds of one kind, and the worst round's p99."""
+    values = sorted(ms for k, _, ms in rows if k == kind)
+    rounds: dict[str, list[float]] = {}
+    for k, key, ms in rows:
+        if k == kind:
+            rounds.setdefault(key, []).append(ms)
+    short = [key for key, got in rounds.items() if len(got) != expected]
+    if short:
+        counts = {key: len(rounds[key]) for key in short}
+        print(f"  warning: {kind} rounds reached {counts} sockets, not {expected}")
+
+    def pct(data: list[float], q: float) -> float:
+        return data[min(len(data) - 1, int(q * len(data)))]
+
+    return {
+        "rounds": len(rounds),
+        "p50": statistics.median(values),
+        "p99": pct(values, 0.99),
+        "max": values[-1],
+        "worst_round_p99": max(pct(sorted(v), 0.99) for v in rounds.values()),
+    }
+
+
+def run_plain(
+    args: argparse.Namespace, mode: str
+) -> tuple[float, list[tuple[str, str, float]], float, list[float]]:
+    """Bare aiohttp or the Hub alone: (MB per connection, latencies, seconds to connect,
+    server-side ms from publish until every frame was handed to its socket, per round)."""
+    port = free_port()
+    script = (BARE if mode == "bare" else HUB) % PAD
+    server = subprocess.Popen([sys.executable, "-c", script, str(port)], cwd=ROOT)
+    clients: Clients | None = None
+    try:
+        wait_port(port)
+        time.sleep(0.5)
+        before = rss_mb(server.pid)
+        if mode == "bare":
+            spec: dict[str, Any] = {"mode": mode, "ws_url": f"http://127.0.0.1:{port}/ws"}
+        else:
+            spec = {
+                "mode": mode,
+                "ws_url": f"http://127.0.0.1:{port}/ws/app/bench-key?protocol=7&client=py",
+                "auth_url": f"http://127.0.0.1:{port}/broadcasting/auth",
+                "channel": "private-token.bench",
+                "headers": {},
+            }
+        started = time.monotonic()
+        spec["client"] = args.client
+        clients = Clients([{**spec, "count": n} for n in split(args.connections, args.workers)])
+        opened = clients.wait_ready()
+        connect_seconds = time.monotonic() - started
+        assert opened == args.connections
+        per_connection = (rss_mb(server.pid) - before) / opened
+        fan_out = []
+        for index in range(args.rounds):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/publish?round={index}", method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+                answer = json.load(response)
+            assert answer["sent"] == opened, answer
+            fan_out.append(float(answer["ms"]))
+            time.sleep(args.settle)
+        return per_connection, clients.report(), connect_seconds, fan_out
+    finally:
+        if clients is not None:
+            clients.kill()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def run_service(
+    args: argparse.Namespace, work: Path
+) -> tuple[float, list[tuple[str, str, float]], float, int]:
+    """The service: (MB per connection, latencies, seconds to connect, hub connections)."""
+    from vms.mediaserver.synthetic import write_segment
+
+    python = sys.executable
+    data = work / "data"
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=8)
+    (data / "recordings" / "camera1").mkdir(parents=True)
+    for minute in range(6):
+        write_segment(
+            data / "recordings" / "camera1",
+            "Gate",
+            start + timedelta(minutes=minute),
+            60,
+            fps=2,
+            size=(160, 96),
+        )
+    port, media_port = free_port(), free_port()
+    env = {**os.environ, "VMS_DATA_DIR": str(data), "VMS_PORT": str(port)}
+    env |= {"VMS_MEDIA_PORT": str(media_port), "VMS_DEMO_CAMERAS": "false"}
+    for command in (
+        ["camera", "add", "1", "--name", "Gate", "--path", "camera1"],
+        ["user", "add", "bench", "--password", PASSWORD, "--admin"],
+    ):
+        subprocess.run(
+            [python, "server.py", *command], cwd=ROOT, env=env, check=True, capture_output=True
+        )
+    service = subprocess.Popen(
+        [python, "server.py", "serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    clients: Clients | None = None
+    try:
+        wait_port(port)
+        answer = api(port, "POST", "/api/v1/token", None, {"login": "bench", "password": PASSWORD})
+        token, session = answer["access_token"], answer["user"]["access_token_id"]
+        wsurl = api(port, "GET", "/api/v1/wsurl", None)
+        time.sleep(0.5)
+        before = rss_mb(service.pid)
+        spec = {
+            "mode": "service",
+            "ws_url": f"http://127.0.0.1:{port}/ws/app/{wsurl['app_key']}?protocol=7&client=py",
+            "auth_url": f"http://127.0.0.1:{port}/broadcasting/auth",
+            "channel": f"private-token.{session}",
+            "headers": {
+                "Authorization": f"Bearer {token}",
+                "X-Client": "ios-cctv",
+                "X-UUID": DEVICE,
+            },
+        }
+        started = time.monotonic()
+        spec["client"] = args.client
+        clients = Clients([{**spec, "count": n} for n in split(args.connections, args.workers)])
+        opened = clients.wait_ready()
+        connect_seconds = time.monotonic() - started
+        assert opened == args.connections
+        per_connection = (rss_mb(service.pid) - before) / opened
+        spy = profile(service.pid, args.profile) if args.profile else None
+        for index in range(args.rounds):
+            moment = start + timedelta(seconds=30 + 20 * index)
+            query = (
+                f"from={moment.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+                f"&to={(moment + timedelta(seconds=15)).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+            )
+            download = api(port, "GET", f"/api/v1/cameras/1/archive/link?{query}", token)
+            download_id = download["download"]["id"]
+            deadline = time.monotonic() + 30
+            while api(port, "GET", f"/api/v1/downloads/{download_id}", token)["data"][
+                "status"
+            ] not in ("ready", "failed"):
+                if time.monotonic() > deadline:
+                    raise SystemExit("an archive job did not finish in 30 s")
+                time.sleep(0.05)
+            time.sleep(args.settle)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+        return per_connection, clients.report(), connect_seconds, opened
+    finally:
+        if clients is not None:
+            clients.kill()
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=60)
+
+
+def profile(pid: int, target: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording `pid` into `target` as collapsed stacks, until sent SIGINT."""
+    spy = str(Path(sys.executable).parent / "py-spy")
+    record = ["record", "-f", "raw", "-o", str(target), "-r", "250", "--threads"]
+    process = subprocess.Popen(
+        [spy, *record, "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    time.sleep(1)
+    return process
+
+
+def main() -> None:
+    """Both servers, the same clients; print memory and latency with ratios."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--settle", type=float, default=2.0, help="seconds after each publish")
+    parser.add_argument(
+        "--client",
+        choices=["raw", "aiohttp"],
+        default="raw",
+        help="client sockets: a minimal asyncio WebSocket (default) or aiohttp's client",
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy the service into this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        asyncio.run(client_worker(json.loads(args.worker)))
+        return
+    limit = raise_nofile()
+    per_worker = max(split(args.connections, args.workers))
+    if limit < args.connections + 100 or limit < per_worker + 100:
+        raise SystemExit(f"open-files hard limit {limit} is too low for {args.connections}")
+    with tempfile.TemporaryDirectory(prefix="bench-push-") as work:
+        bare_mb, bare_rows, bare_connect, bare_fan_out = run_plain(args, "bare")
+        hub_mb, hub_rows, hub_connect, hub_fan_out = run_plain(args, "hub")
+        ours_mb, our_rows, our_connect, _ = run_service(args, Path(work))
+    bare = summary(bare_rows, "bare", args.connections)
+    hub = summary(hub_rows, "hub", args.connections)
+    generated = summary(our_rows, "archive_generated", args.connections)
+    progress = summary(our_rows, "archive_progress", args.connections)
+    print(
+        f"{args.connections} sockets from {args.workers} client processes ({args.client}), "
+        f"{args.rounds} publishes each, same 2-core machine"
+    )
+    print(
+        f"  connect seconds: bare {bare_connect:.1f}; with auth + subscribe: hub "
+        f"{hub_connect:.1f}, service {our_connect:.1f}"
+    )
+    print(
+        f"  memory per connection: bare aiohttp {bare_mb * 1024:.1f} KB, hub alone "
+        f"{hub_mb * 1024:.1f} KB ({hub_mb / bare_mb:.2f}x), service {ours_mb * 1024:.1f} KB "
+        f"({ours_mb / bare_mb:.2f}x)"
+    )
+    print(
+        "  server side, publish until every frame is in its socket, median ms: "
+        f"bare {statistics.median(bare_fan_out):.0f}, hub {statistics.median(hub_fan_out):.0f}"
+    )
+    print("  publish -> received, ms:      p50      p99      max  worst round p99")
+    for label, stats in (
+        ("bare aiohttp send_str loop", bare),
+        ("Hub alone, one publish", hub),
+        ("service archive_generated", generated),
+        ("service archive_progress", progress),
+    ):
+        print(
+            f"  {label:<27} {stats['p50']:8.1f} {stats['p99']:8.1f} {stats['max']:8.1f}"
+            f" {stats['worst_round_p99']:8.1f}"
+        )
+    print(
+        f"  p99 ratios against bare: hub {hub['p99'] / bare['p99']:.2f}x, service "
+        f"archive_generated {generated['p99'] / bare['p99']:.2f}x  (target p99 < 100 ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
