@@ -234,3 +234,25 @@ async def test_pages_look_right(
     await context.close()
     problems += watch.problems
     assert problems == []
+
+
+async def test_everything_works_with_javascript_off(service: Client, chromium: Any) -> None:
+    """With scripts disabled a person can still sign in, list, filter, page and log out."""
+    users = {u.login: u.id for u in await service.app[keys.DB].users()}
+    await add_downloads(service, users["alice"], 1, 27)
+    await add_downloads(service, users["bob"], 2, 2)
+    base = str(service.make_url("")).rstrip("/")
+    context, page, watch = await _open(chromium, DESKTOP, java_script_enabled=False)
+    await sign_in(page, base, "admin")
+    await pw.expect(page.locator("tbody tr")).to_have_count(25)
+    await page.get_by_label("Camera").select_option(label="Gate")
+    await page.get_by_role("button", name="Apply").click()
+    await pw.expect(page).to_have_url(re.compile(r"camera=1"))
+    await page.get_by_role("link", name="Older →").click()
+    await pw.expect(page).to_have_url(re.compile(r"camera=1&page=2"))
+    await pw.expect(page.locator("tbody tr")).to_have_count(2)
+    await pw.expect(page.get_by_label("Camera")).to_have_value("1")
+    await page.get_by_role("button", name="Log out").click()
+    await pw.expect(page).to_have_url(re.compile(r"/login$"))
+    await context.close()
+    assert watch.problems == []
