@@ -74,7 +74,22 @@ async def publish(request):
         await ws.send_str(frame)
     return web.json_response({"sent": len(sockets), "ms": (time.time() - started) * 1000})
 
+# Full (generation 2) garbage collections stop the loop; record how long each takes.
+import gc
+pauses, _gc_start = [], [0.0]
+def _gc_watch(phase, info):
+    if phase == "start":
+        _gc_start[0] = time.perf_counter()
+    elif info["generation"] == 2:
+        pauses.append((time.time(), (time.perf_counter() - _gc_start[0]) * 1000))
+gc.callbacks.append(_gc_watch)
+
+async def gc_pauses(request):
+    since = float(request.query["since"])
+    return web.json_response([ms for at, ms in pauses if at >= since])
+
 app = web.Application()
+app.router.add_get("/gc", gc_pauses)
 app.router.add_get("/ws", ws_handler)
 app.router.add_post("/publish", publish)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
@@ -106,7 +121,22 @@ async def publish(request):
 async def close(app):
     await hub.close_all()
 
+# Full (generation 2) garbage collections stop the loop; record how long each takes.
+import gc
+pauses, _gc_start = [], [0.0]
+def _gc_watch(phase, info):
+    if phase == "start":
+        _gc_start[0] = time.perf_counter()
+    elif info["generation"] == 2:
+        pauses.append((time.time(), (time.perf_counter() - _gc_start[0]) * 1000))
+gc.callbacks.append(_gc_watch)
+
+async def gc_pauses(request):
+    since = float(request.query["since"])
+    return web.json_response([ms for at, ms in pauses if at >= since])
+
 app = web.Application()
+app.router.add_get("/gc", gc_pauses)
 app.router.add_get("/ws/app/{app_key}", hub.handle)
 app.router.add_post("/broadcasting/auth", auth)
 app.router.add_post("/publish", publish)
@@ -392,14 +422,16 @@ def summary(rows: list[tuple[str, str, float]], kind: str, expected: int) -> dic
         "p99": pct(values, 0.99),
         "max": values[-1],
         "worst_round_p99": max(pct(sorted(v), 0.99) for v in rounds.values()),
+        "median_round_p99": statistics.median(pct(sorted(v), 0.99) for v in rounds.values()),
     }
 
 
 def run_plain(
     args: argparse.Namespace, mode: str
-) -> tuple[float, list[tuple[str, str, float]], float, list[float]]:
+) -> tuple[float, list[tuple[str, str, float]], float, list[float], list[float]]:
     """Bare aiohttp or the Hub alone: (MB per connection, latencies, seconds to connect,
-    server-side ms from publish until every frame was handed to its socket, per round)."""
+    server-side ms from publish until every frame was handed to its socket, per round,
+    and the full garbage collections during the rounds, in ms)."""
     port = free_port()
     script = (BARE if mode == "bare" else HUB) % PAD
     server = subprocess.Popen([sys.executable, "-c", script, str(port)], cwd=ROOT)
@@ -425,6 +457,7 @@ def run_plain(
         connect_seconds = time.monotonic() - started
         assert opened == args.connections
         per_connection = (rss_mb(server.pid) - before) / opened
+        since = time.time()
         fan_out = []
         for index in range(args.rounds):
             request = urllib.request.Request(
@@ -435,7 +468,9 @@ def run_plain(
             assert answer["sent"] == opened, answer
             fan_out.append(float(answer["ms"]))
             time.sleep(args.settle)
-        return per_connection, clients.report(), connect_seconds, fan_out
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/gc?since={since}") as response:
+            gc_pauses = [float(ms) for ms in json.load(response)]
+        return per_connection, clients.report(), connect_seconds, fan_out, gc_pauses
     finally:
         if clients is not None:
             clients.kill()
@@ -568,8 +603,8 @@ def main() -> None:
     if limit < args.connections + 100 or limit < per_worker + 100:
         raise SystemExit(f"open-files hard limit {limit} is too low for {args.connections}")
     with tempfile.TemporaryDirectory(prefix="bench-push-") as work:
-        bare_mb, bare_rows, bare_connect, bare_fan_out = run_plain(args, "bare")
-        hub_mb, hub_rows, hub_connect, hub_fan_out = run_plain(args, "hub")
+        bare_mb, bare_rows, bare_connect, bare_fan_out, bare_gc = run_plain(args, "bare")
+        hub_mb, hub_rows, hub_connect, hub_fan_out, hub_gc = run_plain(args, "hub")
         ours_mb, our_rows, our_connect, _ = run_service(args, Path(work))
     bare = summary(bare_rows, "bare", args.connections)
     hub = summary(hub_rows, "hub", args.connections)
@@ -592,7 +627,12 @@ def main() -> None:
         "  server side, publish until every frame is in its socket, median ms: "
         f"bare {statistics.median(bare_fan_out):.0f}, hub {statistics.median(hub_fan_out):.0f}"
     )
-    print("  publish -> received, ms:      p50      p99      max  worst round p99")
+    for label, pauses in (("bare", bare_gc), ("hub", hub_gc)):
+        print(
+            f"  full GCs during the {label} rounds: {len(pauses)}"
+            + (f", longest {max(pauses):.0f} ms" if pauses else "")
+        )
+    print("  publish -> received, ms:      p50      p99      max   p99 of a round: median  worst")
     for label, stats in (
         ("bare aiohttp send_str loop", bare),
         ("Hub alone, one publish", hub),
@@ -601,7 +641,7 @@ def main() -> None:
     ):
         print(
             f"  {label:<27} {stats['p50']:8.1f} {stats['p99']:8.1f} {stats['max']:8.1f}"
-            f" {stats['worst_round_p99']:8.1f}"
+            f"                 {stats['median_round_p99']:8.1f} {stats['worst_round_p99']:6.1f}"
         )
     print(
         f"  p99 ratios against bare: hub {hub['p99'] / bare['p99']:.2f}x, service "
