@@ -388,7 +388,20 @@ async def test_all_errors_are_reported_together(service: Client) -> None:
 
 @pytest.mark.parametrize(
     "camera",
-    ["2", "3", "999", "0", "-1", "abc", "1.5", "1e0", "%EF%BC%91", "1%20", "99999999999999999999"],
+    [
+        "2",
+        "3",
+        "999",
+        "0",
+        "-1",
+        "abc",
+        "1.5",
+        "1e0",
+        "%EF%BC%91",
+        "%C2%B9",
+        "1%20",
+        "99999999999999999999",
+    ],
 )
 async def test_unknown_or_forbidden_camera_is_404(
     service: Client, footage: Footage, camera: str

@@ -198,6 +198,8 @@ async def test_per_page_limits_are_inclusive(
         ("page", "2.0"),
         ("from", "yesterday"),
         ("to", "2026-11-23T10:20:00"),
+        ("from", "9999-12-31T23:59:59-23:59"),
+        ("to", "0001-01-01T00:00:00+23:59"),
     ],
 )
 async def test_bad_list_parameters_are_422(service: Client, name: str, value: str) -> None:
@@ -318,7 +320,19 @@ async def test_another_users_record_is_404(service: Client, footage: Footage) ->
 
 @pytest.mark.parametrize(
     "ref",
-    ["abc", "-1", "0", "99999999999999999999", "..%2F1", "1.0", "1e0", "%EF%BC%91", "%201", "0x1"],
+    [
+        "abc",
+        "-1",
+        "0",
+        "99999999999999999999",
+        "..%2F1",
+        "1.0",
+        "1e0",
+        "%EF%BC%91",
+        "%C2%B9",
+        "%201",
+        "0x1",
+    ],
 )
 async def test_nonsense_ids_are_404(service: Client, footage: Footage, ref: str) -> None:
     """Ids that are not a record's id are 404 {"message"}, even when they look like one (`１`)."""
