@@ -26,7 +26,7 @@ from vms.config import Config
 from vms.dates import utcnow
 from vms.db import Database
 from vms.keystore import load_or_create
-from vms.logs import AccessLogger
+from vms.logs import AccessLogger, scrub_library_logs
 from vms.push.hub import Hub
 from vms.validation import ArchiveLinkSchema, DownloadListSchema
 from vms.web.routes import setup_pages
@@ -115,7 +115,14 @@ async def _close_sockets(app: web.Application) -> None:
 
 def create_app(config: Config) -> web.Application:
     """The service's application for `config`; start it with web.run_app or a test client."""
-    app = web.Application(middlewares=[api_errors], client_max_size=64 * 1024)
+    scrub_library_logs()
+    app = web.Application(
+        middlewares=[api_errors],
+        client_max_size=64 * 1024,
+        # A request line up to 128 KiB reaches validation, so a huge query value gets the
+        # same 422 as any other bad value; headers keep aiohttp's 8 KiB limit.
+        handler_args={"max_line_size": 128 * 1024},
+    )
     app[keys.CONFIG] = config
     app[keys.SESSION_ENDED] = []
     app.cleanup_ctx.append(_database)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from vms.auth import create_user
 from vms.bootstrap import OPERATOR_LOGIN, ensure_operator
 from vms.config import Config, ConfigError, load_config
 from vms.dates import utcnow
-from vms.db import Conflict, Database, NotFound
+from vms.db import Conflict, Database, NotFound, StoreError
 from vms.logs import AccessLogger, setup_logging
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,11 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 async def _with_db(config: Config, work: Callable[[Database], Awaitable[int]]) -> int:
-    db = await Database.open(config.database_path)
+    try:
+        db = await Database.open(config.database_path)
+    except (StoreError, sqlite3.Error, OSError) as exc:
+        print(f"error: cannot open {config.database_path}: {exc}", file=sys.stderr)
+        return 1
     try:
         return await work(db)
     finally:

@@ -35,25 +35,33 @@ def parse_date(text: str, tz: tzinfo) -> datetime | None:
             return None
         if offset != "Z" and abs(int(offset[1:3])) > 23:
             return None
-        return parsed.replace(microsecond=micro).astimezone(UTC)
+        try:
+            return parsed.replace(microsecond=micro).astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:59:59-23:59 is past what datetime holds
+            return None
     match = _LOCAL.match(text)
     if match:
         try:
             naive = datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
         except ValueError:
             return None
-        return naive.replace(tzinfo=tz).astimezone(UTC)
+        try:
+            return naive.replace(tzinfo=tz).astimezone(UTC)
+        except OverflowError:
+            return None
     return None
 
 
 def format_local(moment: datetime, tz: tzinfo) -> str:
     """`YYYY-MM-DD HH:MM:SS` in the server's time zone, as `from`/`to` are answered."""
-    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+    local = moment.astimezone(tz)
+    return f"{local.year:04d}-{local:%m-%d %H:%M:%S}"
 
 
 def format_stamp(moment: datetime) -> str:
     """`2026-11-23T10:20:00.000000Z`, as `created_at`/`updated_at` are answered and stored."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%fZ}"
 
 
 def parse_stamp(text: str) -> datetime:
@@ -64,7 +72,8 @@ def parse_stamp(text: str) -> datetime:
 def format_rfc3339(moment: datetime) -> str:
     """RFC 3339 in UTC with the shortest exact fraction, as MediaMTX URLs carry it."""
     moment = moment.astimezone(UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    # %Y is not zero-padded below year 1000 on glibc; RFC 3339 needs four digits.
+    text = f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}"
     if moment.microsecond:
         text += f".{moment.microsecond:06d}".rstrip("0")
     return text + "Z"

@@ -32,6 +32,33 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
+class _NoTracebacks(logging.Filter):
+    """Turns a library's exception log into one line naming the exception's type.
+
+    aiohttp logs a bad request with its traceback and the raw bytes it could not parse,
+    which may hold a token; neither belongs in a log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.msg} ({type(record.exc_info[1]).__name__})"
+            record.exc_info = None
+            record.exc_text = None
+        record.stack_info = None
+        return True
+
+
+_SCRUBBED = ("aiohttp.server", "aiohttp.web", "aiohttp.websocket", "asyncio")
+
+
+def scrub_library_logs() -> None:
+    """Keep tracebacks and request bytes out of the logs of aiohttp and asyncio (idempotent)."""
+    for name in _SCRUBBED:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebacks) for f in logger.filters):
+            logger.addFilter(_NoTracebacks())
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Plain timestamped lines on stderr."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -217,6 +217,13 @@ class DownloadListSchema(_LaravelSchema):
         self.tz = tz
 
 
+def parse_id(text: str) -> int | None:
+    """A record id from a URL segment: plain ASCII digits only (no `１`, signs or spaces)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 12:
+        return None
+    return int(text)
+
+
 def query_values(request: web.Request, names: tuple[str, ...]) -> dict[str, Any]:
     """Named query parameters; a repeated one comes back as a list so it fails validation."""
     values: dict[str, Any] = {}

@@ -17,7 +17,7 @@ from vms.archive.mediaclient import MediaUnavailable
 from vms.auth import Principal
 from vms.models import THICK_CLIENT, Download, Kind
 from vms.resources import download_resource
-from vms.validation import ValidationFailed, header_values, query_values
+from vms.validation import ValidationFailed, header_values, parse_id, query_values
 
 _NO_RECORDING = "No recording found between from and to."
 # A queued archive takes tens of seconds; asking again sooner is pointless.
@@ -126,10 +126,8 @@ async def list_downloads(request: web.Request) -> web.Response:
 async def show_download(request: web.Request) -> web.Response:
     """GET /api/v1/downloads/{id}: one of the caller's own downloads."""
     principal = await authenticated(request)
-    ref = request.match_info["id"]
-    download = (
-        await request.app[keys.DB].download(int(ref)) if ref.isdigit() and len(ref) < 13 else None
-    )
+    download_id = parse_id(request.match_info["id"])
+    download = await request.app[keys.DB].download(download_id) if download_id else None
     if download is None or download.user_id != principal.user.id:
         raise ApiError(404, "Download not found.")
     return web.json_response({"data": await _resource(request, principal, download)})

@@ -13,6 +13,7 @@ from vms.archive.files import ArchiveFiles, BadSignature, Expired, content_dispo
 from vms.archive.links import download_name
 from vms.dates import utcnow
 from vms.models import Kind, Status
+from vms.validation import parse_id
 
 _INVALID = "Invalid signature."
 _EXPIRED = "This archive has expired."
@@ -20,10 +21,9 @@ _EXPIRED = "This archive has expired."
 
 async def download_archive(request: web.Request) -> web.StreamResponse:
     """GET /archive/download/{id}?expires&signature: the MP4, whole or a range of it."""
-    ref = request.match_info["id"]
-    if not ref.isdigit() or len(ref) > 12:
+    download_id = parse_id(request.match_info["id"])
+    if download_id is None:
         return json_error(403, _INVALID)
-    download_id = int(ref)
     archives = request.app[keys.ARCHIVES]
     try:
         archives.files.check(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 from aiohttp import web
 
@@ -25,7 +26,12 @@ async def read_body(request: web.Request) -> dict[str, Any]:
         if request.content_type == "application/json":
             body = await request.json()
             return body if isinstance(body, dict) else {}
-        if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        if request.content_type == "application/x-www-form-urlencoded":
+            # Parsed by hand: aiohttp's post() ignores the body of a GET, and the archive
+            # link accepts from/to in a form body.
+            fields = parse_qs(await request.text(), keep_blank_values=True)
+            return {k: v[0] if len(v) == 1 else v for k, v in fields.items()}
+        if request.content_type == "multipart/form-data" and request.method == "POST":
             form = await request.post()
             return {k: (v if len(form.getall(k)) == 1 else form.getall(k)) for k, v in form.items()}
     except ValueError:

@@ -11,6 +11,7 @@ from vms.auth import Authenticator, Principal
 from vms.dates import utcnow
 from vms.db import Database
 from vms.models import Camera, Download, Kind, Status
+from vms.validation import parse_id
 
 # Grants change rarely (by the CLI, in another process); a few seconds of caching spares a
 # query on every request, and a revoked grant stops working within that time.
@@ -52,9 +53,10 @@ class LinkService:
 
     async def camera_for(self, principal: Principal, camera_ref: str) -> Camera:
         """The camera named in the URL if the caller may see it; CameraNotFound otherwise."""
-        if not camera_ref.isdigit() or len(camera_ref) > 12:
+        camera_id = parse_id(camera_ref)
+        if camera_id is None:
             raise CameraNotFound
-        key = (principal.user.id, int(camera_ref))
+        key = (principal.user.id, camera_id)
         cached = self._visible.get(key)
         if cached is not None and time.monotonic() < cached[0]:
             camera = cached[1]

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 _MAX_LIST_BYTES = 4 * 1024 * 1024
 _CACHE_SIZE = 4096
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A range that ended this long ago has settled: new footage can no longer appear in it.
 _SETTLED_AFTER = timedelta(minutes=2)
 
@@ -103,6 +104,9 @@ class MediaClient:
 
     async def has_recording(self, camera: Camera, start: datetime, end: datetime) -> bool:
         """True if any recorded span of the camera overlaps [start, end)."""
+        if end <= _EPOCH:  # nothing was recorded before 1970; don't ask about year 1
+            return False
+        start = max(start, _EPOCH)
         key = (camera.media_server.url, camera.path, start.timestamp(), end.timestamp())
         cached = self._cache.get(key)
         if cached and (cached[0] == float("inf") or time.monotonic() < cached[0]):
