@@ -27,7 +27,9 @@ from vms.resources import download_resource
 log = logging.getLogger(__name__)
 
 EVENT = "App\\Events\\TokenPush"
-_CHUNK = 1 << 20
+# Bytes gathered before one write: few executor round trips, and one batch is written
+# while the next is received.
+_WRITE_BATCH = 4 << 20
 _PROGRESS_EVERY = 1.0
 
 
@@ -296,7 +298,8 @@ class ArchiveService:
                 url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
             ) as response:
                 _check_status(response.status)
-                progress = _Progress(total=response.content_length)
+                # The first progress after 0% waits a second: a short job goes straight to done.
+                progress = _Progress(total=response.content_length, last_push=time.monotonic())
                 handle = await loop.run_in_executor(None, open, partial, "wb")
                 await self._receive(download, response, handle, progress)
                 await loop.run_in_executor(None, handle.close)
@@ -332,26 +335,51 @@ class ArchiveService:
         handle: BufferedWriter,
         progress: _Progress,
     ) -> None:
+        """Copy the body to `handle`: reading the next batch while the last one is written."""
         loop = asyncio.get_running_loop()
         window_start, window_bytes = time.monotonic(), 0
-        async for chunk in response.content.iter_chunked(_CHUNK):
-            await loop.run_in_executor(None, handle.write, chunk)
-            progress.received += len(chunk)
-            window_bytes += len(chunk)
-            now = time.monotonic()
-            # A slow trickle never trips the read timeout; a rate floor over a window does.
-            if now - window_start >= self._config.fetch_rate_window:
-                if window_bytes < self._config.fetch_min_rate * (now - window_start):
-                    raise TimeoutError
-                window_start, window_bytes = now, 0
-            if progress.total and now - progress.last_push >= _PROGRESS_EVERY:
-                percent = min(99, progress.received * 100 // progress.total)
-                if percent > progress.percent:
-                    progress.percent, progress.last_push = percent, now
-                    await self._db.update_download(download.id, self._clock(), progress=percent)
-                    current = await self._db.download(download.id)
-                    if current is not None:
-                        self._push(current.session_id, self.progress_event(current, percent))
+        batch: list[bytes] = []
+        batch_size = 0
+        writing: asyncio.Future[None] | None = None
+        try:
+            async for chunk in response.content.iter_any():
+                batch.append(chunk)
+                batch_size += len(chunk)
+                if batch_size >= _WRITE_BATCH:
+                    if writing is not None:
+                        await writing
+                    writing = loop.run_in_executor(None, handle.writelines, batch)
+                    batch, batch_size = [], 0
+                progress.received += len(chunk)
+                window_bytes += len(chunk)
+                now = time.monotonic()
+                # A slow trickle never trips the read timeout; a rate floor over a window does.
+                if now - window_start >= self._config.fetch_rate_window:
+                    if window_bytes < self._config.fetch_min_rate * (now - window_start):
+                        raise TimeoutError
+                    window_start, window_bytes = now, 0
+                if progress.total and now - progress.last_push >= _PROGRESS_EVERY:
+                    await self._report_progress(download, progress, now)
+            if writing is not None:
+                await writing
+                writing = None
+            if batch:
+                await loop.run_in_executor(None, handle.writelines, batch)
+        finally:
+            # Never close the file under a write still running in the executor.
+            if writing is not None:
+                await asyncio.gather(writing, return_exceptions=True)
+
+    async def _report_progress(self, download: Download, progress: _Progress, now: float) -> None:
+        assert progress.total
+        percent = min(99, progress.received * 100 // progress.total)
+        if percent <= progress.percent:
+            return
+        progress.percent, progress.last_push = percent, now
+        await self._db.update_download(download.id, self._clock(), progress=percent)
+        current = await self._db.download(download.id)
+        if current is not None:
+            self._push(current.session_id, self.progress_event(current, percent))
 
 
 def _check_status(status: int) -> None:
