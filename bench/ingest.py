@@ -15,27 +15,30 @@ Prints medians, throughputs, ratios and the service's RSS growth while it fetche
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+
+from common import api as _api
+from common import free_port, rss_mb, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-password"  # noqa: S105 - a throwaway account in a temp directory
 DEVICE = "bench-phone"
+
+api = functools.partial(_api, device=DEVICE)
 MB = 1_000_000
 
 NGINX_CONF = """
@@ -70,32 +73,6 @@ http {{
     }}
 }}
 """
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    """Block until something accepts on 127.0.0.1:port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listens on port {port}")
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, in MB (2^20 bytes)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def make_mp4(work: Path, clip_seconds: int, loops: int) -> Path:
@@ -144,21 +121,6 @@ def drop_written(path: Path) -> None:
     """Delete a file and flush the disk so the next round starts with clean dirty pages."""
     path.unlink(missing_ok=True)
     os.sync()
-
-
-def api(port: int, method: str, path: str, token: str | None, body: Any = None) -> Any:
-    """One JSON request to the service as the ios-cctv bench device."""
-    headers = {"X-Client": "ios-cctv", "X-UUID": DEVICE, "Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers=headers,
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback only
-        return json.load(response)
 
 
 def curl_round(url: str, target: Path) -> tuple[float, float]:

@@ -13,12 +13,12 @@ DATA/archives. Prints both throughputs and the ratio.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,9 +30,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from common import api as _api
+from common import free_port, rss_mb, wait_port
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-password"  # noqa: S105 - a throwaway account in a temp directory
 DEVICE = "bench-phone"
+
+api = functools.partial(_api, device=DEVICE)
 MB = 1_000_000
 
 NGINX_CONF = """
@@ -73,32 +78,6 @@ http {{
 """
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    """Block until something accepts on 127.0.0.1:port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listens on port {port}")
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, in MB (2^20 bytes)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def make_mp4(work: Path, clip_seconds: int) -> Path:
     """A real H.264 MP4 of about 21 MB a second (720p noise, x264 ultrafast, crf 14)."""
     mp4 = work / "source.mp4"
@@ -135,21 +114,6 @@ def nginx(work: Path, mp4: Path, archives: Path, start: datetime) -> Iterator[in
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
-
-
-def api(port: int, method: str, path: str, token: str | None, body: Any = None) -> Any:
-    """One JSON request to the service as the ios-cctv bench device."""
-    headers = {"X-Client": "ios-cctv", "X-UUID": DEVICE, "Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers=headers,
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback only
-        return json.load(response)
 
 
 def ready_archive(port: int, token: str, moment: datetime) -> dict[str, Any]:
