@@ -93,9 +93,9 @@ async def ping_pong(ws: Any) -> None:
 
 
 async def settled(hub: Hub, connections: int = 0) -> None:
-    """Wait until the hub has `connections` sockets and one writer task for each."""
+    """Wait until the hub has `connections` sockets and no task: nothing is backed up."""
     for _ in range(200):
-        if hub.connection_count == connections and hub.task_count == connections:
+        if hub.connection_count == connections and hub.task_count == 0:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(hub.stats)
@@ -469,20 +469,127 @@ async def test_client_that_does_not_read_is_dropped_without_stalling_others(star
     await settled(hub)
 
 
-async def test_burst_over_the_queue_closes_with_4100(start: Start) -> None:
-    """More frames queued at once than max_queue close the socket with 4100 (reconnect later)."""
+async def test_burst_to_a_reading_socket_is_delivered(start: Start) -> None:
+    """A burst larger than max_queue reaches a socket that keeps up: nothing waits in the queue."""
     hub, client = await start(max_queue=8)
     ws, socket_id = await connect(client)
     await subscribe(ws, socket_id)
-    reached = [hub.publish(CHANNEL, EVENT, {"n": n}) for n in range(10)]
-    assert reached == [1] * 8 + [0, 0]
-    code, frames = await closed(ws)
+    assert [hub.publish(CHANNEL, EVENT, {"n": n}) for n in range(10)] == [1] * 10
+    assert [(await frame(ws))["data"]["n"] for _ in range(10)] == list(range(10))
+    assert hub.stats.get("slow_disconnects", 0) == 0
+    await ws.close()
+    await settled(hub)
+
+
+async def test_backlog_over_the_queue_closes_with_4100(start: Start) -> None:
+    """More frames backed up than max_queue close the socket with 4100 (reconnect later)."""
+    hub, client = await start(max_queue=8)
+    ws, socket_id = await connect(client)
+    await subscribe(ws, socket_id)
+    blob = "x" * 256_000
+    reached = []
+    while not reached or reached[-1] == 1:  # the client reads nothing meanwhile
+        assert len(reached) < 400, "the socket was never cut off"
+        reached.append(hub.publish(CHANNEL, EVENT, {"n": len(reached), "blob": blob}))
+        await asyncio.sleep(0.005)
+    assert hub.publish(CHANNEL, EVENT, {"n": -1}) == 0
+    code, frames = await closed(ws)  # it reads again: what got through, then the close
     assert code == 4100
-    assert frames == []  # queued frames are dropped; the client replays on reconnect
+    numbers = [json.loads(f["data"])["n"] for f in frames]
+    # The queued frames are dropped (the client replays on reconnect), so some never arrive.
+    assert numbers == list(range(len(numbers))) and len(numbers) < len(reached) - 1
     await settled(hub)
     again, again_id = await connect(client)
     assert (await subscribe(again, again_id))["event"] == "pusher_internal:subscription_succeeded"
     await again.close()
+
+
+async def test_send_stuck_past_send_timeout_is_aborted(start: Start) -> None:
+    """A socket whose writes wait longer than send_timeout is dropped; one writer, others served."""
+    hub, client = await start(max_queue=10_000, send_timeout=0.4, close_timeout=0.5)
+    slow, slow_id = await connect(client)
+    fast, fast_id = await connect(client)
+    await subscribe(slow, slow_id)
+    await subscribe(fast, fast_id)
+    received: list[int] = []
+
+    async def read_fast() -> None:
+        while True:
+            msg = await fast.receive()
+            if msg.type is not WSMsgType.TEXT:
+                return
+            received.append(json.loads(json.loads(msg.data)["data"])["n"])
+
+    reader = asyncio.create_task(read_fast())
+    blob = "x" * 256_000  # past 64 KiB: the 8-byte length form of the frame header
+    published = 0
+    while hub.stats["queued_frames"] < 4:  # the kernel's and asyncio's buffers are full
+        assert published < 400, "the stalled socket never backed up"
+        assert hub.publish(CHANNEL, EVENT, {"n": published, "blob": blob}) == 2
+        published += 1
+        assert hub.task_count <= 2  # at most one writer per socket, and only when backed up
+        await asyncio.sleep(0.005)
+    stuck = time.monotonic()
+    while hub.connection_count == 2:  # reading the slow socket now would unstick it
+        assert time.monotonic() - stuck < 0.4 + 1.0, "the stuck send was never aborted"
+        await asyncio.sleep(0.01)
+    assert hub.stats["send_timeouts"] == 1 and hub.stats["slow_disconnects"] == 1
+    code, _ = await closed(slow, wait=10)
+    assert code not in (1000, 1001, 4100)  # dropped, not closed: a close would not get through
+    await settled(hub, connections=1)
+    for _ in range(500):
+        if len(received) == published:
+            break
+        await asyncio.sleep(0.01)
+    assert received == list(range(published))
+    await fast.close()
+    await reader
+    await settled(hub)
+
+
+async def test_offered_compression_is_declined(start: Start) -> None:
+    """A client offering permessage-deflate, as browsers do, gets plain frames (less memory)."""
+    hub, client = await start()
+    ws = await client.ws_connect(f"/ws/app/{APP_KEY}?{QUERY}", compress=15)
+    assert ws.compress == 0
+    established = await frame(ws)
+    await subscribe(ws, established["data"]["socket_id"])
+    assert hub.publish(CHANNEL, EVENT, {"x": "y" * 500}) == 1
+    assert (await frame(ws))["data"] == {"x": "y" * 500}
+    await ws.close()
+    await settled(hub)
+
+
+async def test_publish_off_the_event_loop_is_refused(start: Start) -> None:
+    """publish() from another thread raises and sends nothing; call_soon_threadsafe delivers."""
+    hub, client = await start()
+    ws, socket_id = await connect(client)
+    await subscribe(ws, socket_id)
+    with pytest.raises(RuntimeError):
+        await asyncio.to_thread(hub.publish, CHANNEL, EVENT, {"n": 1})
+    with pytest.raises(RuntimeError):
+        await asyncio.to_thread(hub.send_to_socket, socket_id, CHANNEL, EVENT, {"n": 1})
+    await ping_pong(ws)  # nothing arrived before the pong
+    loop = asyncio.get_running_loop()
+    await asyncio.to_thread(loop.call_soon_threadsafe, hub.publish, CHANNEL, EVENT, {"n": 2})
+    assert (await frame(ws))["data"] == {"n": 2}
+    await ws.close()
+    await settled(hub)
+
+
+async def test_many_sockets_get_every_publish_in_order(start: Start) -> None:
+    """Fifty sockets each receive a burst of publishes complete and in order."""
+    hub, client = await start()
+    sockets = [await connect(client) for _ in range(50)]
+    for ws, socket_id in sockets:
+        await subscribe(ws, socket_id)
+    for n in range(20):
+        assert hub.publish(CHANNEL, EVENT, {"n": n}) == 50
+    for ws, _ in sockets:
+        assert [(await frame(ws))["data"]["n"] for _ in range(20)] == list(range(20))
+    for ws, _ in sockets:
+        await ws.close()
+    await settled(hub)
 
 
 async def test_ending_a_session_closes_its_sockets_with_4009(start: Start) -> None:
@@ -524,7 +631,7 @@ async def test_no_task_outlives_its_connection(start: Start) -> None:
     """Every writer task ends with its socket, however the socket ends."""
     hub, client = await start(activity_timeout=0.2, pong_timeout=0.2, max_frame=512)
     sockets = [await connect(client) for _ in range(5)]
-    assert hub.task_count == 5
+    assert hub.task_count == 0  # an idle socket has no writer task
     for ws, socket_id in sockets:
         await subscribe(ws, socket_id)
     await sockets[0][0].close()  # the client closes
@@ -578,6 +685,6 @@ async def test_stats_describe_the_hub(start: Start) -> None:
     await frame(ws)
     stats = hub.stats
     assert stats["connections"] == 1 and stats["channels"] == 1 and stats["subscriptions"] == 1
-    assert stats["tasks"] == 1 and stats["published"] == 1 and stats["delivered"] == 1
+    assert stats["tasks"] == 0 and stats["published"] == 1 and stats["delivered"] == 1
     await ws.close()
     await settled(hub)

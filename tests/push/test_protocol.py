@@ -173,3 +173,21 @@ def test_server_frames_carry_data_as_a_json_string() -> None:
     assert json.loads(error["data"]) == {"code": 4009, "message": "Connection is unauthorized"}
     event = json.loads(frames[6])
     assert event["event"] == "App\\Events\\TokenPush" and event["channel"] == "private-a"
+
+
+@pytest.mark.parametrize(
+    ("size", "header"),
+    [
+        (0, b"\x81\x00"),
+        (125, b"\x81\x7d"),
+        (126, b"\x81\x7e\x00\x7e"),
+        (65_535, b"\x81\x7e\xff\xff"),
+        (65_536, b"\x81\x7f\x00\x00\x00\x00\x00\x01\x00\x00"),
+    ],
+)
+def test_encoded_frames_are_final_unmasked_text_frames(size: int, header: bytes) -> None:
+    """encode() gives RFC 6455 text frames: FIN, opcode 1, no mask, the shortest length form."""
+    text = "é" * (size // 2) + "x" * (size % 2)  # multi-byte UTF-8: the length is in bytes
+    out = protocol.encode(text)
+    assert out.payload == text.encode("utf-8") and len(out.payload) == size
+    assert out.wire == header + out.payload

@@ -33,8 +33,34 @@ class _Close:
     message: str
 
 
+_PING = protocol.encode(protocol.ping())
+_PONG = protocol.encode(protocol.pong())
+
+
 class _Connection:
     """One socket's state; only the hub's reader and this socket's writer task touch it."""
+
+    # Slots, and a queue, writer task and end future that exist only while needed: at 10,000
+    # sockets every object per socket lengthens each full garbage collection.
+    __slots__ = (
+        "_ended",
+        "_queue",
+        "awaiting_pong",
+        "channels",
+        "closing",
+        "ended",
+        "high_water",
+        "refilled",
+        "sending_since",
+        "sessions",
+        "socket_id",
+        "stopped",
+        "throttled",
+        "tokens",
+        "transport",
+        "writer",
+        "ws",
+    )
 
     def __init__(
         self,
@@ -47,60 +73,80 @@ class _Connection:
         self.socket_id = socket_id
         self.ws = ws
         self.transport = transport
+        # Above this many buffered bytes asyncio has paused the transport: queue, don't write.
+        self.high_water = transport.get_write_buffer_limits()[1] if transport else 0
         self.channels: set[str] = set()
         self.sessions: set[str] = set()
-        self.closing = False  # a close is queued: nothing more is accepted
+        self.closing = False  # a close is queued or the peer is gone: nothing more is accepted
         self.stopped = False  # the reader is done: the writer quits at once
         self.awaiting_pong = False
         self.throttled = False
         self.tokens = float(burst)
         self.refilled = now
-        self.writer: asyncio.Task[None] | None = None
-        self.done = asyncio.Event()
-        self._queue: deque[str | _Close] = deque()
-        self._wake = asyncio.Event()
+        self.writer: asyncio.Task[None] | None = None  # only while frames are backed up
+        self.sending_since: float | None = None  # the writer is in a send since then
+        self.ended = False
+        self._ended: asyncio.Future[None] | None = None
+        self._queue: deque[protocol.Outgoing | _Close] | None = None
 
     @property
     def queued(self) -> int:
         """Frames waiting for the writer."""
-        return len(self._queue)
+        return len(self._queue) if self._queue else 0
 
-    def push(self, frame: str) -> None:
-        """Queue a frame; the caller has checked the bound."""
-        self._queue.append(frame)
-        self._wake.set()
+    def push(self, item: protocol.Outgoing | _Close) -> None:
+        """Queue a frame or the close for the writer; the caller has checked the bound."""
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(item)
 
-    def close(self, code: int, message: str, *, notify: bool, drop_queued: bool = False) -> None:
-        """Queue a close (after a `pusher:error` when `notify`); later frames are refused."""
+    def pop(self) -> protocol.Outgoing | _Close | None:
+        """The next frame or close for the writer, or None when there is none or it stopped."""
+        if self.stopped or not self._queue:
+            self._queue = None
+            return None
+        return self._queue.popleft()
+
+    def drop_queued(self) -> None:
+        """Forget every queued frame."""
+        self._queue = None
+
+    def close(self, code: int, message: str, *, notify: bool, drop_queued: bool = False) -> bool:
+        """Queue a close (after a `pusher:error` when `notify`); False if one was queued before."""
         if self.closing:
-            return
+            return False
         self.closing = True
         if drop_queued:
-            self._queue.clear()
+            self._queue = None
         if notify:
-            self._queue.append(protocol.error(code, message))
-        self._queue.append(_Close(code, message))
-        self._wake.set()
+            self.push(protocol.encode(protocol.error(code, message)))
+        self.push(_Close(code, message))
+        return True
 
     def stop(self) -> None:
         """The peer is gone: the writer drops what is queued and ends."""
         self.stopped = True
-        self._queue.clear()
-        self._wake.set()
-
-    async def next_item(self) -> str | _Close | None:
-        """The next frame or close for the writer, or None once stopped."""
-        while not self._queue:
-            if self.stopped:
-                return None
-            self._wake.clear()
-            await self._wake.wait()
-        return None if self.stopped else self._queue.popleft()
+        self._queue = None
 
     def abort(self) -> None:
         """Drop the TCP connection without a closing handshake (a peer that does not read)."""
+        self.closing = True
         if self.transport is not None:
             self.transport.abort()
+
+    def end(self) -> None:
+        """The handler is done with this socket: wake whoever waits for it."""
+        self.ended = True
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
+
+    async def wait_ended(self) -> None:
+        """Return once the handler is done with this socket."""
+        if self.ended:
+            return
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._ended)
 
 
 class Hub:
@@ -141,6 +187,12 @@ class Hub:
         self._channels: dict[str, set[_Connection]] = {}
         self._sessions: dict[str, set[_Connection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._backlogged: set[_Connection] = set()  # the sockets that have a writer task
+        # One timer for the whole hub, armed only while some socket has a writer: a send
+        # stuck longer than send_timeout is aborted within a quarter of it (at most 1 s) after.
+        self._sweep_every = min(1.0, send_timeout / 4)
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._counters: Counter[str] = Counter()
         self.on_subscribed: list[SubscribedHook] = []
 
@@ -153,7 +205,7 @@ class Hub:
 
     @property
     def task_count(self) -> int:
-        """Background tasks the hub owns (one writer per live socket)."""
+        """Background tasks the hub owns: one writer per socket that has frames backed up."""
         return len(self._tasks)
 
     @property
@@ -164,7 +216,7 @@ class Hub:
             "channels": len(self._channels),
             "subscriptions": sum(len(c.channels) for c in self._connections.values()),
             "tasks": len(self._tasks),
-            "queued_frames": sum(c.queued for c in self._connections.values()),
+            "queued_frames": sum(c.queued for c in self._backlogged),
             **self._counters,
         }
 
@@ -174,23 +226,24 @@ class Hub:
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         """GET /ws/app/{app_key}: run one Pusher socket until it closes."""
-        ws = web.WebSocketResponse(max_msg_size=self._max_frame, timeout=self._close_timeout)
+        # No permessage-deflate: browsers offer it, and a zlib compressor per socket costs
+        # about 100 KB (116 KB instead of 20 KB per connection) to shrink small JSON frames.
+        ws = web.WebSocketResponse(
+            max_msg_size=self._max_frame, timeout=self._close_timeout, compress=False
+        )
         await ws.prepare(request)
         refusal = self._refusal(request)
         if refusal is not None:
             self._counters["refused_connections"] += 1
             await self._refuse(ws, request.transport, *refusal)
             return ws
+        self._loop = asyncio.get_running_loop()
         conn = _Connection(self._new_socket_id(), ws, request.transport, self._burst, self._clock())
         self._connections[conn.socket_id] = conn
         try:
-            conn.writer = asyncio.create_task(
-                self._write(conn), name=f"push-writer-{conn.socket_id}"
-            )
-            self._tasks.add(conn.writer)
-            conn.writer.add_done_callback(self._tasks.discard)
             advertised = max(1, math.ceil(self._activity_timeout))
-            self._send(conn, protocol.connection_established(conn.socket_id, advertised))
+            established = protocol.connection_established(conn.socket_id, advertised)
+            self._send(conn, protocol.encode(established))
             log.debug("push: socket %s connected", conn.socket_id)
             await self._read(conn)
         finally:
@@ -199,17 +252,24 @@ class Hub:
                 # aiohttp cancels this handler once the peer is gone, possibly right here.
                 await self._stop_writer(conn)
             finally:
-                conn.done.set()
+                conn.end()
                 log.debug("push: socket %s closed (%s)", conn.socket_id, ws.close_code)
         return ws
 
     def publish(self, channel: str, event: str, data: Mapping[str, Any]) -> int:
-        """Queue `event` for every socket on `channel`; never waits. Returns sockets reached."""
+        """Send `event` to every socket on `channel`; never waits. Returns sockets reached.
+
+        Call it on the event loop that serves the sockets (as the archive jobs do); from another
+        thread, hand it over with `loop.call_soon_threadsafe`. The frame is encoded once and
+        written straight to each idle socket; a socket with a backlog gets it queued instead.
+        """
         members = self._channels.get(channel)
         if not members:
             return 0
-        frame = protocol.event(channel, event, data)
-        reached = sum(1 for conn in tuple(members) if self._send(conn, frame))
+        self._check_loop()
+        frame = protocol.encode(protocol.event(channel, event, data))
+        send = self._send
+        reached = sum(1 for conn in tuple(members) if send(conn, frame))
         self._counters["published"] += 1
         self._counters["delivered"] += reached
         return reached
@@ -217,11 +277,12 @@ class Hub:
     def send_to_socket(
         self, socket_id: str, channel: str, event: str, data: Mapping[str, Any]
     ) -> bool:
-        """Queue `event` for one socket, only if it is subscribed to `channel`."""
+        """Send `event` to one socket, only if it is subscribed to `channel`."""
         conn = self._connections.get(socket_id)
         if conn is None or channel not in conn.channels:
             return False
-        return self._send(conn, protocol.event(channel, event, data))
+        self._check_loop()
+        return self._send(conn, protocol.encode(protocol.event(channel, event, data)))
 
     def bind_session(self, socket_id: str, session_id: str) -> None:
         """Remember that `session_id` authorised this socket, so ending it closes the socket."""
@@ -235,7 +296,7 @@ class Hub:
         """Close (4009) every socket that session authorised; returns how many."""
         conns = list(self._sessions.pop(session_id, ()))
         for conn in conns:
-            conn.close(CloseCode.UNAUTHORIZED, "Connection is unauthorized", notify=True)
+            self._close(conn, CloseCode.UNAUTHORIZED, "Connection is unauthorized", notify=True)
         await self._wait_closed(conns)
         return len(conns)
 
@@ -244,10 +305,19 @@ class Hub:
         self._shutting_down = True
         conns = list(self._connections.values())
         for conn in conns:
-            conn.close(WSCloseCode.GOING_AWAY, "Server shutting down", notify=False)
+            self._close(conn, WSCloseCode.GOING_AWAY, "Server shutting down", notify=False)
         await self._wait_closed(conns)
 
     # Connection lifetime
+
+    def _check_loop(self) -> None:
+        """Transports may only be written on their own loop's thread; refuse anything else."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self._loop:
+            raise RuntimeError("Hub: call from the event loop serving the sockets")
 
     def _refusal(self, request: web.Request) -> tuple[int, str] | None:
         if self._shutting_down:
@@ -322,47 +392,106 @@ class Hub:
         try:
             async with asyncio.timeout(self._send_timeout + 3 * self._close_timeout):
                 for conn in conns:
-                    await conn.done.wait()
+                    await conn.wait_ended()
         except TimeoutError:
             log.warning("push: some sockets did not close in time")
 
-    # Writing: exactly one task per socket
+    # Writing: straight to an idle socket, else through at most one writer task per socket
 
-    def _send(self, conn: _Connection, frame: str) -> bool:
-        """Queue a frame without waiting; a socket whose queue is full is cut off."""
-        if conn.closing:
+    def _send(self, conn: _Connection, frame: protocol.Outgoing) -> bool:
+        """Send or queue a frame without waiting; a socket whose queue is full is cut off."""
+        if conn.closing or conn.ws.closed:
             return False
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            return False
+        if conn.writer is None and transport.get_write_buffer_size() < conn.high_water:
+            # Nothing queued or in flight, so writing now keeps the order; aiohttp writes its
+            # own frames (pongs, closes) in one synchronous call too, so none interleave.
+            # asyncio's write never blocks: what the kernel does not take stays buffered.
+            try:
+                transport.write(frame.wire)
+            except RuntimeError:  # e.g. after write_eof(): the socket is unusable
+                conn.abort()
+                return False
+            return True
         if conn.queued >= self._max_queue:
             # It has not read the last max_queue frames: it is stalled or too slow. A close
             # code in the 41xx range makes pusher-js wait before it reconnects.
             self._counters["slow_disconnects"] += 1
             log.warning("push: socket %s does not keep up; disconnecting", conn.socket_id)
-            conn.close(
+            self._close(
+                conn,
                 CloseCode.OVER_CAPACITY,
                 "Client too slow to receive messages",
                 notify=False,
                 drop_queued=True,
             )
             return False
+        self._counters["queued_sends"] += 1
         conn.push(frame)
+        self._start_writer(conn)
         return True
 
+    def _close(
+        self, conn: _Connection, code: int, message: str, *, notify: bool, drop_queued: bool = False
+    ) -> None:
+        """Queue a close (see `_Connection.close`) and make sure a writer will send it."""
+        if conn.close(code, message, notify=notify, drop_queued=drop_queued):
+            self._start_writer(conn)
+
+    def _start_writer(self, conn: _Connection) -> None:
+        if conn.writer is not None or conn.stopped:
+            return
+        task = asyncio.create_task(self._write(conn), name=f"push-writer-{conn.socket_id}")
+        conn.writer = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._backlogged.add(conn)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
+
     async def _write(self, conn: _Connection) -> None:
+        """Drain the queue, waiting whenever the transport is paused, then end."""
         try:
-            while (item := await conn.next_item()) is not None:
+            while (item := conn.pop()) is not None:
                 if isinstance(item, _Close):
                     await self._close_socket(conn, item)
                     return
-                async with asyncio.timeout(self._send_timeout):
-                    await conn.ws.send_str(item)
-        except TimeoutError:
-            # Its buffers have been full for send_timeout: a close frame would not get through.
+                conn.sending_since = self._clock()
+                # Waits only while asyncio has paused the transport; `_sweep` bounds the wait.
+                await conn.ws.send_frame(item.payload, WSMsgType.TEXT)
+                conn.sending_since = None
+        except ConnectionError:
+            conn.closing = True  # the peer is gone; the reader sees it too
+        finally:
+            conn.sending_since = None
+            conn.drop_queued()  # empty unless the socket is gone
+            if conn.writer is asyncio.current_task():
+                conn.writer = None
+            self._backlogged.discard(conn)
+            if not self._backlogged and self._sweeper is not None:
+                self._sweeper.cancel()
+                self._sweeper = None
+
+    def _sweep(self) -> None:
+        """Abort the sockets whose send has waited longer than send_timeout."""
+        self._sweeper = None
+        stuck_since = self._clock() - self._send_timeout
+        for conn in tuple(self._backlogged):
+            since = conn.sending_since
+            if since is None or since > stuck_since:
+                continue
+            conn.sending_since = None
+            self._counters["send_timeouts"] += 1
             if not conn.closing:
+                # Its buffers have been full for send_timeout: a close frame would not get through.
                 self._counters["slow_disconnects"] += 1
                 log.warning("push: socket %s stopped reading; dropping it", conn.socket_id)
             conn.abort()
-        except ConnectionError:
-            pass  # the peer is gone; the reader sees it too
+        if self._backlogged:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(self._sweep_every, self._sweep)
 
     async def _close_socket(self, conn: _Connection, close: _Close) -> None:
         try:
@@ -387,10 +516,12 @@ class Hub:
                     continue  # the writer is closing it, within its own bounds
                 if conn.awaiting_pong:
                     self._counters["pong_timeouts"] += 1
-                    conn.close(CloseCode.PONG_NOT_RECEIVED, "Pong reply not received", notify=True)
+                    self._close(
+                        conn, CloseCode.PONG_NOT_RECEIVED, "Pong reply not received", notify=True
+                    )
                 else:
                     conn.awaiting_pong = True
-                    self._send(conn, protocol.ping())
+                    self._send(conn, _PING)
                 continue
             conn.awaiting_pong = False  # any message shows the client is alive
             if msg.type is WSMsgType.TEXT:
@@ -399,12 +530,15 @@ class Hub:
                 except Exception as exc:  # a bug here must cost one socket, not leak a trace
                     self._counters["internal_errors"] += 1
                     log.error("push: socket %s: unexpected %s", conn.socket_id, type(exc).__name__)
-                    conn.close(CloseCode.RECONNECT, "Internal server error", notify=True)
+                    self._close(conn, CloseCode.RECONNECT, "Internal server error", notify=True)
             elif msg.type is WSMsgType.BINARY:
                 if self._take_token(conn):
-                    self._send(conn, protocol.error(None, "Binary frames are not supported"))
+                    self._send_error(conn, None, "Binary frames are not supported")
             else:
                 return  # CLOSE, CLOSING, CLOSED or ERROR (e.g. a frame over max_frame)
+
+    def _send_error(self, conn: _Connection, code: int | None, message: str) -> None:
+        self._send(conn, protocol.encode(protocol.error(code, message)))
 
     def _take_token(self, conn: _Connection) -> bool:
         """Token bucket per socket: `message_burst` at once, then the configured rate."""
@@ -418,7 +552,7 @@ class Hub:
         self._counters["throttled_messages"] += 1
         if not conn.throttled:  # one error per burst, not one per dropped message
             conn.throttled = True
-            self._send(conn, protocol.error(CloseCode.CLIENT_EVENT_REJECTED, "Rate limit exceeded"))
+            self._send_error(conn, CloseCode.CLIENT_EVENT_REJECTED, "Rate limit exceeded")
         return False
 
     async def _on_text(self, conn: _Connection, text: str) -> None:
@@ -427,10 +561,10 @@ class Hub:
         try:
             frame = protocol.parse_frame(text)
         except FrameError as exc:
-            self._send(conn, protocol.error(None, str(exc)))
+            self._send_error(conn, None, str(exc))
             return
         if frame.event == "pusher:ping":
-            self._send(conn, protocol.pong())
+            self._send(conn, _PONG)
         elif frame.event == "pusher:pong":
             pass
         elif frame.event == "pusher:subscribe":
@@ -438,34 +572,31 @@ class Hub:
         elif frame.event == "pusher:unsubscribe":
             self._unsubscribe(conn, frame)
         elif frame.event.startswith("client-"):
-            self._send(
-                conn,
-                protocol.error(CloseCode.CLIENT_EVENT_REJECTED, "Client events are not enabled"),
-            )
+            self._send_error(conn, CloseCode.CLIENT_EVENT_REJECTED, "Client events are not enabled")
         else:
-            self._send(conn, protocol.error(None, "Unsupported event"))
+            self._send_error(conn, None, "Unsupported event")
 
     async def _subscribe(self, conn: _Connection, frame: protocol.Frame) -> None:
         try:
             request = protocol.parse_subscribe(frame)
         except FrameError as exc:
-            self._send(conn, protocol.error(None, str(exc)))
+            self._send_error(conn, None, str(exc))
             return
         name = request.channel
         if not protocol.valid_channel_name(name):
-            self._send(conn, protocol.error(None, "Invalid channel name"))
+            self._send_error(conn, None, "Invalid channel name")
             return
         refusal = self._subscription_refusal(conn, name, request)
         if refusal is not None:
             self._counters["refused_subscriptions"] += 1
-            self._send(conn, protocol.subscription_error(name, *refusal))
+            self._send(conn, protocol.encode(protocol.subscription_error(name, *refusal)))
             return
         if name in conn.channels:
-            self._send(conn, protocol.subscription_succeeded(name))
+            self._send(conn, protocol.encode(protocol.subscription_succeeded(name)))
             return  # already replayed on the first subscription
         conn.channels.add(name)
         self._channels.setdefault(name, set()).add(conn)
-        self._send(conn, protocol.subscription_succeeded(name))
+        self._send(conn, protocol.encode(protocol.subscription_succeeded(name)))
         for hook in self.on_subscribed:
             if conn.closing:
                 return
@@ -500,7 +631,7 @@ class Hub:
         try:
             request = protocol.parse_subscribe(frame)
         except FrameError as exc:
-            self._send(conn, protocol.error(None, str(exc)))
+            self._send_error(conn, None, str(exc))
             return
         if request.channel in conn.channels:
             conn.channels.discard(request.channel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -41,6 +42,14 @@ class Frame:
     event: str
     data: Any
     channel: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A server text frame encoded once, to be written to any number of sockets."""
+
+    payload: bytes  # the JSON text in UTF-8, for aiohttp's writer when a socket is backed up
+    wire: bytes  # the whole RFC 6455 frame, for writing straight to an idle socket's transport
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,3 +172,16 @@ def error(code: int | None, message: str) -> str:
 def event(channel: str, name: str, data: Mapping[str, Any]) -> str:
     """An application event on `channel`, `data` encoded as a JSON string."""
     return _frame(name, dict(data), channel)
+
+
+def encode(text: str) -> Outgoing:
+    """`text` as one final, unmasked WebSocket text frame (RFC 6455 5.2), without compression."""
+    payload = text.encode("utf-8")
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return Outgoing(payload=payload, wire=header + payload)
