@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from multidict import CIMultiDict
 
 from tests.conftest import Footage, bearer, login, rfc3339
 from vms import keys
@@ -344,3 +345,18 @@ async def test_huge_authorization_header_leaks_nothing(
         # The JOSE header is public; a piece of the claims or the signature counts as a leak.
         for part in token.split(".")[1:]:
             assert part[:16] not in text, f"part of the token in the {where}"
+
+
+async def test_two_device_headers_cannot_dodge_the_device_check(service: Client) -> None:
+    """A token sent with its own X-UUID and a second one is refused, not half-checked."""
+    answer = await login(service, device=DEVICE)
+    headers = CIMultiDict(
+        [
+            ("Authorization", f"Bearer {answer['access_token']}"),
+            ("X-UUID", "someone-else"),
+            ("X-UUID", DEVICE),
+        ]
+    )
+    response = await service.get("/api/v1/downloads", headers=headers)
+    assert response.status == 401
+    assert await response.json() == {"message": "Unauthenticated."}

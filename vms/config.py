@@ -8,7 +8,7 @@ import re
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,6 @@ class Config:
     # A body slower than fetch_min_rate bytes/s over a whole window counts as stalled.
     fetch_min_rate: int = 8 * 1024
     fetch_rate_window: float = 30.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:

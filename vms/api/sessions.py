@@ -9,7 +9,7 @@ from aiohttp import web
 
 from vms import keys
 from vms.api.errors import ApiError
-from vms.auth import InvalidCredentials, Principal
+from vms.auth import InvalidCredentials, Principal, Unauthenticated
 from vms.dates import utcnow
 from vms.resources import user_resource
 from vms.validation import LoginSchema, ValidationFailed, header_values
@@ -41,9 +41,11 @@ async def read_body(request: web.Request) -> dict[str, Any]:
 
 async def authenticated(request: web.Request) -> Principal:
     """The caller behind the bearer token; Unauthenticated (401) otherwise."""
-    device = request.headers.getall("X-UUID", [])
+    devices = request.headers.getall("X-UUID", [])
+    if len(devices) > 1:  # two device ids could otherwise dodge the device check
+        raise Unauthenticated
     return await request.app[keys.AUTH].authenticate(
-        request.headers.get("Authorization"), device[0] if len(device) == 1 else None
+        request.headers.get("Authorization"), devices[0] if devices else None
     )
 
 
