@@ -343,3 +343,22 @@ async def test_nonsense_ids_are_404(service: Client, footage: Footage, ref: str)
     response = await service.get(f"/api/v1/downloads/{ref}", headers=bearer(answer))
     assert response.status == 404, ref
     assert set(await response.json()) == {"message"}
+
+
+@pytest.mark.parametrize(
+    ("drop", "errors"),
+    [
+        ("X-Client", {"X-Client": ["The X-Client field is required."]}),
+        ("X-UUID", {"X-UUID": ["The X-UUID field is required."]}),
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/v1/downloads", "/api/v1/downloads/1"])
+async def test_an_accepted_token_without_a_device_header_is_422_on_that_key(
+    service: Client, path: str, drop: str, errors: dict[str, list[str]]
+) -> None:
+    """With a good token, a missing X-Client or X-UUID is a 422 on that header's key."""
+    headers = bearer(await login(service))
+    del headers[drop]
+    response = await service.get(path, headers=headers)
+    assert response.status == 422
+    assert await response.json() == {"message": errors[drop][0], "errors": errors}

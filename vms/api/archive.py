@@ -26,7 +26,7 @@ _PENDING_RETRY_AFTER = 30
 
 async def archive_link(request: web.Request) -> web.Response:
     """GET /api/v1/cameras/{camera}/archive/link: a link now, or an archive made later."""
-    principal = await authenticated(request)
+    principal = await authenticated(request, device_headers=False)
     links = request.app[keys.LINKS]
     try:
         camera = await links.camera_for(principal, request.match_info["camera"])

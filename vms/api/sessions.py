@@ -12,10 +12,11 @@ from vms.api.errors import ApiError
 from vms.auth import InvalidCredentials, Principal, Unauthenticated
 from vms.dates import utcnow
 from vms.resources import user_resource
-from vms.validation import LoginSchema, ValidationFailed, header_values
+from vms.validation import DeviceHeadersSchema, LoginSchema, ValidationFailed, header_values
 
 _CREDENTIALS = "These credentials do not match our records."
 _login_schema = LoginSchema()
+_device_headers = DeviceHeadersSchema()
 
 
 async def read_body(request: web.Request) -> dict[str, Any]:
@@ -39,14 +40,21 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     return {}
 
 
-async def authenticated(request: web.Request) -> Principal:
-    """The caller behind the bearer token; Unauthenticated (401) otherwise."""
+async def authenticated(request: web.Request, *, device_headers: bool = True) -> Principal:
+    """The caller behind the bearer token (401 otherwise), then its device headers (422).
+
+    Authentication comes first, as the contract says: a bad token is 401 whatever else is
+    wrong. Handlers that validate the headers together with other input pass False.
+    """
     devices = request.headers.getall("X-UUID", [])
     if len(devices) > 1:  # two device ids could otherwise dodge the device check
         raise Unauthenticated
-    return await request.app[keys.AUTH].authenticate(
+    principal = await request.app[keys.AUTH].authenticate(
         request.headers.get("Authorization"), devices[0] if devices else None
     )
+    if device_headers:
+        _device_headers.validated(header_values(request))
+    return principal
 
 
 async def login(request: web.Request) -> web.Response:
