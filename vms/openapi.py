@@ -202,7 +202,8 @@ def _paths() -> dict[str, Any]:
                         "in": "path",
                         "required": True,
                         "schema": {"type": "string"},
-                    }
+                    },
+                    *_DEVICE_HEADERS,
                 ],
                 "responses": {
                     "200": _json(
@@ -215,6 +216,7 @@ def _paths() -> dict[str, Any]:
                     ),
                     "401": unauthenticated,
                     "404": _error("Not one of the caller's open sessions."),
+                    "422": invalid,
                 },
             }
         },
@@ -285,6 +287,7 @@ def _paths() -> dict[str, Any]:
                     },
                     {"name": "from", "in": "query", "schema": {"type": "string"}},
                     {"name": "to", "in": "query", "schema": {"type": "string"}},
+                    *_DEVICE_HEADERS,
                 ],
                 "responses": {
                     "200": _json(_ref("DownloadPage"), "One page."),
@@ -298,7 +301,8 @@ def _paths() -> dict[str, Any]:
                 "summary": "One of the caller's downloads: history record or server archive.",
                 "security": _BEARER,
                 "parameters": [
-                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    *_DEVICE_HEADERS,
                 ],
                 "responses": {
                     "200": _json(
@@ -311,6 +315,7 @@ def _paths() -> dict[str, Any]:
                     ),
                     "401": unauthenticated,
                     "404": _error("Not the caller's, or no such download."),
+                    "422": invalid,
                 },
             }
         },
