@@ -116,3 +116,28 @@ async def test_kill_9_mid_download_then_restart_completes_and_pushes(
             assert await response.read() == server.body
         assert service.kill(signal.SIGTERM) == 0
     assert sorted(p.name for p in (service.data / "archives").iterdir()) == [f"{download_id}.mp4"]
+
+
+async def test_sigterm_closes_sockets_with_1001_and_exits_cleanly(
+    service_process: Service,
+) -> None:
+    """SIGTERM: every WebSocket gets close code 1001 (going away) and the process exits 0."""
+    service = service_process
+    await service.start()
+    base = f"http://127.0.0.1:{service.port}"
+    app_key = json.loads((service.data / "keys" / "secrets.json").read_text())["app_key"]
+    async with aiohttp.ClientSession() as http:
+        sockets = [
+            await http.ws_connect(f"{base}/ws/app/{app_key}?protocol=7&client=py")
+            for _ in range(3)
+        ]
+        for ws in sockets:
+            assert (await ws.receive_json(timeout=5))["event"] == "pusher:connection_established"
+        assert service.process is not None
+        service.process.send_signal(signal.SIGTERM)
+        for ws in sockets:
+            message = await ws.receive(timeout=10)
+            assert message.type == aiohttp.WSMsgType.CLOSE
+            assert message.data == aiohttp.WSCloseCode.GOING_AWAY
+            await ws.close()
+    assert await asyncio.to_thread(service.process.wait, 30) == 0
