@@ -1,6 +1,7 @@
 """10,000 subscribed Pusher sockets on one process: bare aiohttp, the Hub alone, the service.
 
 Usage: python bench/push.py [--connections 10000] [--workers 2] [--rounds 5] [--client raw]
+                           [--floor] [--offer-deflate] [--skip-service]
 
 The same client processes (`--workers`, each holding its share of the sockets; `--client raw`
 is a minimal asyncio WebSocket that costs far less CPU per frame than aiohttp's client, which
@@ -15,8 +16,13 @@ is a minimal asyncio WebSocket that costs far less CPU per frame than aiohttp's 
 Every client timestamps each frame on receipt and parses nothing until the end. Latency =
 receipt - publish time: the time stamped in the frame for 1 and 2; for 3 the download's
 `updated_at` in the event, set when the job recorded its state just before publishing.
-Prints memory per connection (RSS growth / connections), the server-side fan-out time for
-1 and 2, and p50/p99/max latency, with ratios against bare aiohttp.
+Prints memory and GC-tracked objects per connection (growth / connections), full garbage
+collections while connecting and during the rounds, the server-side fan-out time for 1 and 2,
+and p50/p99/max latency, with ratios against bare aiohttp.
+`--floor` adds as many rounds on the bare server that write one pre-encoded frame with
+`transport.write` to each socket: about the least one asyncio process can do per delivery.
+`--offer-deflate` makes the clients offer permessage-deflate to the Hub and the service, as
+browsers do, and checks it is declined. `--skip-service` runs only 1 and 2.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,29 +56,36 @@ EVENT = "App\\Events\\TokenPush"
 PAD = 700  # bytes of filler in the bare server's frame, to match an archive event's size
 
 BARE = """
-import asyncio, json, sys, time
+import asyncio, json, struct, sys, time
 from aiohttp import web
 
-sockets = set()
+sockets = {}
 
 async def ws_handler(request):
     ws = web.WebSocketResponse()
     await ws.prepare(request)
-    sockets.add(ws)
+    sockets[ws] = request.transport
     try:
         await ws.send_str('{"event":"hello","data":"{}"}')
         async for _ in ws:
             pass
     finally:
-        sockets.discard(ws)
+        sockets.pop(ws, None)
     return ws
 
 async def publish(request):
     started = time.time()
-    data = json.dumps({"round": int(request.query["round"]), "t": started, "pad": "x" * %d})
-    frame = json.dumps({"event": "bench", "channel": "bench", "data": data})
-    for ws in list(sockets):
-        await ws.send_str(frame)
+    style = request.query.get("style", "send_str")
+    data = {"round": int(request.query["round"]), "t": started, "style": style, "pad": "x" * %d}
+    frame = json.dumps({"event": "bench", "channel": "bench", "data": json.dumps(data)})
+    if style == "write":  # the floor: one encoding, one transport.write per socket
+        payload = frame.encode()
+        wire = struct.pack("!BBH", 0x81, 126, len(payload)) + payload
+        for transport in list(sockets.values()):
+            transport.write(wire)
+    else:
+        for ws in list(sockets):
+            await ws.send_str(frame)
     return web.json_response({"sent": len(sockets), "ms": (time.time() - started) * 1000})
 
 # Full (generation 2) garbage collections stop the loop; record how long each takes.
@@ -85,11 +99,16 @@ def _gc_watch(phase, info):
 gc.callbacks.append(_gc_watch)
 
 async def gc_pauses(request):
-    since = float(request.query["since"])
-    return web.json_response([ms for at, ms in pauses if at >= since])
+    since, until = float(request.query["since"]), float(request.query.get("until", "inf"))
+    return web.json_response([ms for at, ms in pauses if since <= at < until])
+
+async def objects(request):
+    gc.collect()
+    return web.json_response(len(gc.get_objects()))
 
 app = web.Application()
 app.router.add_get("/gc", gc_pauses)
+app.router.add_get("/objects", objects)
 app.router.add_get("/ws", ws_handler)
 app.router.add_post("/publish", publish)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
@@ -111,12 +130,15 @@ async def auth(request):
     return web.json_response({"auth": sign_channel(KEY, SECRET, form["socket_id"], CHANNEL)})
 
 async def publish(request):
+    queued = hub.stats.get("queued_sends", 0)
     started = time.time()
     data = {"type": "bench", "round": int(request.query["round"]), "t": started, "pad": "x" * %d}
     sent = hub.publish(CHANNEL, "App\\\\Events\\\\TokenPush", data)
-    while hub.stats["queued_frames"]:  # every writer has handed its frame to the socket
+    while hub.task_count:  # a writer task lives only while its socket has frames queued
         await asyncio.sleep(0.002)
-    return web.json_response({"sent": sent, "ms": (time.time() - started) * 1000})
+    ms = (time.time() - started) * 1000
+    queued = hub.stats.get("queued_sends", 0) - queued
+    return web.json_response({"sent": sent, "ms": ms, "queued": queued})
 
 async def close(app):
     await hub.close_all()
@@ -132,11 +154,16 @@ def _gc_watch(phase, info):
 gc.callbacks.append(_gc_watch)
 
 async def gc_pauses(request):
-    since = float(request.query["since"])
-    return web.json_response([ms for at, ms in pauses if at >= since])
+    since, until = float(request.query["since"]), float(request.query.get("until", "inf"))
+    return web.json_response([ms for at, ms in pauses if since <= at < until])
+
+async def objects(request):
+    gc.collect()
+    return web.json_response(len(gc.get_objects()))
 
 app = web.Application()
 app.router.add_get("/gc", gc_pauses)
+app.router.add_get("/objects", objects)
 app.router.add_get("/ws/app/{app_key}", hub.handle)
 app.router.add_post("/broadcasting/auth", auth)
 app.router.add_post("/publish", publish)
@@ -200,8 +227,11 @@ class RawSocket(asyncio.Protocol):
     """A minimal RFC 6455 client on a bare asyncio Protocol: far less CPU per frame than
     aiohttp's client, so the clients, sharing the two cores, distort the timing less."""
 
-    def __init__(self, path: str, host: str, received: list[tuple[float, str]]) -> None:
+    def __init__(
+        self, path: str, host: str, received: list[tuple[float, str]], offer_deflate: bool
+    ) -> None:
         self.path, self.host = path, host
+        self.offer_deflate = offer_deflate
         self.received = received
         self.recording = False  # once subscribed, frames only get a timestamp
         self.frames: asyncio.Queue[str] = asyncio.Queue()
@@ -214,9 +244,15 @@ class RawSocket(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         key = base64.b64encode(os.urandom(16)).decode()
+        # What Chrome and Firefox offer; this client cannot inflate, so it must be declined.
+        offer = (
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            if self.offer_deflate
+            else ""
+        )
         transport.write(
             f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n{offer}"
             "Sec-WebSocket-Version: 13\r\n\r\n".encode()
         )
 
@@ -230,6 +266,7 @@ class RawSocket(asyncio.Protocol):
             if end < 0:
                 return
             assert buffer.startswith(b"HTTP/1.1 101"), bytes(buffer[:200])
+            assert b"permessage-deflate" not in buffer[:end].lower(), "compression negotiated"
             del buffer[: end + 4]
             self._upgraded = True
         while len(buffer) >= 2:
@@ -292,7 +329,10 @@ async def client_worker(spec: dict[str, Any]) -> None:
 
     async def open_aiohttp(http: aiohttp.ClientSession, auth_http: aiohttp.ClientSession) -> None:
         async with gate:
-            ws = await http.ws_connect(spec["ws_url"], max_msg_size=0)
+            ws = await http.ws_connect(
+                spec["ws_url"], max_msg_size=0, compress=15 if spec["offer_deflate"] else 0
+            )
+            assert not ws.compress, "compression negotiated"
             hello = json.loads((await ws.receive(timeout=60)).data)
             if spec["mode"] != "bare":
                 await ws.send_str(await authorise(auth_http, hello))
@@ -305,7 +345,9 @@ async def client_worker(spec: dict[str, Any]) -> None:
         async with gate:
             path = f"{url.path}?{url.query}" if url.query else url.path
             _, raw = await loop.create_connection(
-                lambda: RawSocket(path, url.netloc, received), url.hostname, url.port
+                lambda: RawSocket(path, url.netloc, received, spec["offer_deflate"]),
+                url.hostname,
+                url.port,
             )
             hello = json.loads(await asyncio.wait_for(raw.frames.get(), 60))
             if spec["mode"] != "bare":
@@ -336,7 +378,8 @@ def latencies(mode: str, received: list[tuple[float, str]]) -> list[tuple[str, s
         frame = json.loads(text)
         data = json.loads(frame["data"])
         if mode != "service":
-            out.append((mode, str(data["round"]), (at - data["t"]) * 1000))
+            kind = "floor" if data.get("style") == "write" else mode
+            out.append((kind, str(data["round"]), (at - data["t"]) * 1000))
         elif frame["event"] == EVENT:
             download = data["data"]["download"]
             done = datetime.strptime(download["updated_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
@@ -426,12 +469,44 @@ def summary(rows: list[tuple[str, str, float]], kind: str, expected: int) -> dic
     }
 
 
-def run_plain(
-    args: argparse.Namespace, mode: str
-) -> tuple[float, list[tuple[str, str, float]], float, list[float], list[float]]:
-    """Bare aiohttp or the Hub alone: (MB per connection, latencies, seconds to connect,
-    server-side ms from publish until every frame was handed to its socket, per round,
-    and the full garbage collections during the rounds, in ms)."""
+@dataclass
+class PlainRun:
+    """What one run against bare aiohttp or the Hub alone measured."""
+
+    mb_per_connection: float
+    objects_per_connection: float
+    rows: list[tuple[str, str, float]]
+    connect_seconds: float
+    fan_out: list[float]  # server-side ms from publish until every frame is in its socket
+    floor_fan_out: list[float]  # the same for the --floor rounds
+    queued: int  # frames the Hub queued behind a backlog instead of writing them at once
+    gc_connecting: list[float]  # full garbage collections while the sockets connected, ms
+    gc_rounds: list[float]  # full garbage collections during the rounds, ms
+
+
+def get_json(port: int, path: str) -> Any:
+    """GET a JSON answer from one of the plain servers."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as response:
+        return json.load(response)
+
+
+def publish_rounds(port: int, args: argparse.Namespace, opened: int, style: str) -> list[Any]:
+    """`args.rounds` publishes to a plain server; each one's JSON answer."""
+    answers = []
+    for index in range(args.rounds):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/publish?round={index}&style={style}", method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            answer = json.load(response)
+        assert answer["sent"] == opened, answer
+        answers.append(answer)
+        time.sleep(args.settle)
+    return answers
+
+
+def run_plain(args: argparse.Namespace, mode: str) -> PlainRun:
+    """Bare aiohttp or the Hub alone, each in its own process, with the same clients."""
     port = free_port()
     script = (BARE if mode == "bare" else HUB) % PAD
     server = subprocess.Popen([sys.executable, "-c", script, str(port)], cwd=ROOT)
@@ -439,6 +514,7 @@ def run_plain(
     try:
         wait_port(port)
         time.sleep(0.5)
+        objects_before = get_json(port, "/objects")
         before = rss_mb(server.pid)
         if mode == "bare":
             spec: dict[str, Any] = {"mode": mode, "ws_url": f"http://127.0.0.1:{port}/ws"}
@@ -450,27 +526,32 @@ def run_plain(
                 "channel": "private-token.bench",
                 "headers": {},
             }
+        connect_since = time.time()
         started = time.monotonic()
         spec["client"] = args.client
+        spec["offer_deflate"] = args.offer_deflate and mode != "bare"
         clients = Clients([{**spec, "count": n} for n in split(args.connections, args.workers)])
         opened = clients.wait_ready()
         connect_seconds = time.monotonic() - started
         assert opened == args.connections
         per_connection = (rss_mb(server.pid) - before) / opened
         since = time.time()
-        fan_out = []
-        for index in range(args.rounds):
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/publish?round={index}", method="POST"
-            )
-            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-                answer = json.load(response)
-            assert answer["sent"] == opened, answer
-            fan_out.append(float(answer["ms"]))
-            time.sleep(args.settle)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/gc?since={since}") as response:
-            gc_pauses = [float(ms) for ms in json.load(response)]
-        return per_connection, clients.report(), connect_seconds, fan_out, gc_pauses
+        answers = publish_rounds(port, args, opened, "send_str")
+        floor = publish_rounds(port, args, opened, "write") if args.floor and mode == "bare" else []
+        gc_connecting = get_json(port, f"/gc?since={connect_since}&until={since}")
+        gc_rounds = get_json(port, f"/gc?since={since}")
+        objects = (get_json(port, "/objects") - objects_before) / opened
+        return PlainRun(
+            mb_per_connection=per_connection,
+            objects_per_connection=objects,
+            rows=clients.report(),
+            connect_seconds=connect_seconds,
+            fan_out=[float(a["ms"]) for a in answers],
+            floor_fan_out=[float(a["ms"]) for a in floor],
+            queued=sum(int(a.get("queued", 0)) for a in answers),
+            gc_connecting=[float(ms) for ms in gc_connecting],
+            gc_rounds=[float(ms) for ms in gc_rounds],
+        )
     finally:
         if clients is not None:
             clients.kill()
@@ -534,7 +615,7 @@ def run_service(
             },
         }
         started = time.monotonic()
-        spec["client"] = args.client
+        spec["client"], spec["offer_deflate"] = args.client, args.offer_deflate
         clients = Clients([{**spec, "count": n} for n in split(args.connections, args.workers)])
         opened = clients.wait_ready()
         connect_seconds = time.monotonic() - started
@@ -579,8 +660,13 @@ def profile(pid: int, target: Path) -> subprocess.Popen[bytes]:
     return process
 
 
+def gc_line(label: str, pauses: list[float]) -> str:
+    """How many full garbage collections, and the longest."""
+    return f"{label} {len(pauses)}" + (f" (longest {max(pauses):.0f} ms)" if pauses else "")
+
+
 def main() -> None:
-    """Both servers, the same clients; print memory and latency with ratios."""
+    """The servers, the same clients; print memory and latency with ratios."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
@@ -592,6 +678,15 @@ def main() -> None:
         default="raw",
         help="client sockets: a minimal asyncio WebSocket (default) or aiohttp's client",
     )
+    parser.add_argument(
+        "--floor", action="store_true", help="also time one transport.write per socket"
+    )
+    parser.add_argument(
+        "--offer-deflate",
+        action="store_true",
+        help="clients offer permessage-deflate to the Hub and the service, as browsers do",
+    )
+    parser.add_argument("--skip-service", action="store_true", help="bare aiohttp and Hub only")
     parser.add_argument("--profile", type=Path, help="py-spy the service into this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -603,49 +698,77 @@ def main() -> None:
     if limit < args.connections + 100 or limit < per_worker + 100:
         raise SystemExit(f"open-files hard limit {limit} is too low for {args.connections}")
     with tempfile.TemporaryDirectory(prefix="bench-push-") as work:
-        bare_mb, bare_rows, bare_connect, bare_fan_out, bare_gc = run_plain(args, "bare")
-        hub_mb, hub_rows, hub_connect, hub_fan_out, hub_gc = run_plain(args, "hub")
-        ours_mb, our_rows, our_connect, _ = run_service(args, Path(work))
-    bare = summary(bare_rows, "bare", args.connections)
-    hub = summary(hub_rows, "hub", args.connections)
-    generated = summary(our_rows, "archive_generated", args.connections)
-    progress = summary(our_rows, "archive_progress", args.connections)
+        bare_run = run_plain(args, "bare")
+        hub_run = run_plain(args, "hub")
+        service = None if args.skip_service else run_service(args, Path(work))
+    n = args.connections
+    bare = summary(bare_run.rows, "bare", n)
+    hub = summary(hub_run.rows, "hub", n)
+    bare_mb, hub_mb = bare_run.mb_per_connection, hub_run.mb_per_connection
     print(
-        f"{args.connections} sockets from {args.workers} client processes ({args.client}), "
+        f"{n} sockets from {args.workers} client processes ({args.client}"
+        f"{', offering permessage-deflate' if args.offer_deflate else ''}), "
         f"{args.rounds} publishes each, same 2-core machine"
     )
     print(
-        f"  connect seconds: bare {bare_connect:.1f}; with auth + subscribe: hub "
-        f"{hub_connect:.1f}, service {our_connect:.1f}"
+        f"  connect seconds: bare {bare_run.connect_seconds:.1f}; with auth + subscribe: hub "
+        f"{hub_run.connect_seconds:.1f}" + (f", service {service[2]:.1f}" if service else "")
     )
     print(
         f"  memory per connection: bare aiohttp {bare_mb * 1024:.1f} KB, hub alone "
-        f"{hub_mb * 1024:.1f} KB ({hub_mb / bare_mb:.2f}x), service {ours_mb * 1024:.1f} KB "
-        f"({ours_mb / bare_mb:.2f}x)"
+        f"{hub_mb * 1024:.1f} KB ({hub_mb / bare_mb:.2f}x)"
+        + (f", service {service[0] * 1024:.1f} KB ({service[0] / bare_mb:.2f}x)" if service else "")
+    )
+    print(
+        "  GC-tracked objects per connection: bare aiohttp "
+        f"{bare_run.objects_per_connection:.0f}, hub alone {hub_run.objects_per_connection:.0f}"
     )
     print(
         "  server side, publish until every frame is in its socket, median ms: "
-        f"bare {statistics.median(bare_fan_out):.0f}, hub {statistics.median(hub_fan_out):.0f}"
-    )
-    for label, pauses in (("bare", bare_gc), ("hub", hub_gc)):
-        print(
-            f"  full GCs during the {label} rounds: {len(pauses)}"
-            + (f", longest {max(pauses):.0f} ms" if pauses else "")
+        f"bare {statistics.median(bare_run.fan_out):.0f}, "
+        f"hub {statistics.median(hub_run.fan_out):.0f}"
+        + (
+            f", floor (transport.write loop) {statistics.median(bare_run.floor_fan_out):.0f}"
+            if args.floor
+            else ""
         )
+    )
+    print(f"  hub frames queued behind a backlog during the rounds: {hub_run.queued}")
+    print(
+        "  full GCs while connecting: "
+        + gc_line("bare", bare_run.gc_connecting)
+        + ", "
+        + gc_line("hub", hub_run.gc_connecting)
+    )
+    print(
+        "  full GCs during the rounds: "
+        + gc_line("bare", bare_run.gc_rounds)
+        + ", "
+        + gc_line("hub", hub_run.gc_rounds)
+    )
     print("  publish -> received, ms:      p50      p99      max   p99 of a round: median  worst")
-    for label, stats in (
-        ("bare aiohttp send_str loop", bare),
-        ("Hub alone, one publish", hub),
-        ("service archive_generated", generated),
-        ("service archive_progress", progress),
-    ):
+    rows = [("bare aiohttp send_str loop", bare)]
+    if args.floor:
+        rows.append(("floor: transport.write loop", summary(bare_run.rows, "floor", n)))
+    rows.append(("Hub alone, one publish", hub))
+    generated = None
+    if service:
+        generated = summary(service[1], "archive_generated", n)
+        rows.append(("service archive_generated", generated))
+        rows.append(("service archive_progress", summary(service[1], "archive_progress", n)))
+    for label, stats in rows:
         print(
             f"  {label:<27} {stats['p50']:8.1f} {stats['p99']:8.1f} {stats['max']:8.1f}"
             f"                 {stats['median_round_p99']:8.1f} {stats['worst_round_p99']:6.1f}"
         )
     print(
-        f"  p99 ratios against bare: hub {hub['p99'] / bare['p99']:.2f}x, service "
-        f"archive_generated {generated['p99'] / bare['p99']:.2f}x  (target p99 < 100 ms)"
+        f"  p99 ratios against bare: hub {hub['p99'] / bare['p99']:.2f}x"
+        + (
+            f", service archive_generated {generated['p99'] / bare['p99']:.2f}x"
+            if generated
+            else ""
+        )
+        + "  (target p99 < 100 ms)"
     )
 
 
