@@ -128,8 +128,7 @@ async def test_sigterm_closes_sockets_with_1001_and_exits_cleanly(
     app_key = json.loads((service.data / "keys" / "secrets.json").read_text())["app_key"]
     async with aiohttp.ClientSession() as http:
         sockets = [
-            await http.ws_connect(f"{base}/ws/app/{app_key}?protocol=7&client=py")
-            for _ in range(3)
+            await http.ws_connect(f"{base}/ws/app/{app_key}?protocol=7&client=py") for _ in range(3)
         ]
         for ws in sockets:
             assert (await ws.receive_json(timeout=5))["event"] == "pusher:connection_established"

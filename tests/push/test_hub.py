@@ -487,7 +487,7 @@ async def test_backlog_over_the_queue_closes_with_4100(start: Start) -> None:
     ws, socket_id = await connect(client)
     await subscribe(ws, socket_id)
     blob = "x" * 256_000
-    reached = []
+    reached: list[int] = []
     while not reached or reached[-1] == 1:  # the client reads nothing meanwhile
         assert len(reached) < 400, "the socket was never cut off"
         reached.append(hub.publish(CHANNEL, EVENT, {"n": len(reached), "blob": blob}))
