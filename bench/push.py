@@ -30,11 +30,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
 import os
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,11 +47,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from common import api as _api
+from common import free_port, rss_mb, wait_port
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PASSWORD = "bench-password"  # noqa: S105 - a throwaway account in a temp directory
 DEVICE = "bench-phone"
+api = functools.partial(_api, device=DEVICE)
 EVENT = "App\\Events\\TokenPush"
 PAD = 700  # bytes of filler in the bare server's frame, to match an archive event's size
 
@@ -172,52 +176,11 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 """
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    """Block until something accepts on 127.0.0.1:port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listens on port {port}")
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, in MB (2^20 bytes)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def raise_nofile() -> int:
     """Lift the soft open-files limit to the hard one (children inherit it); the new limit."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
-
-
-def api(port: int, method: str, path: str, token: str | None, body: Any = None) -> Any:
-    """One JSON request to the service as the ios-cctv bench device."""
-    headers = {"X-Client": "ios-cctv", "X-UUID": DEVICE, "Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers=headers,
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - loopback only
-        return json.load(response)
 
 
 # Client processes
