@@ -3,13 +3,56 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+NGINX_CONF = """
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    client_body_temp_path {work}/nginx-body;
+    proxy_temp_path {work}/nginx-proxy;
+    fastcgi_temp_path {work}/nginx-fastcgi;
+    uwsgi_temp_path {work}/nginx-uwsgi;
+    scgi_temp_path {work}/nginx-scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location = /get {{
+            default_type video/mp4;
+            rewrite ^ /{name} break;
+        }}
+        location = /list {{
+            default_type application/json;
+            return 200 '{listing}';
+        }}
+        location /archives/ {{
+            default_type video/mp4;
+            alias {archives}/;
+        }}
+    }}
+}}
+"""
 
 
 def free_port() -> int:
@@ -61,3 +104,36 @@ def api(
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback
         return json.load(response)
+
+
+@contextmanager
+def nginx_media_server(
+    work: Path, mp4: Path, start: datetime, archives: Path | None = None
+) -> Iterator[int]:
+    """nginx (sendfile on) on a loopback port playing a media server for `mp4`; its port.
+
+    `/get` answers the file, `/list` a day-long span from `start`; with `archives`, the
+    service's archive directory is served under /archives/ as the baseline for serving.
+    """
+    port = free_port()
+    listing = json.dumps(
+        [{"start": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "duration": 86400.0, "url": "x"}]
+    )
+    conf = work / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(
+            work=work,
+            port=port,
+            root=mp4.parent,
+            name=mp4.name,
+            listing=listing,
+            archives=archives or work / "no-archives",
+        )
+    )
+    process = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)])
+    try:
+        wait_port(port)
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

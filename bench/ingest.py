@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import shutil
 import signal
@@ -26,13 +25,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from common import api as _api
-from common import free_port, rss_mb, wait_port
+from common import free_port, nginx_media_server, rss_mb, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-password"  # noqa: S105 - a throwaway account in a temp directory
@@ -40,39 +37,6 @@ DEVICE = "bench-phone"
 
 api = functools.partial(_api, device=DEVICE)
 MB = 1_000_000
-
-NGINX_CONF = """
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 100000;
-    client_body_temp_path {work}/nginx-body;
-    proxy_temp_path {work}/nginx-proxy;
-    fastcgi_temp_path {work}/nginx-fastcgi;
-    uwsgi_temp_path {work}/nginx-uwsgi;
-    scgi_temp_path {work}/nginx-scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-        location = /get {{
-            default_type video/mp4;
-            rewrite ^ /{name} break;
-        }}
-        location = /list {{
-            default_type application/json;
-            return 200 '{listing}';
-        }}
-    }}
-}}
-"""
 
 
 def make_mp4(work: Path, clip_seconds: int, loops: int) -> Path:
@@ -89,26 +53,6 @@ def make_mp4(work: Path, clip_seconds: int, loops: int) -> Path:
     subprocess.run([*quiet, *loop, "-c", "copy", "-movflags", "+faststart", str(big)], check=True)
     clip.unlink()
     return big
-
-
-@contextmanager
-def nginx_media_server(work: Path, mp4: Path, start: datetime) -> Iterator[int]:
-    """nginx on a loopback port answering /get with `mp4` and /list with a day-long span."""
-    port = free_port()
-    listing = json.dumps(
-        [{"start": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "duration": 86400.0, "url": "x"}]
-    )
-    conf = work / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(work=work, port=port, root=mp4.parent, name=mp4.name, listing=listing)
-    )
-    process = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)])
-    try:
-        wait_port(port)
-        yield port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def fsync_file(path: Path) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import re
 import shutil
@@ -24,14 +23,12 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from common import api as _api
-from common import free_port, rss_mb, wait_port
+from common import free_port, nginx_media_server, rss_mb, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-password"  # noqa: S105 - a throwaway account in a temp directory
@@ -39,43 +36,6 @@ DEVICE = "bench-phone"
 
 api = functools.partial(_api, device=DEVICE)
 MB = 1_000_000
-
-NGINX_CONF = """
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 100000;
-    client_body_temp_path {work}/nginx-body;
-    proxy_temp_path {work}/nginx-proxy;
-    fastcgi_temp_path {work}/nginx-fastcgi;
-    uwsgi_temp_path {work}/nginx-uwsgi;
-    scgi_temp_path {work}/nginx-scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-        location = /get {{
-            default_type video/mp4;
-            rewrite ^ /{name} break;
-        }}
-        location = /list {{
-            default_type application/json;
-            return 200 '{listing}';
-        }}
-        location /archives/ {{
-            default_type video/mp4;
-            alias {archives}/;
-        }}
-    }}
-}}
-"""
 
 
 def make_mp4(work: Path, clip_seconds: int) -> Path:
@@ -87,33 +47,6 @@ def make_mp4(work: Path, clip_seconds: int) -> Path:
     output = ["-pix_fmt", "yuv420p", "-movflags", "+faststart", str(mp4)]
     subprocess.run([*quiet, *source, "-t", str(clip_seconds), *encode, *output], check=True)
     return mp4
-
-
-@contextmanager
-def nginx(work: Path, mp4: Path, archives: Path, start: datetime) -> Iterator[int]:
-    """nginx on a loopback port: a media server for `mp4`, and DATA/archives under /archives/."""
-    port = free_port()
-    listing = json.dumps(
-        [{"start": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "duration": 86400.0, "url": "x"}]
-    )
-    conf = work / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(
-            work=work,
-            port=port,
-            root=mp4.parent,
-            name=mp4.name,
-            listing=listing,
-            archives=archives,
-        )
-    )
-    process = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)])
-    try:
-        wait_port(port)
-        yield port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def ready_archive(port: int, token: str, moment: datetime) -> dict[str, Any]:
@@ -194,7 +127,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=23)
     data = work / "data"
     archives = data / "archives"
-    with nginx(work, mp4, archives, start) as nginx_port:
+    with nginx_media_server(work, mp4, start, archives=archives) as nginx_port:
         port = free_port()
         env = {**os.environ, "VMS_DATA_DIR": str(data), "VMS_PORT": str(port)}
         env |= {"VMS_MEDIA_PORT": "0", "VMS_DEMO_CAMERAS": "false"}

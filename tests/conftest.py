@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -167,3 +170,32 @@ def bearer(
 def rfc3339(moment: datetime) -> str:
     """A UTC RFC 3339 string for a query."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The node binary, with pusher-js and laravel-echo installed from package-lock.json.
+
+    Skipped where node is missing, but under CI (which installs it) that is a failure.
+    """
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        if os.environ.get("CI"):
+            pytest.fail("node and npm are missing; scripts/setup.sh test installs them")
+        pytest.skip("node and npm are needed for the pusher-js tests")
+    installed = all(
+        (NODE_DIR / "node_modules" / name / "package.json").exists()
+        for name in ("pusher-js", "laravel-echo")
+    )
+    if not installed:
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            check=True,
+            timeout=300,
+            capture_output=True,
+        )
+    return node

@@ -7,8 +7,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -29,27 +27,6 @@ PHONE = "phone-e2e"
 X_CLIENT = "ios-cctv"
 
 Record = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    """The node binary, with pusher-js and laravel-echo installed from package-lock.json."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed for the pusher-js test")
-    installed = all(
-        (NODE_DIR / "node_modules" / name / "package.json").exists()
-        for name in ("pusher-js", "laravel-echo")
-    )
-    if not installed:
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
-            check=True,
-            timeout=300,
-            capture_output=True,
-        )
-    return node
 
 
 class Phone:

@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +23,6 @@ APP_KEY, APP_SECRET = "vms-test-key", "vms-test-secret"
 CHANNEL = "private-token.abc"
 FORGED = "private-user.forged"
 EVENT = "App\\Events\\TokenPush"
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    """The node binary, with pusher-js and laravel-echo installed from package-lock.json."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed for the pusher-js test")
-    installed = all(
-        (NODE_DIR / "node_modules" / name / "package.json").exists()
-        for name in ("pusher-js", "laravel-echo")
-    )
-    if not installed:
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
-            check=True,
-            timeout=300,
-            capture_output=True,
-        )
-    return node
 
 
 def make_app(hub: Hub) -> web.Application:
