@@ -16,16 +16,15 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-from common import free_port, rss_mb, wait_port
+from common import free_port, require_tools, rss_mb, wait_port, write_footage
 
 ROOT = Path(__file__).resolve().parent.parent
 
 sys.path.insert(0, str(ROOT))
 
-from vms.mediaserver.synthetic import write_segment  # noqa: E402
 
 HELLO = """
 from aiohttp import web
@@ -60,22 +59,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, nargs="+", default=[32, 64])
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is missing: apt-get install wrk")
+    require_tools("wrk")
     python = sys.executable
     work = Path(tempfile.mkdtemp(prefix="bench-api-"))
     data = work / "data"
-    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=12)
-    (data / "recordings" / "camera1").mkdir(parents=True)
-    for minute in range(10):
-        write_segment(
-            data / "recordings" / "camera1",
-            "Gate",
-            start + timedelta(minutes=minute),
-            60,
-            fps=2,
-            size=(160, 96),
-        )
+    start = write_footage(data, 10)
     port, media_port, hello_port = free_port(), free_port(), free_port()
     env = {**os.environ, "VMS_DATA_DIR": str(data), "VMS_PORT": str(port)}
     env |= {"VMS_MEDIA_PORT": str(media_port), "VMS_DEMO_CAMERAS": "false"}

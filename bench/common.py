@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,25 @@ http {{
     }}
 }}
 """
+
+
+def require_tools(*tools: str) -> None:
+    """Stop with the apt-get line to run when a Debian tool the benchmark drives is missing."""
+    for tool in tools:
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: apt-get install {tool}")
+
+
+def write_footage(data: Path, minutes: int) -> datetime:
+    """Small real recordings of camera1 in DATA/recordings, ending 2 minutes ago; their start."""
+    from vms.mediaserver.synthetic import write_segment
+
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=minutes + 2)
+    camera = data / "recordings" / "camera1"
+    camera.mkdir(parents=True)
+    for minute in range(minutes):
+        write_segment(camera, "Gate", start + timedelta(minutes=minute), 60, fps=2, size=(160, 96))
+    return start
 
 
 def free_port() -> int:

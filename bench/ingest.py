@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from common import api as _api
-from common import free_port, nginx_media_server, rss_mb, wait_port
+from common import free_port, nginx_media_server, require_tools, rss_mb, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-password"  # noqa: S105 - a throwaway account in a temp directory
@@ -148,9 +148,7 @@ def main() -> None:
         "--profile", type=Path, help="py-spy record the service into this file (collapsed stacks)"
     )
     args = parser.parse_args()
-    for tool in ("ffmpeg", "nginx", "curl"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} is missing: apt-get install {tool}")
+    require_tools("ffmpeg", "nginx", "curl")
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
         run(work, args)

@@ -48,7 +48,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from common import api as _api
-from common import free_port, rss_mb, wait_port
+from common import free_port, rss_mb, wait_port, write_footage
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,7 +59,29 @@ api = functools.partial(_api, device=DEVICE)
 EVENT = "App\\Events\\TokenPush"
 PAD = 700  # bytes of filler in the bare server's frame, to match an archive event's size
 
-BARE = """
+# Served by both embedded servers: full GC pauses and object counts, read over HTTP.
+GC_PROBE = """
+# Full (generation 2) garbage collections stop the loop; record how long each takes.
+import gc
+pauses, _gc_start = [], [0.0]
+def _gc_watch(phase, info):
+    if phase == "start":
+        _gc_start[0] = time.perf_counter()
+    elif info["generation"] == 2:
+        pauses.append((time.time(), (time.perf_counter() - _gc_start[0]) * 1000))
+gc.callbacks.append(_gc_watch)
+
+async def gc_pauses(request):
+    since, until = float(request.query["since"]), float(request.query.get("until", "inf"))
+    return web.json_response([ms for at, ms in pauses if since <= at < until])
+
+async def objects(request):
+    gc.collect()
+    return web.json_response(len(gc.get_objects()))
+"""
+
+BARE = (
+    """
 import asyncio, json, struct, sys, time
 from aiohttp import web
 
@@ -92,34 +114,20 @@ async def publish(request):
             await ws.send_str(frame)
     return web.json_response({"sent": len(sockets), "ms": (time.time() - started) * 1000})
 
-# Full (generation 2) garbage collections stop the loop; record how long each takes.
-import gc
-pauses, _gc_start = [], [0.0]
-def _gc_watch(phase, info):
-    if phase == "start":
-        _gc_start[0] = time.perf_counter()
-    elif info["generation"] == 2:
-        pauses.append((time.time(), (time.perf_counter() - _gc_start[0]) * 1000))
-gc.callbacks.append(_gc_watch)
-
-async def gc_pauses(request):
-    since, until = float(request.query["since"]), float(request.query.get("until", "inf"))
-    return web.json_response([ms for at, ms in pauses if since <= at < until])
-
-async def objects(request):
-    gc.collect()
-    return web.json_response(len(gc.get_objects()))
-
-app = web.Application()
+"""
+    + GC_PROBE
+    + """app = web.Application()
 app.router.add_get("/gc", gc_pauses)
 app.router.add_get("/objects", objects)
 app.router.add_get("/ws", ws_handler)
 app.router.add_post("/publish", publish)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 """
+)
 
 
-HUB = """
+HUB = (
+    """
 import asyncio, json, sys, time
 from aiohttp import web
 from vms.push.hub import Hub
@@ -147,25 +155,9 @@ async def publish(request):
 async def close(app):
     await hub.close_all()
 
-# Full (generation 2) garbage collections stop the loop; record how long each takes.
-import gc
-pauses, _gc_start = [], [0.0]
-def _gc_watch(phase, info):
-    if phase == "start":
-        _gc_start[0] = time.perf_counter()
-    elif info["generation"] == 2:
-        pauses.append((time.time(), (time.perf_counter() - _gc_start[0]) * 1000))
-gc.callbacks.append(_gc_watch)
-
-async def gc_pauses(request):
-    since, until = float(request.query["since"]), float(request.query.get("until", "inf"))
-    return web.json_response([ms for at, ms in pauses if since <= at < until])
-
-async def objects(request):
-    gc.collect()
-    return web.json_response(len(gc.get_objects()))
-
-app = web.Application()
+"""
+    + GC_PROBE
+    + """app = web.Application()
 app.router.add_get("/gc", gc_pauses)
 app.router.add_get("/objects", objects)
 app.router.add_get("/ws/app/{app_key}", hub.handle)
@@ -174,6 +166,7 @@ app.router.add_post("/publish", publish)
 app.on_shutdown.append(close)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 """
+)
 
 
 def raise_nofile() -> int:
@@ -526,21 +519,9 @@ def run_service(
     args: argparse.Namespace, work: Path
 ) -> tuple[float, list[tuple[str, str, float]], float, int]:
     """The service: (MB per connection, latencies, seconds to connect, hub connections)."""
-    from vms.mediaserver.synthetic import write_segment
-
     python = sys.executable
     data = work / "data"
-    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=8)
-    (data / "recordings" / "camera1").mkdir(parents=True)
-    for minute in range(6):
-        write_segment(
-            data / "recordings" / "camera1",
-            "Gate",
-            start + timedelta(minutes=minute),
-            60,
-            fps=2,
-            size=(160, 96),
-        )
+    start = write_footage(data, 6)
     port, media_port = free_port(), free_port()
     env = {**os.environ, "VMS_DATA_DIR": str(data), "VMS_PORT": str(port)}
     env |= {"VMS_MEDIA_PORT": str(media_port), "VMS_DEMO_CAMERAS": "false"}

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from common import api as _api
-from common import free_port, nginx_media_server, rss_mb, wait_port
+from common import free_port, nginx_media_server, require_tools, rss_mb, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-password"  # noqa: S105 - a throwaway account in a temp directory
@@ -110,9 +110,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--clip-seconds", type=int, default=5)
     args = parser.parse_args()
-    for tool in ("ffmpeg", "nginx", "wrk"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} is missing: apt-get install {tool}")
+    require_tools("ffmpeg", "nginx", "wrk")
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     try:
         run(work, args)

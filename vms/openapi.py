@@ -20,6 +20,22 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _string_fields_body(*names: str) -> dict[str, Any]:
+    """A required body of string fields, as JSON or as a form."""
+    schema = {
+        "type": "object",
+        "required": list(names),
+        "properties": {name: {"type": "string"} for name in names},
+    }
+    return {
+        "required": True,
+        "content": {
+            media: {"schema": schema}
+            for media in ("application/json", "application/x-www-form-urlencoded")
+        },
+    }
+
+
 def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Message"), description)
 
@@ -158,22 +174,7 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "summary": "Log in: open a device session and get an access token.",
                 "parameters": _DEVICE_HEADERS,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        media: {
-                            "schema": {
-                                "type": "object",
-                                "required": ["login", "password"],
-                                "properties": {
-                                    "login": {"type": "string"},
-                                    "password": {"type": "string"},
-                                },
-                            }
-                        }
-                        for media in ("application/json", "application/x-www-form-urlencoded")
-                    },
-                },
+                "requestBody": _string_fields_body("login", "password"),
                 "responses": {
                     "200": _json(
                         {
@@ -357,22 +358,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "Authorise a socket's subscription to one of the caller's channels.",
                 "description": "Also served at `/broadcasting/auth`.",
                 "security": _BEARER,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        media: {
-                            "schema": {
-                                "type": "object",
-                                "required": ["socket_id", "channel_name"],
-                                "properties": {
-                                    "socket_id": {"type": "string"},
-                                    "channel_name": {"type": "string"},
-                                },
-                            }
-                        }
-                        for media in ("application/json", "application/x-www-form-urlencoded")
-                    },
-                },
+                "requestBody": _string_fields_body("socket_id", "channel_name"),
                 "responses": {
                     "200": _json(
                         {

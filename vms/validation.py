@@ -161,6 +161,9 @@ class DeviceHeadersSchema(_LaravelSchema):
     device = _DeviceId("X-UUID", data_key="X-UUID")
 
 
+DEVICE_HEADERS = DeviceHeadersSchema()
+
+
 class LoginSchema(_LaravelSchema):
     """POST /api/v1/token."""
 

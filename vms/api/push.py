@@ -12,10 +12,9 @@ from vms.api.errors import ApiError
 from vms.api.sessions import authenticated, read_body
 from vms.auth import Throttle
 from vms.push.signing import sign_channel
-from vms.validation import DeviceHeadersSchema, ValidationFailed, header_values
+from vms.validation import DEVICE_HEADERS, ValidationFailed, header_values
 
 _SOCKET_ID = re.compile(r"^\d{1,20}\.\d{1,20}$")
-_device_headers = DeviceHeadersSchema()
 
 
 def wsurl_throttle() -> Throttle:
@@ -25,7 +24,7 @@ def wsurl_throttle() -> Throttle:
 
 async def wsurl(request: web.Request) -> web.Response:
     """GET /api/v1/wsurl: the WebSocket address and app key for Pusher clients."""
-    device = _device_headers.validated(header_values(request))["device"]
+    device = DEVICE_HEADERS.validated(header_values(request))["device"]
     throttle = request.app[keys.WSURL_THROTTLE]
     retry_after = throttle.retry_after(device)
     if retry_after:

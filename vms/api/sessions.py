@@ -12,11 +12,10 @@ from vms.api.errors import ApiError
 from vms.auth import InvalidCredentials, Principal, Unauthenticated
 from vms.dates import utcnow
 from vms.resources import user_resource
-from vms.validation import DeviceHeadersSchema, LoginSchema, ValidationFailed, header_values
+from vms.validation import DEVICE_HEADERS, LoginSchema, ValidationFailed, header_values
 
 _CREDENTIALS = "These credentials do not match our records."
 _login_schema = LoginSchema()
-_device_headers = DeviceHeadersSchema()
 
 
 async def read_body(request: web.Request) -> dict[str, Any]:
@@ -53,7 +52,7 @@ async def authenticated(request: web.Request, *, device_headers: bool = True) ->
         request.headers.get("Authorization"), devices[0] if devices else None
     )
     if device_headers:
-        _device_headers.validated(header_values(request))
+        DEVICE_HEADERS.validated(header_values(request))
     return principal
 
 
