@@ -59,6 +59,7 @@ class Forge:
         """Claims exactly like the real token's, with `changes` applied (None removes one)."""
         now = int(time.time())
         claims: dict[str, Any] = {
+            "iss": self.client.app[keys.CONFIG].base_url,
             "aud": "vms-api",
             "jti": self.answer["user"]["access_token_id"],
             "sub": str(self.answer["user"]["id"]),
@@ -185,6 +186,21 @@ ATTACKS: dict[str, Callable[[Forge], tuple[str | None, str]]] = {
     "aud-missing": lambda f: ("Bearer " + f.signed(aud=None), DEVICE),
     "exp-missing": lambda f: ("Bearer " + f.signed(exp=None), DEVICE),
     "exp-not-a-number": lambda f: ("Bearer " + f.signed(exp="tomorrow"), DEVICE),
+    # PyJWT reads a numeric string as a number; the service must not (it is used twice below).
+    "exp-numeric-string": lambda f: (
+        "Bearer " + f.signed(exp=str(int(time.time()) + 3600)),
+        DEVICE,
+    ),
+    "exp-boolean": lambda f: ("Bearer " + f.signed(exp=True), DEVICE),
+    "iat-string": lambda f: ("Bearer " + f.signed(iat=str(int(time.time()))), DEVICE),
+    "iss-missing": lambda f: ("Bearer " + f.signed(iss=None), DEVICE),
+    "iss-other": lambda f: ("Bearer " + f.signed(iss="https://other.example"), DEVICE),
+    "sub-integer": lambda f: ("Bearer " + f.signed(sub=f.answer["user"]["id"]), DEVICE),
+    "aud-list": lambda f: ("Bearer " + f.signed(aud=["vms-api", "media-server"]), DEVICE),
+    "jti-trailing-newline": lambda f: (
+        "Bearer " + f.signed(jti=f.answer["user"]["access_token_id"] + "\n"),
+        DEVICE,
+    ),
     "sub-missing": lambda f: ("Bearer " + f.signed(sub=None), DEVICE),
     "sub-of-another-user": lambda f: ("Bearer " + f.signed(sub="2"), DEVICE),
     "jti-missing": lambda f: ("Bearer " + f.signed(jti=None), DEVICE),
@@ -197,7 +213,7 @@ ATTACKS: dict[str, Callable[[Forge], tuple[str | None, str]]] = {
     "other-ed25519-key": lambda f: ("Bearer " + _other_ed25519(f), DEVICE),
     "other-rsa-key": lambda f: ("Bearer " + _other_rsa(f), DEVICE),
     "media-token": lambda f: (
-        "Bearer " + f.client.app[keys.AUTH].media_token("camera1", utcnow()),
+        "Bearer " + f.client.app[keys.AUTH].media_token("camera1", utcnow(), utcnow(), utcnow()),
         DEVICE,
     ),
     "other-device": lambda f: (f"Bearer {f.answer['access_token']}", "device-b"),

@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from vms import keys, openapi
-from vms.api import archive, files, push, sessions
+from vms.api import archive, files, mediamtx, push, sessions
 from vms.api.errors import api_errors
 from vms.archive.cleanup import cleanup_forever
 from vms.archive.files import ArchiveFiles
@@ -27,6 +27,7 @@ from vms.dates import utcnow
 from vms.db import Database
 from vms.keystore import load_or_create
 from vms.logs import AccessLogger, scrub_library_logs
+from vms.mediaserver.auth import StaticKeys
 from vms.push.hub import Hub
 from vms.validation import ArchiveLinkSchema, DownloadListSchema
 from vms.web.routes import setup_pages
@@ -39,6 +40,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data_dir, 0o700)
     app[keys.KEYSTORE] = load_or_create(config.keys_dir)
+    app[keys.MEDIA_KEYS] = StaticKeys(app[keys.KEYSTORE].jwks())
     app[keys.DB] = db = await Database.open(config.database_path)
     app[keys.AUTH] = Authenticator(config, db, app[keys.KEYSTORE])
     yield
@@ -56,7 +58,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.LIST_SCHEMA] = DownloadListSchema(config.tz)
     async with aiohttp.ClientSession(auto_decompress=False) as http:
         app[keys.HTTP] = http
-        app[keys.MEDIA] = media = MediaClient(http, lambda path: auth.media_token(path, utcnow()))
+        app[keys.MEDIA] = media = MediaClient(
+            http, lambda path, start, end: auth.media_token(path, start, end, utcnow())
+        )
         app[keys.LINKS] = LinkService(app[keys.DB], auth, media)
         archive_files = ArchiveFiles(config.archives_dir, config.base_url, keystore.url_secret)
         app[keys.ARCHIVES] = archives = ArchiveService(
@@ -82,12 +86,11 @@ async def _media_server(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     from vms.mediaserver.app import create_media_app
-    from vms.mediaserver.auth import StaticKeys
     from vms.mediaserver.demo import DemoCamera, DemoRecorder
 
     config.recordings_dir.mkdir(parents=True, exist_ok=True)
     media_app = create_media_app(
-        config.recordings_dir, StaticKeys(app[keys.KEYSTORE].jwks()), public_url=config.media_url
+        config.recordings_dir, app[keys.MEDIA_KEYS], public_url=config.media_url
     )
     runner = web.AppRunner(media_app, access_log_class=AccessLogger)
     await runner.setup()
@@ -135,6 +138,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/api/v1/cameras/{camera}/archive/link", archive.archive_link)
     app.router.add_get("/api/v1/downloads", archive.list_downloads)
     app.router.add_get("/api/v1/downloads/{id}", archive.show_download)
+    app.router.add_post("/api/v1/mediamtx/auth", mediamtx.mediamtx_auth)
     app.router.add_get("/api/v1/wsurl", push.wsurl)
     app.router.add_post("/api/v1/broadcasting/auth", push.broadcasting_auth)
     app.router.add_post("/broadcasting/auth", push.broadcasting_auth)

@@ -17,21 +17,23 @@ from vms.config import Config
 from vms.dates import utcnow
 from vms.db import Database
 from vms.keystore import Keystore
+from vms.mediaserver.auth import RANGE_CLAIM
 from vms.models import Session, User
 from vms.passwords import hash_password, verify_password
 
 API_AUDIENCE = "vms-api"
 MEDIA_AUDIENCE = "media-server"
 ALGORITHM = "EdDSA"
-_JTI = re.compile(r"^[0-9a-f]{80}$")
+_JTI = re.compile(r"^[0-9a-f]{80}\Z")
+# A compact JWS: three base64url parts. Anything else (a stray byte that is not ASCII, say)
+# is refused before a JWT library sees it.
+_COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\Z")
+_SUBJECT = re.compile(r"^[1-9][0-9]{0,17}\Z")
 _SESSION_CACHE_SIZE = 10_000
 _SESSION_CACHE_TTL = 30.0
 # Verifying a signature is the costliest step of a request; a token already verified is
 # remembered (until its exp) so clients that reuse it, as all do, pay for it once.
 _VERIFIED_CACHE_SIZE = 10_000
-# A media token is reused for links made within this many seconds; each still has nearly
-# the whole media token lifetime left when handed out.
-_MEDIA_TOKEN_REUSE = 30.0
 
 
 class Unauthenticated(Exception):
@@ -105,9 +107,9 @@ class Authenticator:
         self._db = db
         self._keys = keys
         self._public_key = keys.public_key
+        self._issuer = config.base_url
         self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._media_tokens: dict[str, tuple[float, str]] = {}
         self.login_throttle = Throttle(config.login_attempts, config.login_window)
         self.address_throttle = Throttle(config.login_attempts * 4, config.login_window)
 
@@ -144,6 +146,7 @@ class Authenticator:
         )
         token = self._sign(
             {
+                "iss": self._issuer,
                 "aud": API_AUDIENCE,
                 "jti": session.id,
                 "sub": str(user.id),
@@ -182,12 +185,10 @@ class Authenticator:
         if not authorization or not authorization.startswith("Bearer "):
             raise Unauthenticated
         token = authorization[7:].strip()
-        if not token or len(token) > 4096:
+        if len(token) > 4096 or not _COMPACT_JWS.match(token):
             raise Unauthenticated
         claims = self._verify(token)
         session_id = claims["jti"]
-        if not isinstance(session_id, str) or not _JTI.match(session_id):
-            raise Unauthenticated
         principal = await self._principal(session_id)
         if (
             principal is None
@@ -210,10 +211,13 @@ class Authenticator:
                 self._public_key,
                 algorithms=[ALGORITHM],
                 audience=API_AUDIENCE,
-                options={"require": ["aud", "exp", "iat", "sub", "jti"]},
+                issuer=self._issuer,
+                options={"require": ["aud", "exp", "iat", "iss", "sub", "jti"]},
             )
         except jwt.PyJWTError:
             raise Unauthenticated from None
+        if not _claims_well_typed(claims):
+            raise Unauthenticated
         self._verified[token] = claims
         while len(self._verified) > _VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
@@ -228,24 +232,53 @@ class Authenticator:
         self._cache.pop(session_id, None)
         return ended
 
-    def media_token(self, path: str, now: datetime) -> str:
-        """A short-lived token that lets its bearer play back one media server path."""
-        reused = self._media_tokens.get(path)
-        if reused is not None and time.monotonic() < reused[0]:
-            return reused[1]
-        token = self._sign(
-            {
-                "aud": MEDIA_AUDIENCE,
-                "iat": int(now.timestamp()),
-                "exp": int(now.timestamp() + self._config.media_token_ttl),
-                "mediamtx_permissions": [{"action": "playback", "path": path}],
-            }
-        )
-        if len(self._media_tokens) > _SESSION_CACHE_SIZE:
-            self._media_tokens.clear()
-        reuse = min(_MEDIA_TOKEN_REUSE, self._config.media_token_ttl / 10)
-        self._media_tokens[path] = (time.monotonic() + reuse, token)
-        return token
+    def media_token(
+        self,
+        path: str,
+        start: datetime,
+        end: datetime,
+        now: datetime,
+        *,
+        user_id: int | None = None,
+    ) -> str:
+        """A short-lived token that lets its bearer play back one path between start and end.
+
+        MediaMTX's permissions name a path only; the range claim lets the embedded media
+        server and the `authMethod: http` hook refuse footage outside what was asked for.
+        """
+        claims: dict[str, Any] = {
+            "iss": self._issuer,
+            "aud": MEDIA_AUDIENCE,
+            "iat": int(now.timestamp()),
+            "exp": int(now.timestamp() + self._config.media_token_ttl),
+            "mediamtx_permissions": [{"action": "playback", "path": path}],
+            RANGE_CLAIM: [start.timestamp(), end.timestamp()],
+        }
+        if user_id is not None:
+            claims["sub"] = str(user_id)
+        return self._sign(claims)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _claims_well_typed(claims: dict[str, Any]) -> bool:
+    """Whether every claim the service reads has the type it is read as.
+
+    PyJWT converts some claims while it checks them (a string `exp` passes if it reads as a
+    number); what is cached and compared later must be exactly what the service signs.
+    """
+    return (
+        _is_number(claims["exp"])
+        and _is_number(claims["iat"])
+        and ("nbf" not in claims or _is_number(claims["nbf"]))
+        and isinstance(claims["sub"], str)
+        and _SUBJECT.match(claims["sub"]) is not None
+        and isinstance(claims["jti"], str)
+        and _JTI.match(claims["jti"]) is not None
+        and claims["aud"] == API_AUDIENCE
+    )
 
 
 async def create_user(

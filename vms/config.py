@@ -17,7 +17,7 @@ class ConfigError(ValueError):
     """A setting has a value the service cannot use."""
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*\Z")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -148,7 +148,7 @@ _PARSERS: dict[str, Any] = {
 
 def _parse_url(value: object, name: str) -> str:
     text = str(value).strip().rstrip("/")
-    if text and not re.match(r"^https?://[^/\s]+(/\S*)?$", text):
+    if text and not re.match(r"^https?://[^/\s]+(/\S*)?\Z", text):
         raise ConfigError(f"{name}: expected an http(s) URL")
     return text
 

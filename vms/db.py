@@ -92,6 +92,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX downloads_status ON downloads(kind, status);
     CREATE INDEX downloads_device ON downloads(device, camera_id, range_from, range_to);
     """,
+    # An archive is shared only within its own device session (never across users who send
+    # the same X-UUID), and the per-device cap is counted from an index.
+    """
+    DROP INDEX downloads_device;
+    CREATE INDEX downloads_session_range
+        ON downloads(session_id, camera_id, range_from, range_to) WHERE kind = 'archive';
+    CREATE INDEX downloads_device_status
+        ON downloads(user_id, device, status) WHERE kind = 'archive';
+    """,
 )
 
 _DOWNLOAD_COLUMNS = """
@@ -513,16 +522,16 @@ class Database:
         return [_download(r) for r in rows], int(total_row[0])
 
     async def pending_archive(
-        self, device: str, camera_id: int, range_from: datetime, range_to: datetime
+        self, session_id: str, camera_id: int, range_from: datetime, range_to: datetime
     ) -> Download | None:
-        """The same device's archive of the same camera and range that is pending or on disk."""
+        """This device session's archive of the same camera and range, pending or on disk."""
         row = await self._one(
             f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM}"
-            " WHERE d.kind = 'archive' AND d.device = ? AND d.camera_id = ?"
+            " WHERE d.kind = 'archive' AND d.session_id = ? AND d.camera_id = ?"
             " AND d.range_from = ? AND d.range_to = ? AND d.status IN (?, ?, ?)"
             " ORDER BY d.id DESC LIMIT 1",
             (
-                device,
+                session_id,
                 camera_id,
                 range_from.timestamp(),
                 range_to.timestamp(),

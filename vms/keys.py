@@ -14,12 +14,15 @@ from vms.auth import Authenticator, Throttle
 from vms.config import Config
 from vms.db import Database
 from vms.keystore import Keystore
+from vms.mediaserver.auth import StaticKeys
 from vms.push.hub import Hub
 from vms.validation import ArchiveLinkSchema, DownloadListSchema
 
 CONFIG = web.AppKey[Config]("config")
 DB = web.AppKey[Database]("db")
 KEYSTORE = web.AppKey[Keystore]("keystore")
+# The service's own public keys, as a media server checks media tokens with them.
+MEDIA_KEYS = web.AppKey[StaticKeys]("media_keys")
 AUTH = web.AppKey[Authenticator]("auth")
 HTTP = web.AppKey[aiohttp.ClientSession]("http")
 MEDIA = web.AppKey[MediaClient]("media")

@@ -374,6 +374,53 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/mediamtx/auth": {
+            "post": {
+                "summary": "MediaMTX's external authentication (`authMethod: http`).",
+                "description": "Answers 200 when a media token in `token`, `password`, or the "
+                "`token`/`jwt` parameter of `query` verifies and grants `action` on `path` "
+                "for the time the query asks for. Reads no device headers.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    **{
+                                        name: {"type": "string"}
+                                        for name in (
+                                            "ip",
+                                            "user",
+                                            "password",
+                                            "token",
+                                            "action",
+                                            "path",
+                                            "protocol",
+                                            "query",
+                                            "userAgent",
+                                        )
+                                    },
+                                    "id": {"type": ["string", "null"]},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["status"],
+                            "properties": {"status": {"const": "ok"}},
+                        },
+                        "Allowed.",
+                    ),
+                    "401": unauthenticated,
+                    "413": _error("The body is over 64 KiB."),
+                },
+            }
+        },
     }
 
 

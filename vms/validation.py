@@ -13,7 +13,7 @@ from marshmallow import Schema, ValidationError, fields, validates_schema
 from vms.dates import parse_date, utcnow
 from vms.models import CLIENTS
 
-_PRINTABLE = re.compile(r"^[\x20-\x7e]+$")
+_PRINTABLE = re.compile(r"^[\x20-\x7e]+\Z")
 
 
 class ValidationFailed(Exception):
@@ -84,7 +84,7 @@ class _Date(_Text):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
         tz = getattr(self.parent, "tz", UTC)
-        parsed = parse_date(value.strip(), tz) if isinstance(value, str) else None
+        parsed = parse_date(value, tz) if isinstance(value, str) else None
         if parsed is None:
             raise ValidationError(f"The {self.label} field must be a valid date.")
         return parsed

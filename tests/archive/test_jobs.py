@@ -121,6 +121,34 @@ async def test_same_device_same_range_gets_the_same_download_and_a_fresh_push(
     await pusher.ws.close()
 
 
+async def test_another_user_with_the_same_device_id_never_gets_the_archive(
+    service: Client, footage: Footage
+) -> None:
+    """B logs in with A's X-UUID and asks for the same camera and range: B gets B's own job."""
+    await service.app[keys.DB].grant(2, 1)  # bob may see camera 1 too, as alice does
+    alice = await login(service, "alice", device=PHONE, x_client="ios-cctv")
+    _, first = await _ask(service, alice, footage)
+    await wait_status(service, alice, first["download"]["id"], {"ready"})
+
+    bob = await login(service, "bob", device=PHONE, x_client="ios-cctv")
+    pusher = await PusherClient.connect(service)
+    await pusher.subscribe(service, bob, PHONE)
+    await pusher.next_event("pusher_internal:subscription_succeeded")
+    status, second = await _ask(service, bob, footage)
+    assert status == 202
+    theirs = second["download"]
+    assert theirs["id"] != first["download"]["id"]
+    assert theirs["user_id"] == 2 and theirs["url"] is None
+    done = await pusher.archive_event("archive_generated")
+    assert done["data"]["download"]["id"] == theirs["id"]  # bob hears of his own only
+    # Alice's download stays hers: bob can neither read it nor is it in his list.
+    response = await service.get(
+        f"/api/v1/downloads/{first['download']['id']}", headers=bearer(bob, PHONE, "ios-cctv")
+    )
+    assert response.status == 404
+    await pusher.ws.close()
+
+
 async def test_push_announces_progress_and_the_ready_archive(
     service: Client, footage: Footage
 ) -> None:

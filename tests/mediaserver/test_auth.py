@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -265,3 +266,19 @@ async def test_app_with_remote_jwks_accepts_vms_tokens(
         client = await aiohttp_client(create_media_app(library, RemoteJWKS(remote.url, session)))
         assert (await listing(client, params={"jwt": token()})).status == 200
         assert (await listing(client, params={"jwt": token(key=_other_key())})).status == 401
+
+
+@pytest.mark.parametrize("endpoint", ["/list?path=cam1", "/get?path=cam1&start=x&duration=1"])
+@pytest.mark.parametrize("token", [b"\xff", b"eyJ\xc3(.eyJ.sig"])
+async def test_a_token_that_is_not_utf8_is_401(client: Client, endpoint: str, token: bytes) -> None:
+    """`Authorization: Bearer <bytes that are not UTF-8>` gets MediaMTX's 401, never a 500."""
+    host, port = client.server.host, client.server.port
+    assert host is not None and port is not None
+    reader, writer = await asyncio.open_connection(host, port)
+    head = f"GET {endpoint} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    writer.write(head.encode() + b"Authorization: Bearer " + token + b"\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 ")
+    assert json.loads(body) == {"status": "error", "error": "authentication error"}

@@ -65,7 +65,9 @@ async def _resource(
     if download.kind == Kind.LINK:
         camera = await request.app[keys.DB].visible_camera(principal.user, download.camera_id)
         url = (
-            request.app[keys.LINKS].media_link(camera, download.range_from, download.range_to)
+            request.app[keys.LINKS].media_link(
+                principal.user, camera, download.range_from, download.range_to
+            )
             if camera
             else None
         )

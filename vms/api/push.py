@@ -14,7 +14,7 @@ from vms.auth import Throttle
 from vms.push.signing import sign_channel
 from vms.validation import DEVICE_HEADERS, ValidationFailed, header_values
 
-_SOCKET_ID = re.compile(r"^\d{1,20}\.\d{1,20}$")
+_SOCKET_ID = re.compile(r"^\d{1,20}\.\d{1,20}\Z")
 
 
 def wsurl_throttle() -> Throttle:

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from vms import keys
+from vms import jsontext, keys
 from vms.api.errors import ApiError
 from vms.auth import InvalidCredentials, Principal, Unauthenticated
 from vms.dates import utcnow
@@ -24,7 +24,7 @@ async def read_body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         if request.content_type == "application/json":
-            body = await request.json()
+            body = jsontext.loads(await request.read())
             return body if isinstance(body, dict) else {}
         if request.content_type == "application/x-www-form-urlencoded":
             # Parsed by hand: aiohttp's post() ignores the body of a GET, and the archive
@@ -34,6 +34,8 @@ async def read_body(request: web.Request) -> dict[str, Any]:
         if request.content_type == "multipart/form-data" and request.method == "POST":
             form = await request.post()
             return {k: (v if len(form.getall(k)) == 1 else form.getall(k)) for k, v in form.items()}
+    except jsontext.TooDeep:
+        raise ApiError(400, "The request body is nested too deeply.") from None
     except ValueError:
         return {}
     return {}

@@ -141,7 +141,9 @@ class ArchiveService:
         """Queue an archive for this device, or hand back the same one already underway."""
         session = principal.session
         async with self._request_lock:
-            existing = await self._db.pending_archive(session.device, camera.id, start, end)
+            # Keyed on the device session, which belongs to one user: another user who sends
+            # the same device id never gets this user's archive.
+            existing = await self._db.pending_archive(session.id, camera.id, start, end)
             if existing is not None and (
                 existing.status != Status.READY or self.files.exists(existing.id)
             ):
@@ -287,7 +289,9 @@ class ArchiveService:
         """Stream the media server's MP4 into a partial file, check it, publish it; its size."""
         loop = asyncio.get_running_loop()
         partial = self.files.partial_path(download.id)
-        token = self._auth.media_token(camera.path, self._clock())
+        token = self._auth.media_token(
+            camera.path, download.range_from, download.range_to, self._clock()
+        )
         url = get_url(camera, download.range_from, download.range_to, None, "mp4")
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=10, sock_read=self._config.fetch_read_timeout

@@ -10,7 +10,7 @@ from vms.archive.mediaclient import MediaClient, get_url
 from vms.auth import Authenticator, Principal
 from vms.dates import utcnow
 from vms.db import Database
-from vms.models import Camera, Download, Kind, Status
+from vms.models import Camera, Download, Kind, Status, User
 from vms.validation import parse_id
 
 # Grants change rarely (by the CLI, in another process); a few seconds of caching spares a
@@ -74,9 +74,9 @@ class LinkService:
         if not await self._media.has_recording(camera, start, end):
             raise NoRecording
 
-    def media_link(self, camera: Camera, start: datetime, end: datetime) -> str:
-        """The media server's own download address with a fresh short-lived media token."""
-        token = self._auth.media_token(camera.path, self._clock())
+    def media_link(self, user: User, camera: Camera, start: datetime, end: datetime) -> str:
+        """The media server's own download address with a fresh media token for this range."""
+        token = self._auth.media_token(camera.path, start, end, self._clock(), user_id=user.id)
         return get_url(camera, start, end, token)
 
     async def thick_link(
@@ -92,4 +92,4 @@ class LinkService:
             status=Status.READY,
             now=self._clock(),
         )
-        return record, self.media_link(camera, start, end)
+        return record, self.media_link(principal.user, camera, start, end)

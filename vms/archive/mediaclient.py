@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -14,6 +13,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
+from vms import jsontext
 from vms.dates import format_rfc3339, parse_date, utcnow
 from vms.models import Camera
 
@@ -46,8 +46,8 @@ class Span:
 def parse_spans(body: bytes) -> list[Span]:
     """The entries of a /list reply; MediaUnavailable if it is not what MediaMTX sends."""
     try:
-        entries = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        entries = jsontext.loads(body)
+    except ValueError:
         raise MediaUnavailable("media server sent a list that is not JSON") from None
     if not isinstance(entries, list):
         raise MediaUnavailable("media server sent a list that is not a JSON array")
@@ -90,7 +90,7 @@ class MediaClient:
     def __init__(
         self,
         http: aiohttp.ClientSession,
-        token_for: Callable[[str], str],
+        token_for: Callable[[str, datetime, datetime], str],
         *,
         ttl: float = 10.0,
         clock: Callable[[], datetime] = utcnow,
@@ -138,7 +138,7 @@ class MediaClient:
     async def _ask(self, camera: Camera, start: datetime, end: datetime) -> bool:
         query = {"path": camera.path, "start": format_rfc3339(start), "end": format_rfc3339(end)}
         url = f"{camera.media_server.url.rstrip('/')}/list"
-        headers = {"Authorization": f"Bearer {self._token_for(camera.path)}"}
+        headers = {"Authorization": f"Bearer {self._token_for(camera.path, start, end)}"}
         try:
             async with self._http.get(
                 url, params=query, headers=headers, timeout=aiohttp.ClientTimeout(total=10)

@@ -18,12 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from vms.mediaserver.auth import AuthError, KeySource, authorize, token_from
+from vms.mediaserver.auth import AuthError, KeySource, authorize, check_range, token_from
 from vms.mediaserver.recordings import (
     InfoCache,
     NoSegmentsFound,
@@ -41,10 +42,10 @@ MAX_DURATION = 24 * 3600.0
 WORKERS = 4
 
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})\Z"
 )
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-_GO_DURATION = re.compile(r"^[+-]?((\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h))+$")
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
+_GO_DURATION = re.compile(r"^[+-]?((\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h))+\Z")
 _GO_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h)")
 _JWT_IN_TEXT = re.compile(r"((?:^|[?&\s])jwt=)[^&\s\"]+")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -180,16 +181,29 @@ def _format_param(request: web.Request) -> str:
     return fmt or "fmp4"
 
 
-async def _authorize(request: web.Request, server: MediaServer, path: str) -> None:
+async def _authorize(request: web.Request, server: MediaServer, path: str) -> dict[str, Any]:
     try:
-        await authorize(token_from(request.query, request.headers), server.keys, path)
+        return await authorize(token_from(request.query, request.headers), server.keys, path)
     except AuthError as exc:
-        log.info("connection %s failed to authenticate: %s", request.remote, exc)
-        raise web.HTTPUnauthorized(
-            content_type="application/json",
-            text='{"status":"error","error":"authentication error"}',
-            headers={"WWW-Authenticate": 'Basic realm="mediamtx"'},
-        ) from None
+        raise _unauthorized(request, exc) from None
+
+
+def _check_range(
+    request: web.Request, claims: dict[str, Any], start: datetime | None, end: datetime | None
+) -> None:
+    try:
+        check_range(claims, start, end)
+    except AuthError as exc:
+        raise _unauthorized(request, exc) from None
+
+
+def _unauthorized(request: web.Request, exc: AuthError) -> web.HTTPUnauthorized:
+    log.info("connection %s failed to authenticate: %s", request.remote, exc)
+    return web.HTTPUnauthorized(
+        content_type="application/json",
+        text='{"status":"error","error":"authentication error"}',
+        headers={"WWW-Authenticate": 'Basic realm="mediamtx"'},
+    )
 
 
 async def handle_list(request: web.Request) -> web.StreamResponse:
@@ -197,11 +211,12 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
     server = request.app[MEDIA_SERVER]
     try:
         path = _path_param(request)
-        await _authorize(request, server, path)
+        claims = await _authorize(request, server, path)
         start = _time_param(request, "start", required=False)
         end = _time_param(request, "end", required=False)
     except BadRequest as exc:
         return error_response(400, str(exc))
+    _check_range(request, claims, start, end)
     loop = asyncio.get_running_loop()
     try:
         spans = await loop.run_in_executor(
@@ -238,16 +253,17 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
     server = request.app[MEDIA_SERVER]
     try:
         path = _path_param(request)
-        await _authorize(request, server, path)
+        claims = await _authorize(request, server, path)
         start = _time_param(request, "start", required=True)
         duration = _duration_param(request)
         fmt = _format_param(request)
     except BadRequest as exc:
         return error_response(400, str(exc))
     assert start is not None
+    end = start + timedelta(seconds=duration)
+    _check_range(request, claims, start, end)
     loop = asyncio.get_running_loop()
     cancel = threading.Event()
-    end = start + timedelta(seconds=duration)
     try:
         segments = await loop.run_in_executor(
             server.pool, find_segments, server.recordings, path, start, end

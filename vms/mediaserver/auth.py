@@ -11,22 +11,28 @@ followed by a regular expression searched in the path.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import aiohttp
 import jwt
 from multidict import MultiMapping
 
+from vms import jsontext
+
 log = logging.getLogger(__name__)
 
 ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256"})
 AUDIENCE = "media-server"
 PERMISSIONS_CLAIM = "mediamtx_permissions"
+# The VMS's own claim: [start, end] in Unix seconds that a media token may play back.
+RANGE_CLAIM = "vms_range"
+# Times in a URL are written to the microsecond; allow for the rounding.
+_RANGE_SLACK = 0.001
 _ASYMMETRIC = frozenset({"OKP", "EC", "RSA"})
 
 
@@ -174,7 +180,7 @@ def parse_permissions(claim: object) -> list[Mapping[str, Any]]:
     """The permission entries of the claim: a JSON array, or a string holding one."""
     if isinstance(claim, str):
         try:
-            claim = json.loads(claim)
+            claim = jsontext.loads(claim)
         except ValueError:
             raise AuthError("permissions claim is not JSON") from None
     if not isinstance(claim, list):
@@ -205,10 +211,12 @@ def permits(permissions: Sequence[Mapping[str, Any]], action: str, path: str) ->
 
 async def authorize(
     token: str | None, keys: KeySource, path: str, action: str = "playback"
-) -> None:
-    """Return if `token` allows `action` on `path`; AuthError (with a loggable reason) if not."""
+) -> dict[str, Any]:
+    """The claims of `token` if it allows `action` on `path`; AuthError (loggable) if not."""
     if not token:
         raise AuthError("JWT not provided")
+    if not token.isascii():  # a JWT is base64url; PyJWT would fail to encode the rest
+        raise AuthError("malformed JWT")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError:
@@ -234,3 +242,29 @@ async def authorize(
         raise AuthError(f"claim '{PERMISSIONS_CLAIM}' not found inside JWT")
     if not permits(parse_permissions(claims[PERMISSIONS_CLAIM]), action, path):
         raise AuthError("user doesn't have permission to perform action")
+    return claims
+
+
+def check_range(claims: Mapping[str, Any], start: datetime | None, end: datetime | None) -> None:
+    """AuthError if the token names a range and [start, end] is not inside it.
+
+    A token without the claim (one MediaMTX would accept) is not limited in time; a missing
+    start or end asks for everything on that side, which a limited token does not cover.
+    """
+    if RANGE_CLAIM not in claims:
+        return
+    allowed = claims[RANGE_CLAIM]
+    if (
+        not isinstance(allowed, list)
+        or len(allowed) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in allowed)
+    ):
+        raise AuthError(f"claim '{RANGE_CLAIM}' is malformed")
+    low, high = allowed
+    if (
+        start is None
+        or end is None
+        or start.timestamp() < low - _RANGE_SLACK
+        or end.timestamp() > high + _RANGE_SLACK
+    ):
+        raise AuthError("JWT does not cover the requested time")

@@ -36,8 +36,8 @@ CONCATENATION_TOLERANCE = 1.0
 
 SAMPLE_IS_NON_SYNC = 0x10000
 
-_NAME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})_(\d{2})-(\d{2})-(\d{2})-(\d{6})\.mp4$")
-_PATH_RE = re.compile(r"^[0-9a-zA-Z_\-/.~:]+$")
+_NAME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})_(\d{2})-(\d{2})-(\d{2})-(\d{6})\.mp4\Z")
+_PATH_RE = re.compile(r"^[0-9a-zA-Z_\-/.~:]+\Z")
 _MAX_HEADER = 4 * 1024 * 1024
 _MAX_MOOF = 16 * 1024 * 1024
 

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from vms import jsontext
+
 PROTOCOL_VERSION = 7
 MAX_CHANNEL_NAME = 164  # Pusher's documented limit
 MAX_EVENT_NAME = 200
 
-_CHANNEL_NAME = re.compile(r"^[-a-zA-Z0-9_=@,.;]+$")
+_CHANNEL_NAME = re.compile(r"^[-a-zA-Z0-9_=@,.;]+\Z")
 
 
 class CloseCode(IntEnum):
@@ -75,8 +77,8 @@ def protocol_refusal(protocol: str | None) -> tuple[CloseCode, str] | None:
 def parse_frame(text: str) -> Frame:
     """Decode a client text frame; FrameError when it is not `{"event": str, ...}`."""
     try:
-        message = json.loads(text)
-    except (ValueError, RecursionError):
+        message = jsontext.loads(text)
+    except ValueError:
         raise FrameError("Invalid JSON") from None
     if not isinstance(message, dict):
         raise FrameError("A message must be a JSON object")
@@ -97,8 +99,8 @@ def parse_subscribe(frame: Frame) -> Subscribe:
     if isinstance(data, str):
         # Some clients send data as a JSON string, as servers do.
         try:
-            data = json.loads(data)
-        except (ValueError, RecursionError):
+            data = jsontext.loads(data)
+        except ValueError:
             raise FrameError("The data must be an object") from None
     if not isinstance(data, dict):
         raise FrameError("The data must be an object")

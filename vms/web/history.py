@@ -22,8 +22,8 @@ STATUS_LABELS = {
     Status.FAILED: "Failed",
     Status.EXPIRED: "Expired",
 }
-_ID = re.compile(r"^\d{1,12}$")
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ID = re.compile(r"^\d{1,12}\Z")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 _MAX_PAGE = 1_000_000
 
 
