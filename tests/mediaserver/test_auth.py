@@ -275,8 +275,8 @@ async def test_a_token_that_is_not_utf8_is_401(client: Client, endpoint: str, to
     host, port = client.server.host, client.server.port
     assert host is not None and port is not None
     reader, writer = await asyncio.open_connection(host, port)
-    head = f"GET {endpoint} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-    writer.write(head.encode() + b"Authorization: Bearer " + token + b"\r\n\r\n")
+    request = f"GET {endpoint} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    writer.write(request.encode() + b"Authorization: Bearer " + token + b"\r\n\r\n")
     answer = await reader.read()
     writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
