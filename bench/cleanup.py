@@ -35,6 +35,7 @@ from vms.archive.cleanup import purge_expired  # noqa: E402
 from vms.archive.files import ArchiveFiles  # noqa: E402
 from vms.db import Database  # noqa: E402
 from vms.models import Kind, Status  # noqa: E402
+from vms.urls import Urls  # noqa: E402
 
 TICK = 0.005
 
@@ -93,6 +94,7 @@ async def seed(db: Database, count: int, now: datetime) -> list[int]:
             *(
                 db.create_download(
                     kind=Kind.ARCHIVE,
+                    user=user,
                     session=session,
                     camera=camera,
                     range_from=start + timedelta(minutes=n),
@@ -127,7 +129,7 @@ async def run(work: Path, count: int, size: int) -> None:
     try:
         started = time.perf_counter()
         ids = await seed(db, count, now)
-        files = ArchiveFiles(data / "archives", "http://127.0.0.1:8080", b"bench-secret")
+        files = ArchiveFiles(data / "archives", Urls("http://127.0.0.1:8080", {}), b"bench-secret")
         write_files(files.root, [files.path(i).name for i in ids], size)
         plain_dir = work / "plain"
         write_files(plain_dir, [f"{n}.mp4" for n in range(count)], size)

@@ -129,13 +129,13 @@ def start_server() -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "vms.mediaserver.standalone",
+            "server.py",
+            "media-server",
             "--recordings",
             str(RECORDINGS),
             "--port",
             str(PORT),
-            "--jwks-url",
+            "--jwks",
             f"http://127.0.0.1:{JWKS_PORT}/jwks.json",
         ],
         cwd=ROOT,

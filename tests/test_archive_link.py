@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient
 from multidict import MultiDict
 
 from tests.conftest import Footage, bearer, login, rfc3339
-from vms import keys
+from vms import appkeys
 from vms.app import create_app
 from vms.config import Config, load_config
 
@@ -579,7 +579,7 @@ async def test_media_server_down_is_a_clean_5xx(
 ) -> None:
     """A camera whose media server is not listening: a JSON 5xx with a message, no stack trace."""
     port = unused_tcp_port_factory()
-    await service.app[keys.DB].put_camera(
+    await service.app[appkeys.DB].put_camera(
         1, "Gate", "camera1", f"http://127.0.0.1:{port}", datetime.now(UTC)
     )
     answer = await login(service)

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from multidict import CIMultiDict
 
 from tests.conftest import Footage, bearer, login, rfc3339
-from vms import keys
+from vms import appkeys
 from vms.dates import utcnow
 
 Client = TestClient[web.Request, web.Application]
@@ -52,14 +52,14 @@ class Forge:
     def __init__(self, client: Client, answer: dict[str, Any]) -> None:
         self.client = client
         self.answer = answer
-        self.keystore = client.app[keys.KEYSTORE]
+        self.keystore = client.app[appkeys.KEYSTORE]
         self.kid = self.keystore.kid
 
     def claims(self, **changes: Any) -> dict[str, Any]:
         """Claims exactly like the real token's, with `changes` applied (None removes one)."""
         now = int(time.time())
         claims: dict[str, Any] = {
-            "iss": self.client.app[keys.CONFIG].base_url,
+            "iss": self.client.app[appkeys.CONFIG].base_url,
             "aud": "vms-api",
             "jti": self.answer["user"]["access_token_id"],
             "sub": str(self.answer["user"]["id"]),
@@ -213,7 +213,7 @@ ATTACKS: dict[str, Callable[[Forge], tuple[str | None, str]]] = {
     "other-ed25519-key": lambda f: ("Bearer " + _other_ed25519(f), DEVICE),
     "other-rsa-key": lambda f: ("Bearer " + _other_rsa(f), DEVICE),
     "media-token": lambda f: (
-        "Bearer " + f.client.app[keys.AUTH].media_token("camera1", utcnow(), utcnow(), utcnow()),
+        "Bearer " + f.client.app[appkeys.AUTH].media_token("camera1", utcnow(), utcnow(), utcnow()),
         DEVICE,
     ),
     "other-device": lambda f: (f"Bearer {f.answer['access_token']}", "device-b"),

@@ -13,7 +13,7 @@ import pytest
 
 from tests.archive.conftest import Client
 from tests.conftest import Footage, bearer, login, rfc3339
-from vms import keys
+from vms import appkeys
 from vms.dates import utcnow
 
 HOOK = "/api/v1/mediamtx/auth"
@@ -106,11 +106,11 @@ async def test_a_shorter_piece_inside_the_range_plays(service: Client, footage: 
 
 
 def _media_token(client: Client, start: datetime, end: datetime, **changes: Any) -> str:
-    token = client.app[keys.AUTH].media_token("camera1", start, end, utcnow())
+    token = client.app[appkeys.AUTH].media_token("camera1", start, end, utcnow())
     if not changes:
         return token
     claims = {**jwt.decode(token, options={"verify_signature": False}), **changes}
-    keystore = client.app[keys.KEYSTORE]
+    keystore = client.app[appkeys.KEYSTORE]
     return jwt.encode(claims, keystore.signing_key, "EdDSA", headers={"kid": keystore.kid})
 
 

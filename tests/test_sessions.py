@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import PASSWORD, bearer, login
-from vms import keys
+from vms import appkeys
 from vms.app import create_app
 from vms.config import Config
 
@@ -37,7 +37,7 @@ async def _post_token(
 
 
 async def _user_id(client: Client, login_name: str) -> int:
-    found = await client.app[keys.DB].user_with_hash(login_name)
+    found = await client.app[appkeys.DB].user_with_hash(login_name)
     assert found is not None
     return found[0].id
 

@@ -1,4 +1,9 @@
-"""create_app(config): wiring only; every piece with a lifetime lives in a cleanup context."""
+"""create_app(config): wiring only; every piece with a lifetime lives in a cleanup context.
+
+The root application is the browser surface (pages, HTML errors). Each JSON surface is a
+sub-application with its own error middleware (`vms.api.routes`); the embedded media server
+is a separate application on its own port with MediaMTX's error shape.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,22 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
 
-from vms import keys, openapi
-from vms.api import archive, files, mediamtx, push, sessions
-from vms.api.errors import api_errors
+from vms import appkeys, urls
+from vms.api import routes
+from vms.api.push import wsurl_throttle
 from vms.archive.cleanup import cleanup_forever
+from vms.archive.fetcher import FetchLimits
 from vms.archive.files import ArchiveFiles
-from vms.archive.jobs import ArchiveService
-from vms.archive.links import LinkService
+from vms.archive.links import MediaLinks
 from vms.archive.mediaclient import MediaClient
+from vms.archive.requests import ArchiveRequests
+from vms.archive.worker import ArchiveWorker, WorkerSettings
 from vms.auth import Authenticator
 from vms.bootstrap import DEMO_CAMERAS, ensure_demo_cameras
 from vms.config import Config
@@ -29,59 +36,85 @@ from vms.keystore import load_or_create
 from vms.logs import AccessLogger, scrub_library_logs
 from vms.mediaserver.auth import StaticKeys
 from vms.push.hub import Hub
+from vms.resources import Resources
+from vms.sessions import Sessions
 from vms.validation import ArchiveLinkSchema, DownloadListSchema
 from vms.web.routes import setup_pages
 
 log = logging.getLogger(__name__)
 
+# Runs once the database is open and before anything is served (the CLI prints the
+# first-start operator password here).
+StartHook = Callable[[web.Application], Awaitable[None]]
+
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    config = app[keys.CONFIG]
+    config = app[appkeys.CONFIG]
     config.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data_dir, 0o700)
-    app[keys.KEYSTORE] = load_or_create(config.keys_dir)
-    app[keys.MEDIA_KEYS] = StaticKeys(app[keys.KEYSTORE].jwks())
-    app[keys.DB] = db = await Database.open(config.database_path)
-    app[keys.AUTH] = Authenticator(config, db, app[keys.KEYSTORE])
+    keystore = app[appkeys.KEYSTORE] = load_or_create(config.keys_dir)
+    app[appkeys.MEDIA_KEYS] = StaticKeys(keystore.jwks())
+    app[appkeys.DB] = db = await Database.open(config.database_path)
+    app[appkeys.AUTH] = Authenticator(config, db, keystore)
     yield
     await db.close()
 
 
+def _worker_settings(config: Config) -> WorkerSettings:
+    return WorkerSettings(
+        concurrency=config.download_concurrency,
+        archive_ttl=config.archive_ttl,
+        attempts=config.fetch_attempts,
+        backoff=config.fetch_backoff,
+        limits=FetchLimits(
+            read_timeout=config.fetch_read_timeout,
+            min_rate=config.fetch_min_rate,
+            rate_window=config.fetch_rate_window,
+        ),
+    )
+
+
 async def _services(app: web.Application) -> AsyncIterator[None]:
-    config = app[keys.CONFIG]
-    auth = app[keys.AUTH]
-    keystore = app[keys.KEYSTORE]
-    app[keys.HUB] = hub = Hub(keystore.app_key, keystore.app_secret)
-    app[keys.SESSION_ENDED].append(hub.disconnect_session)
-    app[keys.WSURL_THROTTLE] = push.wsurl_throttle()
-    app[keys.LINK_SCHEMA] = ArchiveLinkSchema(config.tz, config.max_range)
-    app[keys.LIST_SCHEMA] = DownloadListSchema(config.tz)
+    config, db, auth = app[appkeys.CONFIG], app[appkeys.DB], app[appkeys.AUTH]
+    keystore = app[appkeys.KEYSTORE]
+    hub = app[appkeys.HUB] = Hub(keystore.app_key, keystore.app_secret)
+    app[appkeys.SESSIONS] = Sessions(config, db, auth, on_ended=hub.disconnect_session)
+    app[appkeys.WSURL_THROTTLE] = wsurl_throttle()
+    app[appkeys.LINK_SCHEMA] = ArchiveLinkSchema(config.tz, config.max_range)
+    app[appkeys.LIST_SCHEMA] = DownloadListSchema(config.tz)
+    links = app[appkeys.LINKS] = MediaLinks(auth)
+    files = app[appkeys.FILES] = ArchiveFiles(
+        config.archives_dir, app[appkeys.URLS], keystore.url_secret
+    )
+    resources = app[appkeys.RESOURCES] = Resources(config.tz, files, links)
     async with aiohttp.ClientSession(auto_decompress=False) as http:
-        app[keys.HTTP] = http
-        app[keys.MEDIA] = media = MediaClient(
-            http, lambda path, start, end: auth.media_token(path, start, end, utcnow())
+        media = MediaClient(http, lambda path, start, end: links.token(path, start, end))
+        worker = ArchiveWorker(_worker_settings(config), db, files, http, links, resources, hub)
+        requests = app[appkeys.REQUESTS] = ArchiveRequests(
+            db,
+            media,
+            links,
+            files,
+            worker,
+            resources,
+            hub,
+            max_pending_per_device=config.max_pending_per_device,
         )
-        app[keys.LINKS] = LinkService(app[keys.DB], auth, media)
-        archive_files = ArchiveFiles(config.archives_dir, config.base_url, keystore.url_secret)
-        app[keys.ARCHIVES] = archives = ArchiveService(
-            config, app[keys.DB], auth, http, archive_files, hub
-        )
-        hub.on_subscribed.append(archives.replay)
-        await archives.start()
+        hub.on_subscribed = requests.replay
+        await worker.start()
         cleaner = asyncio.create_task(
-            cleanup_forever(app[keys.DB], archive_files, config.cleanup_interval),
-            name="archive-cleanup",
+            cleanup_forever(db, files, config.cleanup_interval), name="archive-cleanup"
         )
         yield
         cleaner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await cleaner
-        await archives.stop()
+        await worker.stop()
 
 
 async def _media_server(app: web.Application) -> AsyncIterator[None]:
     """The embedded MediaMTX-compatible server on its own port, with the demo cameras."""
-    config = app[keys.CONFIG]
+    config = app[appkeys.CONFIG]
     if config.media_port == 0:
         yield
         return
@@ -90,7 +123,7 @@ async def _media_server(app: web.Application) -> AsyncIterator[None]:
 
     config.recordings_dir.mkdir(parents=True, exist_ok=True)
     media_app = create_media_app(
-        config.recordings_dir, app[keys.MEDIA_KEYS], public_url=config.media_url
+        config.recordings_dir, app[appkeys.MEDIA_KEYS], public_url=config.media_url
     )
     runner = web.AppRunner(media_app, access_log_class=AccessLogger)
     await runner.setup()
@@ -99,7 +132,7 @@ async def _media_server(app: web.Application) -> AsyncIterator[None]:
     log.info("embedded media server on %s", config.media_url)
     recorder: asyncio.Task[None] | None = None
     if config.demo_cameras:
-        await ensure_demo_cameras(app[keys.DB], config, utcnow())
+        await ensure_demo_cameras(app[appkeys.DB], config, utcnow())
         cameras = [DemoCamera(path=path, name=name) for _, name, path in DEMO_CAMERAS]
         # Six hours of demo footage is about 170 MB a camera; plenty to try the archive with.
         demo = DemoRecorder(config.recordings_dir, cameras, retention=timedelta(hours=6))
@@ -113,41 +146,50 @@ async def _media_server(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    await app[keys.HUB].close_all()
+    await app[appkeys.HUB].close_all()
 
 
-def create_app(config: Config) -> web.Application:
+async def _websocket(request: web.Request) -> web.StreamResponse:
+    return await request.config_dict[appkeys.HUB].handle(request)
+
+
+def _on_start(hook: StartHook) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        await hook(app)
+        yield
+
+    return context
+
+
+def create_app(config: Config, *, on_start: StartHook | None = None) -> web.Application:
     """The service's application for `config`; start it with web.run_app or a test client."""
     scrub_library_logs()
     app = web.Application(
-        middlewares=[api_errors],
         client_max_size=64 * 1024,
         # A request line up to 128 KiB reaches validation, so a huge query value gets the
         # same 422 as any other bad value; headers keep aiohttp's 8 KiB limit.
         handler_args={"max_line_size": 128 * 1024},
     )
-    app[keys.CONFIG] = config
-    app[keys.SESSION_ENDED] = []
+    app[appkeys.CONFIG] = config
     app.cleanup_ctx.append(_database)
+    if on_start is not None:
+        app.cleanup_ctx.append(_on_start(on_start))
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(_media_server)
     app.on_shutdown.append(_close_sockets)
-    app.router.add_post("/api/v1/token", sessions.login)
-    app.router.add_post("/api/v1/sessions/{access_token_id}", sessions.end_session)
-    app.router.add_get("/.well-known/jwks.json", sessions.jwks)
-    app.router.add_get("/api/v1/cameras/{camera}/archive/link", archive.archive_link)
-    app.router.add_get("/api/v1/downloads", archive.list_downloads)
-    app.router.add_get("/api/v1/downloads/{id}", archive.show_download)
-    app.router.add_post("/api/v1/mediamtx/auth", mediamtx.mediamtx_auth)
-    app.router.add_get("/api/v1/wsurl", push.wsurl)
-    app.router.add_post("/api/v1/broadcasting/auth", push.broadcasting_auth)
-    app.router.add_post("/broadcasting/auth", push.broadcasting_auth)
-    app.router.add_get("/archive/download/{id}", files.download_archive)
-    app.router.add_get("/ws/app/{app_key}", _websocket)
-    app.router.add_get("/api/openapi.json", openapi.openapi_json)
+
+    surfaces = {
+        "/api/": routes.api_surface(),
+        "/broadcasting/": routes.broadcasting_surface(),
+        "/.well-known/": routes.well_known_surface(),
+        "/archive/": routes.files_surface(),
+        f"{urls.WS_PATH}/": routes.push_surface(_websocket),
+    }
+    for prefix, surface in surfaces.items():
+        app.add_subapp(prefix, surface)
     setup_pages(app)
+    named: dict[str, web.AbstractResource] = {}
+    for router in (app.router, *(surface.router for surface in surfaces.values())):
+        named.update(router.named_resources())
+    app[appkeys.URLS] = urls.Urls(config.base_url, named)
     return app
-
-
-async def _websocket(request: web.Request) -> web.StreamResponse:
-    return await request.app[keys.HUB].handle(request)

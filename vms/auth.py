@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +18,6 @@ from vms.db import Database
 from vms.keystore import Keystore
 from vms.mediaserver.auth import RANGE_CLAIM
 from vms.models import Session, User
-from vms.passwords import hash_password, verify_password
 
 API_AUDIENCE = "vms-api"
 MEDIA_AUDIENCE = "media-server"
@@ -40,10 +38,6 @@ class Unauthenticated(Exception):
     """The request carries no acceptable access token."""
 
 
-class InvalidCredentials(Exception):
-    """Wrong login or password."""
-
-
 @dataclass(frozen=True)
 class Principal:
     """Who is asking: the user and the device session their token belongs to."""
@@ -60,47 +54,8 @@ class IssuedToken:
     access_token: str
 
 
-class Throttle:
-    """Counts failures per key in a sliding window (like Laravel's RateLimiter)."""
-
-    def __init__(self, limit: int, window: float, clock: Any = time.monotonic) -> None:
-        self._limit = limit
-        self._window = window
-        self._clock = clock
-        self._hits: dict[str, deque[float]] = {}
-
-    def _recent(self, key: str) -> deque[float]:
-        now = self._clock()
-        hits = self._hits.get(key)
-        if hits is None:
-            return deque()
-        while hits and hits[0] <= now - self._window:
-            hits.popleft()
-        if not hits:
-            del self._hits[key]
-        return hits
-
-    def retry_after(self, key: str) -> int:
-        """Seconds until `key` may try again; 0 if it may now."""
-        hits = self._recent(key)
-        if len(hits) < self._limit:
-            return 0
-        return max(1, int(hits[0] + self._window - self._clock() + 0.999))
-
-    def hit(self, key: str) -> None:
-        """Record one failure for `key`."""
-        self._recent(key)
-        if len(self._hits) > 100_000:  # bound memory under a flood of distinct keys
-            self._hits.clear()
-        self._hits.setdefault(key, deque()).append(self._clock())
-
-    def clear(self, key: str) -> None:
-        """Forget the failures of `key` (after a successful login)."""
-        self._hits.pop(key, None)
-
-
 class Authenticator:
-    """Issues and checks access tokens; keeps recently used sessions in memory."""
+    """Issues and checks tokens; decides whether a session is alive, caching recent ones."""
 
     def __init__(self, config: Config, db: Database, keys: Keystore) -> None:
         self._config = config
@@ -110,33 +65,11 @@ class Authenticator:
         self._issuer = config.base_url
         self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self.login_throttle = Throttle(config.login_attempts, config.login_window)
-        self.address_throttle = Throttle(config.login_attempts * 4, config.login_window)
 
     def _sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(
             claims, self._keys.signing_key, algorithm=ALGORITHM, headers={"kid": self._keys.kid}
         )
-
-    def login_retry_after(self, login: str, address: str) -> int:
-        """Seconds before this login or address may try again."""
-        return max(
-            self.login_throttle.retry_after(f"login:{login.lower()}"),
-            self.address_throttle.retry_after(f"addr:{address}"),
-        )
-
-    async def check_password(self, login: str, password: str, address: str) -> User:
-        """The user if the password matches; counts failures for throttling."""
-        found = await self._db.user_with_hash(login)
-        stored = found[1] if found else None
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(None, verify_password, password, stored)
-        if not ok or found is None:
-            self.login_throttle.hit(f"login:{login.lower()}")
-            self.address_throttle.hit(f"addr:{address}")
-            raise InvalidCredentials
-        self.login_throttle.clear(f"login:{login.lower()}")
-        return found[0]
 
     async def issue(self, user: User, device: str, client: str, now: datetime) -> IssuedToken:
         """Open a device session for `user` and sign its access token."""
@@ -180,6 +113,23 @@ class Authenticator:
         self._remember(principal)
         return principal
 
+    async def session_principal(
+        self, session_id: str, *, device: str | None, client: str | None = None
+    ) -> Principal | None:
+        """The user and session if the session is alive (and on `device`, from `client`)."""
+        principal = await self._principal(session_id)
+        if principal is None:
+            return None
+        session = principal.session
+        if (
+            session.ended_at is not None
+            or session.expires_at <= utcnow()
+            or (device is not None and device != session.device)
+            or (client is not None and client != session.client)
+        ):
+            return None
+        return principal
+
     async def authenticate(self, authorization: str | None, device: str | None) -> Principal:
         """Accept a bearer token only if every rule of the contract holds; else Unauthenticated."""
         if not authorization or not authorization.startswith("Bearer "):
@@ -188,15 +138,8 @@ class Authenticator:
         if len(token) > 4096 or not _COMPACT_JWS.match(token):
             raise Unauthenticated
         claims = self._verify(token)
-        session_id = claims["jti"]
-        principal = await self._principal(session_id)
-        if (
-            principal is None
-            or principal.session.ended_at is not None
-            or principal.session.expires_at <= utcnow()
-            or str(principal.user.id) != claims["sub"]
-            or (device is not None and device != principal.session.device)
-        ):
+        principal = await self.session_principal(claims["jti"], device=device)
+        if principal is None or str(principal.user.id) != claims["sub"]:
             raise Unauthenticated
         return principal
 
@@ -223,10 +166,10 @@ class Authenticator:
             self._verified.popitem(last=False)
         return claims
 
-    async def end_session(self, principal: Principal, session_id: str, now: datetime) -> bool:
-        """End one of the caller's own sessions; False if it is not theirs or already ended."""
+    async def end_session(self, user: User, session_id: str, now: datetime) -> bool:
+        """End one of `user`'s own sessions; False if it is not theirs or already ended."""
         session = await self._db.session(session_id)
-        if session is None or session.user_id != principal.user.id or session.ended_at:
+        if session is None or session.user_id != user.id or session.ended_at:
             return False
         ended = await self._db.end_session(session_id, now)
         self._cache.pop(session_id, None)
@@ -279,18 +222,3 @@ def _claims_well_typed(claims: dict[str, Any]) -> bool:
         and _JTI.match(claims["jti"]) is not None
         and claims["aud"] == API_AUDIENCE
     )
-
-
-async def create_user(
-    db: Database,
-    login: str,
-    password: str,
-    *,
-    name: str | None = None,
-    is_admin: bool = False,
-    now: datetime,
-) -> User:
-    """Hash the password off the event loop and store the user."""
-    loop = asyncio.get_running_loop()
-    hashed = await loop.run_in_executor(None, hash_password, password)
-    return await db.create_user(login, name or login, hashed, is_admin=is_admin, now=now)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from vms.auth import create_user
 from vms.config import Config
 from vms.db import Database
+from vms.users import create_user
 
 OPERATOR_LOGIN = "admin"
 DEMO_CAMERAS = ((1, "Gate", "camera1"), (2, "Lobby", "camera2"))

@@ -5,20 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sqlite3
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from vms import keys
-from vms.auth import create_user
+from vms import admin
 from vms.bootstrap import OPERATOR_LOGIN, ensure_operator
 from vms.config import Config, ConfigError, load_config
 from vms.dates import utcnow
-from vms.db import Conflict, Database, NotFound, StoreError
 from vms.logs import AccessLogger, setup_logging
 
 log = logging.getLogger(__name__)
@@ -101,91 +98,23 @@ def config_from(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides=overrides)
 
 
-async def _with_db(config: Config, work: Callable[[Database], Awaitable[int]]) -> int:
-    try:
-        db = await Database.open(config.database_path)
-    except (StoreError, sqlite3.Error, OSError) as exc:
-        print(f"error: cannot open {config.database_path}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        return await work(db)
-    finally:
-        await db.close()
-
-
-async def _user_add(db: Database, args: argparse.Namespace) -> int:
-    from_stdin = args.password == "-"  # noqa: S105 - "-" means "read it from stdin"
-    secret = sys.stdin.readline().rstrip("\n") if from_stdin else args.password
-    if not secret:
-        print("error: the password is empty", file=sys.stderr)
-        return 2
-    for camera_id in args.camera:
-        if await db.camera(camera_id) is None:
-            print(f"error: camera {camera_id} does not exist", file=sys.stderr)
-            return 2
-    try:
-        user = await create_user(
-            db, args.login, secret, name=args.name, is_admin=args.admin, now=utcnow()
-        )
-    except Conflict:
-        print(f"error: user {args.login!r} already exists", file=sys.stderr)
-        return 1
-    for camera_id in args.camera:
-        await db.grant(user.id, camera_id)
-    print(f"user {user.id} {user.login!r} created")
-    return 0
-
-
-async def _user_list(db: Database) -> int:
-    for user in await db.users():
-        cameras = "all" if user.is_admin else ",".join(map(str, await db.grants(user.id))) or "-"
-        role = "operator" if user.is_admin else "user"
-        print(f"{user.id}\t{user.login}\t{user.name}\t{role}\tcameras: {cameras}")
-    return 0
-
-
-async def _camera_add(db: Database, config: Config, args: argparse.Namespace) -> int:
-    url = (args.media_server or config.media_url).rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        print("error: --media-server must be an http(s) URL", file=sys.stderr)
-        return 2
-    try:
-        camera = await db.put_camera(
-            args.id, args.name, args.path or f"camera{args.id}", url, utcnow()
-        )
-    except NotFound as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"camera {camera.id} {camera.name!r} at {camera.media_server.url} path {camera.path}")
-    return 0
-
-
-async def _camera_list(db: Database) -> int:
-    for camera in await db.cameras():
-        print(f"{camera.id}\t{camera.name}\t{camera.media_server.url}\t{camera.path}")
-    return 0
-
-
-async def _first_start(app: web.Application) -> AsyncIterator[None]:
-    """Tell the operator how to log in the first time, once, on the console (not the log)."""
-    password = await ensure_operator(app[keys.DB], utcnow())
-    if password:
-        config = app[keys.CONFIG]
-        print(
-            "\nFirst start: created the operator account.\n"
-            f"  login:    {OPERATOR_LOGIN}\n  password: {password}\n"
-            f"  Log in at {config.base_url}/login or POST {config.base_url}/api/v1/token\n"
-            "This password is shown only now.\n",
-            flush=True,
-        )
-    yield
-
-
 def _serve(config: Config) -> int:
+    from vms import appkeys
     from vms.app import create_app
 
-    app = create_app(config)
-    app.cleanup_ctx.insert(1, _first_start)
+    async def first_start(app: web.Application) -> None:
+        """Tell the operator how to log in the first time, once, on the console (not the log)."""
+        password = await ensure_operator(app[appkeys.DB], utcnow())
+        if password:
+            print(
+                "\nFirst start: created the operator account.\n"
+                f"  login:    {OPERATOR_LOGIN}\n  password: {password}\n"
+                f"  Log in at {config.base_url}/login or POST {config.base_url}/api/v1/token\n"
+                "This password is shown only now.\n",
+                flush=True,
+            )
+
+    app = create_app(config, on_start=first_start)
     web.run_app(
         app,
         host=config.host,
@@ -220,8 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _media_server(config, args)
     if args.command == "user":
         if args.action == "add":
-            return asyncio.run(_with_db(config, lambda db: _user_add(db, args)))
-        return asyncio.run(_with_db(config, _user_list))
+            return asyncio.run(admin.with_db(config, lambda db: admin.user_add(db, args)))
+        return asyncio.run(admin.with_db(config, admin.user_list))
     if args.action == "add":
-        return asyncio.run(_with_db(config, lambda db: _camera_add(db, config, args)))
-    return asyncio.run(_with_db(config, _camera_list))
+        return asyncio.run(admin.with_db(config, lambda db: admin.camera_add(db, config, args)))
+    return asyncio.run(admin.with_db(config, admin.camera_list))

@@ -106,10 +106,14 @@ MIGRATIONS: tuple[str, ...] = (
 _DOWNLOAD_COLUMNS = """
     d.id, d.kind, d.user_id, d.session_id, d.camera_id, c.name, d.device, d.client,
     d.range_from, d.range_to, d.status, d.progress, d.size, d.attempts, d.message,
-    d.created_at, d.updated_at, d.expires_at, u.login
+    d.created_at, d.updated_at, d.expires_at, u.login, c.path, m.url,
+    u.is_admin OR EXISTS (
+        SELECT 1 FROM camera_grants g WHERE g.user_id = d.user_id AND g.camera_id = d.camera_id
+    )
 """
 _DOWNLOAD_FROM = """
     FROM downloads d JOIN cameras c ON c.id = d.camera_id JOIN users u ON u.id = d.user_id
+    JOIN media_servers m ON m.id = c.media_server_id
 """
 
 
@@ -149,7 +153,7 @@ def _camera(row: Sequence[Any]) -> Camera:
 def _download(row: Sequence[Any]) -> Download:
     return Download(
         id=row[0],
-        kind=row[1],
+        kind=Kind(row[1]),
         user_id=row[2],
         session_id=row[3],
         camera_id=row[4],
@@ -158,7 +162,7 @@ def _download(row: Sequence[Any]) -> Download:
         client=row[7],
         range_from=from_unix(row[8]),
         range_to=from_unix(row[9]),
-        status=row[10],
+        status=Status(row[10]),
         progress=row[11],
         size=row[12],
         attempts=row[13],
@@ -167,6 +171,9 @@ def _download(row: Sequence[Any]) -> Download:
         updated_at=parse_stamp(row[16]),
         expires_at=from_unix(row[17]) if row[17] is not None else None,
         login=row[18],
+        camera_path=row[19],
+        media_server_url=row[20],
+        camera_visible=bool(row[21]),
     )
 
 
@@ -428,12 +435,13 @@ class Database:
     async def create_download(
         self,
         *,
-        kind: str,
+        kind: Kind,
+        user: User,
         session: Session,
         camera: Camera,
         range_from: datetime,
         range_to: datetime,
-        status: str,
+        status: Status,
         now: datetime,
     ) -> Download:
         """Insert a history record or an archive job."""
@@ -473,6 +481,11 @@ class Database:
             created_at=created,
             updated_at=created,
             expires_at=None,
+            login=user.login,
+            camera_path=camera.path,
+            media_server_url=camera.media_server.url,
+            # Whoever creates a download could see its camera at that moment.
+            camera_visible=True,
         )
 
     async def download(self, download_id: int) -> Download | None:
@@ -486,15 +499,19 @@ class Database:
         self,
         *,
         user_id: int | None,
-        kinds: Sequence[str] = (Kind.LINK,),
+        kinds: Sequence[Kind] = (Kind.LINK,),
         created_from: datetime | None = None,
         created_to: datetime | None = None,
         camera_id: int | None = None,
-        status: str | None = None,
+        status: Status | None = None,
         limit: int,
         offset: int,
     ) -> tuple[list[Download], int]:
-        """One page of downloads, newest first, and the total matching; user None means all."""
+        """One page of downloads, newest first, and the total matching; user None means all.
+
+        One statement: the total comes with the rows (a window count), and is only counted on
+        its own when the page is empty or not wanted (limit 0).
+        """
         where = [f"d.kind IN ({', '.join('?' * len(kinds))})"]
         params: list[Any] = list(kinds)
         if user_id is not None:
@@ -513,13 +530,28 @@ class Database:
             where.append("d.status = ?")
             params.append(status)
         clause = " AND ".join(where)
+        rows = []
+        if limit > 0:
+            rows = await self._all(
+                f"SELECT {_DOWNLOAD_COLUMNS}, count(*) OVER () {_DOWNLOAD_FROM} WHERE {clause}"
+                " ORDER BY d.created_at DESC, d.id DESC LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            )
+        if rows:
+            return [_download(r) for r in rows], int(rows[0][-1])
         total_row = await self._one(f"SELECT count(*) FROM downloads d WHERE {clause}", params)
+        return [], int(total_row[0])
+
+    async def downloads_by_ids(self, ids: Sequence[int]) -> list[Download]:
+        """The downloads with these ids that exist, in one query, by id."""
+        if not ids:
+            return []
         rows = await self._all(
-            f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM} WHERE {clause}"
-            " ORDER BY d.created_at DESC, d.id DESC LIMIT ? OFFSET ?",
-            [*params, limit, offset],
+            f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM}"
+            f" WHERE d.id IN ({', '.join('?' * len(ids))}) ORDER BY d.id",
+            list(ids),
         )
-        return [_download(r) for r in rows], int(total_row[0])
+        return [_download(r) for r in rows]
 
     async def pending_archive(
         self, session_id: str, camera_id: int, range_from: datetime, range_to: datetime
@@ -547,11 +579,11 @@ class Database:
         row = await self._one(
             "SELECT count(*) FROM downloads WHERE kind = 'archive' AND user_id = ? AND device = ?"
             " AND status IN (?, ?)",
-            (user_id, device, *Status.PENDING),
+            (user_id, device, Status.QUEUED, Status.RUNNING),
         )
         return int(row[0])
 
-    async def archives_in(self, statuses: Sequence[str]) -> list[Download]:
+    async def archives_in(self, statuses: Sequence[Status]) -> list[Download]:
         """Every archive in one of `statuses`, oldest first."""
         rows = await self._all(
             f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM} WHERE d.kind = 'archive'"
@@ -569,18 +601,27 @@ class Database:
         )
         return [_download(r) for r in rows]
 
-    async def update_download(self, download_id: int, now: datetime, **fields: Any) -> None:
-        """Change some columns: status, progress, size, attempts, message, expires_at."""
+    async def update_download(
+        self, download_id: int, now: datetime, **fields: Any
+    ) -> Download | None:
+        """Change some columns (status, progress, size, attempts, message, expires_at).
+
+        Returns the row as written, read in the same locked step; None if it does not exist.
+        """
         allowed = {"status", "progress", "size", "attempts", "message", "expires_at"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")
         values = {k: (v.timestamp() if isinstance(v, datetime) else v) for k, v in fields.items()}
         assignments = ", ".join(f"{k} = ?" for k in values)
-        await self._write(
-            f"UPDATE downloads SET {assignments}, updated_at = ? WHERE id = ?",
-            [*values.values(), format_stamp(now), download_id],
-        )
+        sql = f"UPDATE downloads SET {assignments}, updated_at = ? WHERE id = ?"
+        async with self._write_lock:
+            async with self._conn.execute(sql, [*values.values(), format_stamp(now), download_id]):
+                pass
+            row = await self._one(
+                f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM} WHERE d.id = ?", (download_id,)
+            )
+        return _download(row) if row else None
 
     async def archives_due(self, now: datetime) -> list[int]:
         """Ready archives whose lifetime is over."""
@@ -590,13 +631,13 @@ class Database:
         )
         return [r[0] for r in rows]
 
-    async def archive_statuses(self) -> dict[int, str]:
+    async def archive_statuses(self) -> dict[int, Status]:
         """Status of every archive that may own a file: queued, running or ready."""
         rows = await self._all(
             "SELECT id, status FROM downloads WHERE kind = 'archive' AND status IN (?, ?, ?)",
             (Status.QUEUED, Status.RUNNING, Status.READY),
         )
-        return {r[0]: r[1] for r in rows}
+        return {r[0]: Status(r[1]) for r in rows}
 
     async def mark_expired(self, ids: Sequence[int], now: datetime) -> int:
         """Mark archives expired, in one transaction per batch."""

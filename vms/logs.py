@@ -1,4 +1,10 @@
-"""Logging set-up and an access log that never writes tokens or signatures."""
+"""Logging: one redaction for every line, an access log, and unexpected errors with tracebacks.
+
+Every record goes through `RedactingFormatter`, so neither a message, its arguments nor a
+traceback can carry a token, a signature or a password into the log. Unexpected errors are
+logged once, with their traceback (`log_unexpected`); client mistakes that a library logs with
+its own traceback (a malformed request line, say) are cut to one line.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,32 @@ import re
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-_SECRET_PARAMS = re.compile(r"(?i)([?&](?:jwt|signature|token|access_token|auth)=)[^&]*")
+_SECRET_PARAMS = re.compile(
+    r"(?i)((?:^|[?&;\s\"'])(?:jwt|signature|token|access_token|auth|password)=)[^&\s\"']*"
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_REDACTED = "[redacted]"
 
 
-def redact(path_qs: str) -> str:
-    """The path and query with every secret-bearing parameter's value replaced."""
-    return _SECRET_PARAMS.sub(r"\1[redacted]", path_qs)
+def redact(text: str) -> str:
+    """`text` with secret query values, credentials and anything shaped like a JWT blanked."""
+    text = _SECRET_PARAMS.sub(rf"\1{_REDACTED}", text)
+    text = _BEARER.sub(rf"\1 {_REDACTED}", text)
+    return _JWT.sub(_REDACTED, text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """A formatter whose whole output, traceback included, has passed through `redact`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format as usual, then redact."""
+        return redact(super().format(record))
+
+
+def log_unexpected(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log an error nobody expected, once, with its traceback (redacted like every line)."""
+    logger.error("%s failed: %s", what, type(exc).__name__, exc_info=exc)
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -32,11 +58,11 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
-class _NoTracebacks(logging.Filter):
-    """Turns a library's exception log into one line naming the exception's type.
+class _OneLine(logging.Filter):
+    """Turns a library's log of a client's mistake into one line naming the exception's type.
 
-    aiohttp logs a bad request with its traceback and the raw bytes it could not parse,
-    which may hold a token; neither belongs in a log.
+    aiohttp logs a malformed request with its traceback and the raw bytes it could not parse;
+    the traceback says nothing about this service, and the bytes may be anything.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -48,17 +74,20 @@ class _NoTracebacks(logging.Filter):
         return True
 
 
-_SCRUBBED = ("aiohttp.server", "aiohttp.web", "aiohttp.websocket", "asyncio")
+_CLIENT_NOISE = ("aiohttp.server", "aiohttp.websocket")
 
 
 def scrub_library_logs() -> None:
-    """Keep tracebacks and request bytes out of the logs of aiohttp and asyncio (idempotent)."""
-    for name in _SCRUBBED:
+    """Cut aiohttp's logs of malformed requests to one line (idempotent)."""
+    for name in _CLIENT_NOISE:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _NoTracebacks) for f in logger.filters):
-            logger.addFilter(_NoTracebacks())
+        if not any(isinstance(f, _OneLine) for f in logger.filters):
+            logger.addFilter(_OneLine())
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """Plain timestamped lines on stderr."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Plain timestamped lines on stderr, every one redacted."""
+    logging.basicConfig(level=level)
+    formatter = RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 CLIENTS = ("ios-cctv", "android-cctv", "thick-legal", "web")
 THICK_CLIENT = "thick-legal"
 
 
-class Status:
+class Status(StrEnum):
     """Download states as clients see them."""
 
     QUEUED = "queued"
     RUNNING = "in progress"
     READY = "ready"
     FAILED = "failed"
+    CANCELLED = "cancelled"
     EXPIRED = "expired"
 
-    PENDING = (QUEUED, RUNNING)
+
+# Work still to be done: the archive owns no finished file yet and counts against the cap.
+PENDING = frozenset({Status.QUEUED, Status.RUNNING})
 
 
-class Kind:
+class Kind(StrEnum):
     """History records (thick-client links) and archives the server fetches itself."""
 
     LINK = "link"
@@ -77,7 +81,7 @@ class Download:
     """A history record (kind link) or a server-side archive (kind archive)."""
 
     id: int
-    kind: str
+    kind: Kind
     user_id: int
     session_id: str
     camera_id: int
@@ -86,7 +90,7 @@ class Download:
     client: str
     range_from: datetime
     range_to: datetime
-    status: str
+    status: Status
     progress: int
     size: int
     attempts: int
@@ -95,3 +99,15 @@ class Download:
     updated_at: datetime
     expires_at: datetime | None
     login: str = ""
+    # Where the camera's footage is, and whether the owner may still see the camera: read with
+    # the row, so presenting a page of downloads needs no query per row.
+    camera_path: str = ""
+    media_server_url: str = ""
+    camera_visible: bool = False
+
+
+def effective_status(download: Download, file_exists: bool) -> Status:
+    """The status every surface shows: a ready archive whose file is gone reads expired."""
+    if download.kind == Kind.ARCHIVE and download.status == Status.READY and not file_exists:
+        return Status.EXPIRED
+    return download.status

@@ -1,13 +1,23 @@
-"""JSON shapes of the API's records (Laravel API resources)."""
+"""How records look to clients: DOWNLOAD and user JSON, names, effective status and URLs."""
 
 from __future__ import annotations
 
-from datetime import tzinfo
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from typing import Any
 
-from vms.archive.links import download_name
+from vms.archive.files import ArchiveFiles
+from vms.archive.links import MediaLinks
 from vms.dates import format_local, format_stamp
-from vms.models import Download, User
+from vms.models import Download, Kind, Status, User, effective_status
+
+
+def download_name(camera_name: str, start: datetime, end: datetime, tz: tzinfo) -> str:
+    """`Gate, 2026-11-23 10-20-00 - 10-25-00.mp4`; the end date is spelled out if it differs."""
+    local_start, local_end = start.astimezone(tz), end.astimezone(tz)
+    tail = "%H-%M-%S" if local_start.date() == local_end.date() else "%Y-%m-%d %H-%M-%S"
+    clean = "".join(ch if ch.isprintable() and ch not in '/\\"' else "_" for ch in camera_name)
+    return f"{clean}, {local_start:%Y-%m-%d %H-%M-%S} - {local_end.strftime(tail)}.mp4"
 
 
 def user_resource(user: User, access_token_id: str) -> dict[str, Any]:
@@ -22,21 +32,52 @@ def user_resource(user: User, access_token_id: str) -> dict[str, Any]:
     }
 
 
-def download_resource(
-    download: Download, tz: tzinfo, *, url: str | None, is_file_exists: bool
-) -> dict[str, Any]:
-    """DOWNLOAD as the contract spells it, for history records and server-side archives."""
-    return {
-        "id": download.id,
-        "name": download_name(download.camera_name, download.range_from, download.range_to, tz),
-        "type": "mp4",
-        "url": url,
-        "from": format_local(download.range_from, tz),
-        "to": format_local(download.range_to, tz),
-        "created_at": format_stamp(download.created_at),
-        "updated_at": format_stamp(download.updated_at),
-        "is_file_exists": is_file_exists,
-        "user_id": download.user_id,
-        "camera_id": download.camera_id,
-        "status": download.status,
-    }
+@dataclass(frozen=True)
+class DownloadFacts:
+    """What a download is right now, beyond its row: the status shown and a working URL."""
+
+    status: Status
+    url: str | None
+    file_exists: bool
+
+
+class Resources:
+    """Presents downloads the same way on every surface (API, push, page)."""
+
+    def __init__(self, tz: tzinfo, files: ArchiveFiles, links: MediaLinks) -> None:
+        self.tz = tz
+        self._files = files
+        self._links = links
+
+    def facts(self, download: Download) -> DownloadFacts:
+        """The effective status and URL: a signed file URL, or a fresh link for a record."""
+        if download.kind == Kind.LINK:
+            return DownloadFacts(download.status, self._links.for_record(download), False)
+        exists = download.status == Status.READY and self._files.exists(download.id)
+        status = effective_status(download, exists)
+        url = None
+        if status == Status.READY and download.expires_at is not None:
+            url = self._files.signed_url(download.id, download.expires_at)
+        return DownloadFacts(status, url, exists)
+
+    def name(self, download: Download) -> str:
+        """The download's human-readable file name."""
+        return download_name(download.camera_name, download.range_from, download.range_to, self.tz)
+
+    def download(self, download: Download, facts: DownloadFacts | None = None) -> dict[str, Any]:
+        """DOWNLOAD as the contract spells it."""
+        facts = facts or self.facts(download)
+        return {
+            "id": download.id,
+            "name": self.name(download),
+            "type": "mp4",
+            "url": facts.url,
+            "from": format_local(download.range_from, self.tz),
+            "to": format_local(download.range_to, self.tz),
+            "created_at": format_stamp(download.created_at),
+            "updated_at": format_stamp(download.updated_at),
+            "is_file_exists": facts.file_exists,
+            "user_id": download.user_id,
+            "camera_id": download.camera_id,
+            "status": str(facts.status),
+        }

@@ -7,7 +7,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from aiohttp import web
 from marshmallow import Schema, ValidationError, fields, validates_schema
 
 from vms.dates import parse_date, utcnow
@@ -220,32 +219,22 @@ class DownloadListSchema(_LaravelSchema):
         self.tz = tz
 
 
-def parse_id(text: str) -> int | None:
-    """A record id from a URL segment: plain ASCII digits only (no `１`, signs or spaces)."""
-    if not text.isascii() or not text.isdigit() or len(text) > 12:
-        return None
-    return int(text)
+class _Pattern(_Text):
+    """A string that must match `pattern` whole."""
+
+    def __init__(self, label: str, pattern: str, **kwargs: Any) -> None:
+        super().__init__(label, **kwargs)
+        self.pattern = re.compile(pattern)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = str(super()._deserialize(value, attr, data, **kwargs))
+        if not self.pattern.fullmatch(text):
+            raise ValidationError(f"The {self.label} field format is invalid.")
+        return text
 
 
-def query_values(request: web.Request, names: tuple[str, ...]) -> dict[str, Any]:
-    """Named query parameters; a repeated one comes back as a list so it fails validation."""
-    values: dict[str, Any] = {}
-    for name in names:
-        found = request.query.getall(name, [])
-        if len(found) == 1:
-            values[name] = found[0]
-        elif found:
-            values[name] = found
-    return values
+class BroadcastAuthSchema(_LaravelSchema):
+    """POST /broadcasting/auth: which socket wants which channel."""
 
-
-def header_values(request: web.Request) -> dict[str, Any]:
-    """The device headers, as validation input."""
-    values: dict[str, Any] = {}
-    for name in ("X-Client", "X-UUID"):
-        found = request.headers.getall(name, [])
-        if len(found) == 1:
-            values[name] = found[0]
-        elif found:
-            values[name] = found
-    return values
+    socket_id = _Pattern("socket id", r"\d{1,20}\.\d{1,20}", max_length=41)
+    channel_name = _Text("channel name")

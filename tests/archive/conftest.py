@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.archive.badserver import BadMediaServer, make_mp4, serve
 from tests.conftest import bearer
-from vms import keys
+from vms import appkeys
 
 Client = TestClient[web.Request, web.Application]
 
@@ -42,7 +42,7 @@ async def bad_media(
 async def bad_camera(service: Client, bad_media: tuple[BadMediaServer, str]) -> BadMediaServer:
     """Camera 1 moved onto the misbehaving media server."""
     server, url = bad_media
-    await service.app[keys.DB].put_camera(1, "Gate", "camera1", url, datetime.now(UTC))
+    await service.app[appkeys.DB].put_camera(1, "Gate", "camera1", url, datetime.now(UTC))
     return server
 
 
@@ -80,7 +80,7 @@ class PusherClient:
     @classmethod
     async def connect(cls, client: Client) -> PusherClient:
         """Open the socket with the app key and read pusher:connection_established."""
-        app_key = client.app[keys.KEYSTORE].app_key
+        app_key = client.app[appkeys.KEYSTORE].app_key
         ws = await client.ws_connect(f"/ws/app/{app_key}?protocol=7&client=py&version=1")
         hello = await ws.receive_json(timeout=5)
         assert hello["event"] == "pusher:connection_established"

@@ -17,7 +17,7 @@ import pytest
 from tests.archive.badserver import BadMediaServer
 from tests.archive.conftest import Client, PusherClient, wait_status
 from tests.conftest import Footage, bearer, login, rfc3339, seed
-from vms import keys
+from vms import appkeys
 from vms.app import create_app
 from vms.archive.cleanup import purge_expired
 from vms.config import Config
@@ -95,7 +95,7 @@ async def test_archive_is_written_under_data_archives_and_no_partial_remains(
     answer = await login(service, device=PHONE, x_client="android-cctv")
     _, body = await _ask(service, answer, footage)
     await wait_status(service, answer, body["download"]["id"], {"ready"})
-    archives = service.app[keys.CONFIG].archives_dir
+    archives = service.app[appkeys.CONFIG].archives_dir
     names = sorted(p.name for p in archives.iterdir())
     assert names == [f"{body['download']['id']}.mp4"]
 
@@ -125,7 +125,7 @@ async def test_another_user_with_the_same_device_id_never_gets_the_archive(
     service: Client, footage: Footage
 ) -> None:
     """B logs in with A's X-UUID and asks for the same camera and range: B gets B's own job."""
-    await service.app[keys.DB].grant(2, 1)  # bob may see camera 1 too, as alice does
+    await service.app[appkeys.DB].grant(2, 1)  # bob may see camera 1 too, as alice does
     alice = await login(service, "alice", device=PHONE, x_client="ios-cctv")
     _, first = await _ask(service, alice, footage)
     await wait_status(service, alice, first["download"]["id"], {"ready"})
@@ -192,7 +192,7 @@ async def test_too_many_pending_archives_per_device_is_429(
     """Past VMS_MAX_PENDING_PER_DEVICE queued or running archives the device gets 429."""
     bad_camera.mode = "stall"
     answer = await login(service, device=PHONE, x_client="ios-cctv")
-    limit = service.app[keys.CONFIG].max_pending_per_device
+    limit = service.app[appkeys.CONFIG].max_pending_per_device
     start = footage.start
     for index in range(limit):
         response = await service.get(
@@ -246,9 +246,9 @@ async def test_misbehaving_media_server_fails_cleanly_with_a_readable_message(
     assert event["message"] == message
     assert event["data"]["download"]["url"] is None
     retryable = mode != "notfound"
-    attempts = service.app[keys.CONFIG].fetch_attempts
+    attempts = service.app[appkeys.CONFIG].fetch_attempts
     assert bad_camera.get_requests == (attempts if retryable else 1)
-    assert list(service.app[keys.CONFIG].archives_dir.iterdir()) == []
+    assert list(service.app[appkeys.CONFIG].archives_dir.iterdir()) == []
     await pusher.ws.close()
 
 
@@ -356,9 +356,8 @@ async def test_expired_link_is_410_and_the_download_reads_expired_after_cleanup(
     answer = await login(service, device=PHONE, x_client="web")
     _, body = await _ask(service, answer, footage)
     ready = await wait_status(service, answer, body["download"]["id"], {"ready"})
-    archives = service.app[keys.ARCHIVES]
-    later = utcnow() + timedelta(seconds=service.app[keys.CONFIG].archive_ttl + 1)
-    removed = await purge_expired(service.app[keys.DB], archives.files, later)
+    later = utcnow() + timedelta(seconds=service.app[appkeys.CONFIG].archive_ttl + 1)
+    removed = await purge_expired(service.app[appkeys.DB], service.app[appkeys.FILES], later)
     assert removed == 1
     url = urlsplit(ready["url"])
     response = await service.get(f"{url.path}?{url.query}")

@@ -16,7 +16,7 @@ import pytest
 
 from tests.archive.conftest import Client
 from tests.conftest import Footage, bearer, login, rfc3339
-from vms import keys
+from vms import appkeys
 from vms.archive.mp4check import check_mp4
 
 pytestmark = pytest.mark.node
@@ -136,7 +136,7 @@ async def test_pusher_js_gets_the_archive_push_and_downloads_the_whole_mp4(
         assert echoed == pushed
 
         fetched = await device.next("pusher", "download")
-        on_disk = service.app[keys.ARCHIVES].files.path(download_id).read_bytes()
+        on_disk = service.app[appkeys.FILES].path(download_id).read_bytes()
         assert fetched["status"] == 200 and fetched["contentType"] == "video/mp4"
         assert fetched["size"] == len(on_disk)
         assert bytes.fromhex(fetched["head"])[4:8] == b"ftyp"
@@ -151,7 +151,7 @@ async def test_ending_the_session_closes_pusher_js_for_good(
 ) -> None:
     """POST /api/v1/sessions/{id} closes both sockets with 4009 and neither reconnects."""
     answer = await login(service, device=PHONE, x_client=X_CLIENT)
-    hub = service.app[keys.HUB]
+    hub = service.app[appkeys.HUB]
     async with phone(node, service, answer, tmp_path) as device:
         assert hub.connection_count == 2
         response = await service.post(

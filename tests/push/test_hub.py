@@ -646,7 +646,7 @@ async def test_no_task_outlives_its_connection(start: Start) -> None:
 
 
 async def test_on_subscribed_hook_replays_to_the_new_socket(start: Start) -> None:
-    """Hooks run after subscription_succeeded, may send to that socket only, and may fail."""
+    """The hook runs after subscription_succeeded and may send to that socket only."""
     hub, client = await start()
     calls: list[tuple[str, str]] = []
 
@@ -656,10 +656,7 @@ async def test_on_subscribed_hook_replays_to_the_new_socket(start: Start) -> Non
         assert not hub.send_to_socket(socket_id, "private-user.1", EVENT, {"x": 1})
         assert not hub.send_to_socket("1.1", channel, EVENT, {"x": 1})
 
-    async def broken(socket_id: str, channel: str) -> None:
-        raise RuntimeError("boom")
-
-    hub.on_subscribed.extend([broken, replay])
+    hub.on_subscribed = replay
     ws, socket_id = await connect(client)
     other, _ = await connect(client)
     assert (await subscribe(ws, socket_id))["event"] == "pusher_internal:subscription_succeeded"
@@ -674,6 +671,26 @@ async def test_on_subscribed_hook_replays_to_the_new_socket(start: Start) -> Non
     await ping_pong(other)
     await ws.close()
     await other.close()
+
+
+async def test_a_failing_on_subscribed_hook_costs_nothing(
+    start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hook that raises leaves the socket subscribed and working; the log keeps the trace."""
+    hub, client = await start()
+
+    async def broken(socket_id: str, channel: str) -> None:
+        raise RuntimeError("boom")
+
+    hub.on_subscribed = broken
+    ws, socket_id = await connect(client)
+    assert (await subscribe(ws, socket_id))["event"] == "pusher_internal:subscription_succeeded"
+    await ping_pong(ws)
+    hub.publish(CHANNEL, EVENT, {"x": 1})
+    assert (await frame(ws))["data"] == {"x": 1}
+    (record,) = [r for r in caplog.records if "subscribe hook" in r.getMessage()]
+    assert record.exc_info is not None and "boom" in str(record.exc_info[1])
+    await ws.close()
 
 
 async def test_stats_describe_the_hub(start: Start) -> None:

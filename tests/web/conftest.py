@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from tests.conftest import PASSWORD, Footage, bearer, login, rfc3339
-from vms import keys
+from vms import appkeys
 from vms.config import Config
 from vms.models import Download, Kind, Status
 
@@ -124,21 +124,22 @@ async def add_downloads(
 ) -> list[Download]:
     """Store `count` downloads of one user straight in the real database, a minute apart."""
     app = client.app
-    user = await app[keys.DB].user(user_id)
-    camera = await app[keys.DB].camera(camera_id)
+    user = await app[appkeys.DB].user(user_id)
+    camera = await app[appkeys.DB].camera(camera_id)
     assert user is not None and camera is not None
-    issued = await app[keys.AUTH].issue(user, f"seed-{user_id}", "ios-cctv", datetime.now(UTC))
+    issued = await app[appkeys.AUTH].issue(user, f"seed-{user_id}", "ios-cctv", datetime.now(UTC))
     begin = start or datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
     made = []
     for index in range(count):
         made.append(
-            await app[keys.DB].create_download(
-                kind=kind,
+            await app[appkeys.DB].create_download(
+                kind=Kind(kind),
+                user=user,
                 session=issued.principal.session,
                 camera=camera,
                 range_from=begin + timedelta(minutes=index),
                 range_to=begin + timedelta(minutes=index, seconds=30),
-                status=status,
+                status=Status(status),
                 now=begin + timedelta(minutes=index),
             )
         )
@@ -194,7 +195,7 @@ async def slow_media(
     port = unused_tcp_port_factory()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    await service.app[keys.DB].put_camera(
+    await service.app[appkeys.DB].put_camera(
         1, "Gate", "camera1", f"http://127.0.0.1:{port}", datetime.now(UTC)
     )
     yield proxy

@@ -16,9 +16,9 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import PASSWORD, Footage, bearer, login, rfc3339
 from tests.web.conftest import SlowMedia, add_downloads, thick_link
-from vms import keys
-from vms.archive.links import download_name
+from vms import appkeys
 from vms.models import Kind, Status
+from vms.resources import download_name
 
 pw = pytest.importorskip("playwright.async_api")
 
@@ -146,7 +146,7 @@ async def test_find_filter_watch_download_and_log_out(
         await row.get_by_role("link", name="Download").click()
     download = await info.value
     body = await asyncio.to_thread(Path(await download.path()).read_bytes)
-    on_disk = await asyncio.to_thread(service.app[keys.ARCHIVES].files.path(download_id).read_bytes)
+    on_disk = await asyncio.to_thread(service.app[appkeys.FILES].path(download_id).read_bytes)
     assert body == on_disk and body[4:8] == b"ftyp"
     assert download.suggested_filename.startswith("Gate, ")
 
@@ -160,8 +160,8 @@ async def test_find_filter_watch_download_and_log_out(
 
 async def _variety(service: Client) -> None:
     """Downloads in every state for the screenshots, some with files on disk."""
-    users = {u.login: u.id for u in await service.app[keys.DB].users()}
-    db, files = service.app[keys.DB], service.app[keys.ARCHIVES].files
+    users = {u.login: u.id for u in await service.app[appkeys.DB].users()}
+    db, files = service.app[appkeys.DB], service.app[appkeys.FILES]
     now = datetime.now(UTC)
     start = now - timedelta(hours=2)
     await add_downloads(service, users["bob"], 2, 2, start=start - timedelta(days=1))
@@ -241,7 +241,7 @@ async def test_pages_look_right(
 
 async def test_everything_works_with_javascript_off(service: Client, chromium: Any) -> None:
     """With scripts disabled a person can still sign in, list, filter, page and log out."""
-    users = {u.login: u.id for u in await service.app[keys.DB].users()}
+    users = {u.login: u.id for u in await service.app[appkeys.DB].users()}
     await add_downloads(service, users["alice"], 1, 27)
     await add_downloads(service, users["bob"], 2, 2)
     base = str(service.make_url("")).rstrip("/")

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from tests.archive.conftest import wait_status
 from tests.conftest import PASSWORD, Footage, Seeded, bearer, login, rfc3339, seed
 from tests.web.conftest import Browser, add_downloads, csrf_of, signed_in, thick_link
-from vms import keys
+from vms import appkeys
 from vms.app import create_app
 from vms.config import Config
 from vms.db import Database
@@ -36,7 +36,7 @@ def rows_of(page: str) -> list[str]:
 
 async def seeded(service: Client) -> Seeded:
     """The ids of alice, bob and admin."""
-    users = {u.login: u.id for u in await service.app[keys.DB].users()}
+    users = {u.login: u.id for u in await service.app[appkeys.DB].users()}
     return Seeded(alice=users["alice"], bob=users["bob"], admin=users["admin"])
 
 
@@ -77,7 +77,7 @@ async def test_login_opens_a_web_device_session(service: Client, browsers: Brows
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Max-Age=86400" in cookie
     page = await browser.page("/history")
     assert "Alice" in page and "Log out" in page
-    db = service.app[keys.DB]
+    db = service.app[appkeys.DB]
     rows = await db._all("SELECT client, device, ended_at FROM sessions")
     assert [(r[0], r[2]) for r in rows] == [("web", None)]
     assert rows[0][1].startswith("web-")
@@ -92,7 +92,7 @@ async def test_login_keeps_the_device_between_logins(service: Client, browsers: 
     token = csrf_of(await browser.page("/history"))  # again, while signed in
     again = {"login": "alice", "password": PASSWORD, "_csrf": token}
     assert (await browser.post("/login", again)).status == 303
-    rows = await service.app[keys.DB]._all("SELECT device, ended_at FROM sessions")
+    rows = await service.app[appkeys.DB]._all("SELECT device, ended_at FROM sessions")
     assert len({r[0] for r in rows}) == 1
     assert sorted(r[1] is None for r in rows) == [False, False, True]
 
@@ -161,7 +161,7 @@ async def test_logout_needs_csrf_and_ends_the_session(service: Client, browsers:
     replay = browsers()
     replay.session.cookie_jar.update_cookies({"vms_web": stolen})
     assert (await replay.get("/history")).status == 303
-    ended = await service.app[keys.DB]._all("SELECT ended_at FROM sessions WHERE client = 'web'")
+    ended = await service.app[appkeys.DB]._all("SELECT ended_at FROM sessions WHERE client = 'web'")
     assert ended and all(r[0] for r in ended)
 
 
@@ -293,7 +293,7 @@ async def test_a_script_in_a_camera_name_is_shown_as_text(
 ) -> None:
     """A camera named <script>alert(1)</script> renders escaped, in rows and filter options."""
     evil = "<script>alert(1)</script>"
-    await service.app[keys.DB].put_camera(
+    await service.app[appkeys.DB].put_camera(
         3, evil, "camera3", "http://127.0.0.1:9", datetime.now(UTC)
     )
     ids = await seeded(service)

@@ -1,4 +1,4 @@
-"""The one error shape of /api (Laravel JSON) and the middleware that maps failures to it."""
+"""The one error shape of the JSON surfaces (Laravel JSON) and the middleware that maps to it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from vms.auth import Unauthenticated
+from vms.logs import log_unexpected
 from vms.validation import ValidationFailed, error_body
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,7 @@ class ApiError(Exception):
 
 @web.middleware
 async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure under /api into the Laravel JSON shape, never a stack trace."""
-    if not request.path.startswith("/api/") and not request.path.startswith("/broadcasting/"):
-        return await handler(request)
+    """Turn every failure of a JSON surface into Laravel's shape, never a stack trace."""
     try:
         return await handler(request)
     except Unauthenticated:
@@ -72,6 +71,6 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return json_error(
             exc.status, None, {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         )
-    except Exception as exc:  # the last line of defence: log the kind, answer 500
-        log.error("%s %s failed: %s", request.method, request.path, type(exc).__name__)
+    except Exception as exc:  # the last line of defence: log it whole, answer 500
+        log_unexpected(log, f"{request.method} {request.path}", exc)
         return json_error(500)

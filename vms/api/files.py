@@ -7,13 +7,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from vms import keys
+from vms import appkeys
 from vms.api.errors import json_error
+from vms.api.inputs import parse_id
 from vms.archive.files import ArchiveFiles, BadSignature, Expired, content_disposition
-from vms.archive.links import download_name
 from vms.dates import utcnow
 from vms.models import Kind, Status
-from vms.validation import parse_id
 
 _INVALID = "Invalid signature."
 _EXPIRED = "This archive has expired."
@@ -21,34 +20,32 @@ _EXPIRED = "This archive has expired."
 
 async def download_archive(request: web.Request) -> web.StreamResponse:
     """GET /archive/download/{id}?expires&signature: the MP4, whole or a range of it."""
+    app = request.config_dict
     download_id = parse_id(request.match_info["id"])
     if download_id is None:
         return json_error(403, _INVALID)
-    archives = request.app[keys.ARCHIVES]
+    files = app[appkeys.FILES]
     try:
-        archives.files.check(
+        files.check(
             download_id, request.query.get("expires"), request.query.get("signature"), utcnow()
         )
     except BadSignature:
         return json_error(403, _INVALID)
     except Expired:
         return json_error(410, _EXPIRED)
-    download = await request.app[keys.DB].download(download_id)
+    download = await app[appkeys.DB].download(download_id)
     if download is None or download.kind != Kind.ARCHIVE:
         return json_error(403, _INVALID)
-    path = archives.files.path(download_id)
+    path = files.path(download_id)
     if download.status != Status.READY or not path.is_file():
         return json_error(410, _EXPIRED)
-    name = download_name(
-        download.camera_name, download.range_from, download.range_to, request.app[keys.CONFIG].tz
-    )
     return _TrackedFileResponse(
-        archives.files,
+        files,
         download_id,
         path,
         headers={
             "Content-Type": "video/mp4",
-            "Content-Disposition": content_disposition(name),
+            "Content-Disposition": content_disposition(app[appkeys.RESOURCES].name(download)),
             "Cache-Control": "private, no-store",
             "Referrer-Policy": "no-referrer",
             "X-Content-Type-Options": "nosniff",

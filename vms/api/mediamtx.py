@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from vms import jsontext, keys
+from vms import appkeys, jsontext
 from vms.api.errors import ApiError
 from vms.auth import Unauthenticated
 from vms.mediaserver.app import parse_duration, parse_rfc3339
@@ -67,7 +67,7 @@ async def mediamtx_auth(request: web.Request) -> web.Response:
         raise Unauthenticated
     action, path = _text(body, "action"), _text(body, "path")
     query = parse_qs(_text(body, "query")[:MAX_BODY], keep_blank_values=True)
-    media_keys = request.app[keys.MEDIA_KEYS]
+    media_keys = request.config_dict[appkeys.MEDIA_KEYS]
     reasons = []
     for token in _candidates(body, query):
         try:

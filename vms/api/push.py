@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import re
-from urllib.parse import urlsplit
-
 from aiohttp import web
 
-from vms import keys
+from vms import appkeys
 from vms.api.errors import ApiError
-from vms.api.sessions import authenticated, read_body
-from vms.auth import Throttle
+from vms.api.inputs import authenticated, header_values, read_body
+from vms.archive import events
 from vms.push.signing import sign_channel
-from vms.validation import DEVICE_HEADERS, ValidationFailed, header_values
+from vms.throttle import Throttle
+from vms.validation import DEVICE_HEADERS, BroadcastAuthSchema
 
-_SOCKET_ID = re.compile(r"^\d{1,20}\.\d{1,20}\Z")
+_broadcast_schema = BroadcastAuthSchema()
 
 
 def wsurl_throttle() -> Throttle:
@@ -24,54 +22,40 @@ def wsurl_throttle() -> Throttle:
 
 async def wsurl(request: web.Request) -> web.Response:
     """GET /api/v1/wsurl: the WebSocket address and app key for Pusher clients."""
+    app = request.config_dict
     device = DEVICE_HEADERS.validated(header_values(request))["device"]
-    throttle = request.app[keys.WSURL_THROTTLE]
+    throttle = app[appkeys.WSURL_THROTTLE]
     retry_after = throttle.retry_after(device)
     if retry_after:
         raise ApiError(429, retry_after=retry_after)
     throttle.hit(device)
-    base = urlsplit(request.app[keys.CONFIG].base_url)
-    secure = base.scheme == "https"
-    host = base.hostname or "127.0.0.1"
-    port = base.port or (443 if secure else 80)
-    scheme = "wss" if secure else "ws"
+    socket = app[appkeys.URLS].socket()
     return web.json_response(
         {
-            "ws_url": f"{scheme}://{host}:{port}/ws",
-            "app_key": request.app[keys.KEYSTORE].app_key,
-            "port": port,
-            "host": host,
-            "path": "/ws",
-            "is_encrypted": secure,
+            "ws_url": socket.url,
+            "app_key": app[appkeys.KEYSTORE].app_key,
+            "port": socket.port,
+            "host": socket.host,
+            "path": socket.path,
+            "is_encrypted": socket.secure,
         }
     )
 
 
-def allowed_channels(user_id: int, session_id: str) -> tuple[str, ...]:
-    """The private channels one device session may listen on."""
-    return (f"private-token.{session_id}", f"private-user.{user_id}")
-
-
 async def broadcasting_auth(request: web.Request) -> web.Response:
     """POST /broadcasting/auth: sign a socket's subscription to one of the caller's channels."""
+    app = request.config_dict
     # Stock pusher-js and Echo set only the headers an app gives them: no device headers here.
     principal = await authenticated(request, device_headers=False)
     body = await read_body(request)
-    socket_id, channel = body.get("socket_id"), body.get("channel_name")
-    errors: dict[str, list[str]] = {}
-    if not isinstance(socket_id, str) or not socket_id:
-        errors["socket_id"] = ["The socket id field is required."]
-    elif not _SOCKET_ID.match(socket_id):
-        errors["socket_id"] = ["The socket id field format is invalid."]
-    if not isinstance(channel, str) or not channel:
-        errors["channel_name"] = ["The channel name field is required."]
-    if errors:
-        raise ValidationFailed(errors)
-    assert isinstance(socket_id, str) and isinstance(channel, str)
-    if channel not in allowed_channels(principal.user.id, principal.session.id):
+    data = _broadcast_schema.validated(
+        {"socket_id": body.get("socket_id"), "channel_name": body.get("channel_name")}
+    )
+    socket_id, channel = data["socket_id"], data["channel_name"]
+    if channel not in events.channels_for(principal.user.id, principal.session.id):
         raise ApiError(403)
-    keystore = request.app[keys.KEYSTORE]
-    request.app[keys.HUB].bind_session(socket_id, principal.session.id)
+    keystore = app[appkeys.KEYSTORE]
+    app[appkeys.HUB].bind_session(socket_id, principal.session.id)
     return web.json_response(
         {"auth": sign_channel(keystore.app_key, keystore.app_secret, socket_id, channel)}
     )

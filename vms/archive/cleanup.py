@@ -12,7 +12,7 @@ from pathlib import Path
 from vms.archive.files import PART_SUFFIX, ArchiveFiles
 from vms.dates import utcnow
 from vms.db import Database
-from vms.models import Status
+from vms.models import PENDING, Status
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ async def purge_expired(db: Database, files: ArchiveFiles, now: datetime) -> int
         status = statuses.get(download_id)
         if not partial:
             present.add(download_id)
-        if download_id in busy or status in Status.PENDING:
+        if download_id in busy or status in PENDING:
             continue
         if partial or status != Status.READY:
             orphans.append(files.root / name)

@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
+from vms.urls import Urls
+
 PART_SUFFIX = ".part"
 
 
@@ -26,9 +28,9 @@ class Expired(Exception):
 class ArchiveFiles:
     """Names files under DATA/archives and signs the URLs that serve them."""
 
-    def __init__(self, root: Path, base_url: str, secret: bytes) -> None:
+    def __init__(self, root: Path, urls: Urls, secret: bytes) -> None:
         self.root = root
-        self._base_url = base_url.rstrip("/")
+        self._urls = urls
         self._secret = secret
         self._serving: Counter[int] = Counter()
 
@@ -40,12 +42,20 @@ class ArchiveFiles:
         """Where a download is written before it is complete."""
         return self.root / f"{int(download_id)}.mp4{PART_SUFFIX}"
 
+    def remove_partials(self) -> int:
+        """Delete every partial file (left by a crash); how many there were. Blocking."""
+        count = 0
+        for path in self.root.glob(f"*{PART_SUFFIX}"):
+            path.unlink(missing_ok=True)
+            count += 1
+        return count
+
     def exists(self, download_id: int) -> bool:
         """True if the finished file is on disk."""
         return self.path(download_id).is_file()
 
     def _unsigned(self, download_id: int, expires: int) -> str:
-        return f"{self._base_url}/archive/download/{int(download_id)}?expires={expires}"
+        return self._urls.archive_file(download_id, expires)
 
     def _signature(self, download_id: int, expires: int) -> str:
         message = self._unsigned(download_id, expires).encode()

@@ -9,13 +9,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlencode
 
 import aiohttp
 
 from vms import jsontext
 from vms.dates import format_rfc3339, parse_date, utcnow
 from vms.models import Camera
+from vms.urls import media_list
 
 log = logging.getLogger(__name__)
 
@@ -65,23 +65,6 @@ def parse_spans(body: bytes) -> list[Span]:
             raise MediaUnavailable("media server sent a malformed list entry")
         spans.append(Span(parsed, float(duration)))
     return spans
-
-
-def get_url(
-    camera: Camera, start: datetime, end: datetime, token: str | None, fmt: str = "mp4"
-) -> str:
-    """The media server's /get address for a camera and range, carrying a media token if given."""
-    duration = (end - start).total_seconds()
-    params = {
-        "path": camera.path,
-        "start": format_rfc3339(start),
-        "duration": f"{duration:.6f}".rstrip("0").rstrip("."),
-        "format": fmt,
-    }
-    if token is not None:
-        params["jwt"] = token
-    query = urlencode(params)
-    return f"{camera.media_server.url.rstrip('/')}/get?{query}"
 
 
 class MediaClient:
@@ -137,7 +120,7 @@ class MediaClient:
 
     async def _ask(self, camera: Camera, start: datetime, end: datetime) -> bool:
         query = {"path": camera.path, "start": format_rfc3339(start), "end": format_rfc3339(end)}
-        url = f"{camera.media_server.url.rstrip('/')}/list"
+        url = media_list(camera.media_server.url)
         headers = {"Authorization": f"Bearer {self._token_for(camera.path, start, end)}"}
         try:
             async with self._http.get(

@@ -1,4 +1,4 @@
-"""The media server on its own: `python -m vms.mediaserver.standalone --recordings DIR ...`.
+"""The media server on its own, for another box: `python server.py media-server ...`.
 
 It trusts the keys published at a JWKS URL (the VMS's `/.well-known/jwks.json`), like
 MediaMTX with `authJWTJWKS`, and runs until cancelled or sent SIGTERM/SIGINT.
@@ -6,7 +6,6 @@ MediaMTX with `authJWTJWKS`, and runs until cancelled or sent SIGTERM/SIGINT.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -45,19 +44,3 @@ async def serve(recordings: Path, host: str, port: int, jwks_url: str) -> None:
             await runner.cleanup()
             for sig in handled:
                 loop.remove_signal_handler(sig)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Parse the command line and serve."""
-    parser = argparse.ArgumentParser(description="MediaMTX-compatible playback server")
-    parser.add_argument("--recordings", type=Path, required=True, help="RECORDINGS directory")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9996)
-    parser.add_argument("--jwks-url", required=True, help="where the trusted public keys are")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(args.recordings, args.host, args.port, args.jwks_url))
-
-
-if __name__ == "__main__":
-    main()

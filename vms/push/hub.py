@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from vms.logs import log_unexpected
 from vms.push import protocol
 from vms.push.protocol import CloseCode, FrameError
 from vms.push.signing import verify_channel
@@ -194,7 +195,9 @@ class Hub:
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._counters: Counter[str] = Counter()
-        self.on_subscribed: list[SubscribedHook] = []
+        # Called after a socket joins a channel (the archive side replays what it missed);
+        # set once while the service is wired, like every other callback of the service.
+        self.on_subscribed: SubscribedHook | None = None
 
     # Public API
 
@@ -527,9 +530,9 @@ class Hub:
             if msg.type is WSMsgType.TEXT:
                 try:
                     await self._on_text(conn, msg.data)
-                except Exception as exc:  # a bug here must cost one socket, not leak a trace
+                except Exception as exc:  # a bug here must cost one socket, not the hub
                     self._counters["internal_errors"] += 1
-                    log.error("push: socket %s: unexpected %s", conn.socket_id, type(exc).__name__)
+                    log_unexpected(log, f"push: socket {conn.socket_id}", exc)
                     self._close(conn, CloseCode.RECONNECT, "Internal server error", notify=True)
             elif msg.type is WSMsgType.BINARY:
                 if self._take_token(conn):
@@ -597,17 +600,12 @@ class Hub:
         conn.channels.add(name)
         self._channels.setdefault(name, set()).add(conn)
         self._send(conn, protocol.encode(protocol.subscription_succeeded(name)))
-        for hook in self.on_subscribed:
-            if conn.closing:
-                return
-            try:
-                await hook(conn.socket_id, name)
-            except Exception as exc:  # a failing hook must not take the socket down
-                log.error(
-                    "push: subscribe hook failed for socket %s: %s",
-                    conn.socket_id,
-                    type(exc).__name__,
-                )
+        if self.on_subscribed is None or conn.closing:
+            return
+        try:
+            await self.on_subscribed(conn.socket_id, name)
+        except Exception as exc:  # a failing hook must not take the socket down
+            log_unexpected(log, f"push: subscribe hook for socket {conn.socket_id}", exc)
 
     def _subscription_refusal(
         self, conn: _Connection, name: str, request: protocol.Subscribe

@@ -1,4 +1,4 @@
-"""Error pages and security headers for everything a browser opens outside the JSON surfaces."""
+"""The browser surface's error pages and security headers (the root application's)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-log = logging.getLogger(__name__)
+from vms.logs import log_unexpected
 
-# These answer in their own shapes (Laravel JSON, Pusher, the download contract).
-_NOT_PAGES = ("/api/", "/broadcasting/", "/ws/", "/archive/download/", "/.well-known/")
+log = logging.getLogger(__name__)
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -36,9 +35,9 @@ _TITLES = {
 }
 
 
-def is_page(path: str) -> bool:
-    """True for paths a browser opens as pages (and their static files)."""
-    return not path.startswith(_NOT_PAGES)
+def routed_to_a_surface(request: web.Request) -> bool:
+    """True if the request was routed into a sub-application, which answers for itself."""
+    return len(request.match_info.apps) > 1
 
 
 def error_page(request: web.Request, status: int) -> web.Response:
@@ -65,7 +64,7 @@ def _secure(response: web.StreamResponse, path: str) -> web.StreamResponse:
 @web.middleware
 async def page_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render error.html for failures of pages, and send every page the security headers."""
-    if not is_page(request.path):
+    if routed_to_a_surface(request):
         return await handler(request)
     try:
         response = await handler(request)
@@ -75,7 +74,7 @@ async def page_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         response = error_page(request, exc.status)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
-    except Exception as exc:  # never a stack trace in the page: log the kind, show 500
-        log.error("%s %s failed: %s", request.method, request.path, type(exc).__name__)
+    except Exception as exc:  # never a stack trace in the page; the log keeps it whole
+        log_unexpected(log, f"{request.method} {request.path}", exc)
         response = error_page(request, 500)
     return _secure(response, request.path)

@@ -9,17 +9,16 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlencode
 
-from vms.archive.jobs import ArchiveService
-from vms.archive.links import download_name
-from vms.models import Download, Kind, Status
+from vms.models import PENDING, Download, Kind, Status
+from vms.resources import Resources
 
 PER_PAGE = 25
-STATUSES = (Status.QUEUED, Status.RUNNING, Status.READY, Status.FAILED, Status.EXPIRED)
 STATUS_LABELS = {
     Status.QUEUED: "Queued",
     Status.RUNNING: "In progress",
     Status.READY: "Ready",
     Status.FAILED: "Failed",
+    Status.CANCELLED: "Cancelled",
     Status.EXPIRED: "Expired",
 }
 _ID = re.compile(r"^\d{1,12}\Z")
@@ -33,7 +32,7 @@ class Filters:
 
     camera_id: int | None = None
     user_id: int | None = None
-    status: str | None = None
+    status: Status | None = None
     day_from: date | None = None
     day_to: date | None = None
     page: int = 1
@@ -99,8 +98,8 @@ def parse_filters(query: Mapping[str, str], *, operator: bool) -> Filters:
                 problems.append(f"The {name} filter was not understood and is ignored.")
     status = query.get("status", "").strip()
     if status:
-        if status in STATUSES:
-            values["status"] = status
+        if status in STATUS_LABELS:
+            values["status"] = Status(status)
         else:
             problems.append("The status filter was not understood and is ignored.")
     for name, key in (("from", "day_from"), ("to", "day_to")):
@@ -125,7 +124,7 @@ class Row:
     """One download as the page shows it."""
 
     id: int
-    kind: str
+    kind: Kind
     name: str
     camera_name: str
     login: str
@@ -134,7 +133,7 @@ class Row:
     range_text: str
     range_day: str
     duration_text: str
-    status: str
+    status: Status
     label: str
     progress: int
     url: str | None
@@ -187,8 +186,9 @@ def time_left(expires_at: datetime | None, now: datetime) -> str:
     return f"{minutes} min left"
 
 
-def describe(download: Download, tz: tzinfo, now: datetime, archives: ArchiveService) -> Row:
+def describe(download: Download, resources: Resources, now: datetime) -> Row:
     """The row of one history record or server-side archive, as of `now`."""
+    tz = resources.tz
     start, end = download.range_from.astimezone(tz), download.range_to.astimezone(tz)
     created = download.created_at.astimezone(tz)
     if start.date() == end.date():
@@ -197,23 +197,21 @@ def describe(download: Download, tz: tzinfo, now: datetime, archives: ArchiveSer
         range_text = f"{start:%H:%M:%S} – {end.day} {end:%b %H:%M:%S}"
     url: str | None = None
     left = ""
-    status = download.status
+    facts = resources.facts(download)
+    status = facts.status
     if download.kind == Kind.LINK:
         label = "Link issued"
     else:
-        label = STATUS_LABELS.get(status, status.capitalize())
+        label = STATUS_LABELS[status]
         if status == Status.READY:
-            if archives.file_exists(download):
-                url = archives.signed_url(download)
-                left = time_left(download.expires_at, now)
-            else:
-                status, label = Status.EXPIRED, STATUS_LABELS[Status.EXPIRED]
-        if status == Status.EXPIRED:
+            url = facts.url
+            left = time_left(download.expires_at, now)
+        elif status == Status.EXPIRED:
             left = "Deleted"
     return Row(
         id=download.id,
         kind=download.kind,
-        name=download_name(download.camera_name, download.range_from, download.range_to, tz),
+        name=resources.name(download),
         camera_name=download.camera_name,
         login=download.login,
         created_text=_when(created),
@@ -226,45 +224,9 @@ def describe(download: Download, tz: tzinfo, now: datetime, archives: ArchiveSer
         progress=download.progress,
         url=url,
         time_left=left,
-        message=download.message if status == Status.FAILED else None,
-        pending=download.kind == Kind.ARCHIVE and status in Status.PENDING,
+        message=download.message if status in (Status.FAILED, Status.CANCELLED) else None,
+        pending=download.kind == Kind.ARCHIVE and status in PENDING,
     )
-
-
-@dataclass(frozen=True)
-class Page:
-    """Pagination of one listing."""
-
-    number: int
-    total: int
-    per_page: int = PER_PAGE
-
-    @property
-    def last(self) -> int:
-        """The last page that has rows (1 when there are none)."""
-        return max(1, -(-self.total // self.per_page))
-
-    @property
-    def first_index(self) -> int:
-        """1-based index of the first row on this page."""
-        return (self.number - 1) * self.per_page + 1
-
-    def last_index(self, shown: int) -> int:
-        """1-based index of the last row on this page."""
-        return self.first_index + shown - 1
-
-    def numbers(self) -> list[int | None]:
-        """Page numbers to offer, None where a gap is elided: 1 … 4 5 6 … 20."""
-        wanted = {1, self.last, *range(self.number - 1, self.number + 2)}
-        shown = sorted(n for n in wanted if 1 <= n <= self.last)
-        out: list[int | None] = []
-        previous = 0
-        for n in shown:
-            if n - previous > 1:
-                out.append(None)
-            out.append(n)
-            previous = n
-        return out
 
 
 def parse_ids(text: str, limit: int = 100) -> list[int]:

@@ -7,20 +7,20 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from vms import keys
-from vms.auth import InvalidCredentials, Principal
+from vms import appkeys, urls
+from vms.auth import Principal
 from vms.dates import format_stamp, parse_stamp, utcnow
 from vms.models import Download, Kind
+from vms.pagination import Page
+from vms.sessions import CREDENTIALS_MESSAGE, InvalidCredentials, Throttled
 from vms.web.history import (
     PER_PAGE,
     STATUS_LABELS,
     Filters,
-    Page,
     describe,
     parse_filters,
     parse_ids,
@@ -42,7 +42,6 @@ from vms.web.session import (
 log = logging.getLogger(__name__)
 
 HISTORY = "/history"
-_CREDENTIALS = "These credentials do not match our records."
 _EXPIRED_FORM = "This form has expired. Please try again."
 _NEXT = re.compile(r"/history(?:[/?][\x21-\x7e]*)?")
 
@@ -73,7 +72,7 @@ def render(
         "csrf_field": CSRF_FIELD,
         "csrf": csrf_token(request, state),
         "user": user.user if user else None,
-        "tz_name": request.app[keys.CONFIG].timezone,
+        "tz_name": request.config_dict[appkeys.CONFIG].timezone,
         **context,
     }
     response = aiohttp_jinja2.render_template(template, request, full, status=status)
@@ -123,22 +122,25 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if not login or not isinstance(password, str) or not password:
         return again("Enter your login and password.", 422, state)
     if len(login) > 255 or len(password) > 1024:
-        return again(_CREDENTIALS, 422, state)
-    auth = request.app[keys.AUTH]
-    address = request.remote or "unknown"
-    retry_after = auth.login_retry_after(login, address)
-    if retry_after:
-        message = f"Too many attempts. Try again in {retry_after} seconds."
-        return again(message, 429, state, **{"Retry-After": str(retry_after)})
-    try:
-        user = await auth.check_password(login, password, address)
-    except InvalidCredentials:
-        return again(_CREDENTIALS, 422, state)
+        return again(CREDENTIALS_MESSAGE, 422, state)
+    sessions = request.config_dict[appkeys.SESSIONS]
     previous = await current_principal(request, state)
+    try:
+        issued = await sessions.log_in(
+            login,
+            password,
+            address=request.remote or "unknown",
+            device=state.device,
+            client=WEB_CLIENT,
+        )
+    except Throttled as exc:
+        message = f"Too many attempts. Try again in {exc.retry_after} seconds."
+        return again(message, 429, state, **{"Retry-After": str(exc.retry_after)})
+    except InvalidCredentials:
+        return again(CREDENTIALS_MESSAGE, 422, state)
     if previous is not None:  # signing in again replaces this browser's session
-        await _end(request, previous)
-    issued = await auth.issue(user, state.device, WEB_CLIENT, utcnow())
-    log.info("user %d signed in on the web", user.id)
+        await sessions.end(previous.user, previous.session.id)
+    log.info("user %d signed in on the web", issued.principal.user.id)
     response = _redirect(next_url)
     set_state(request, response, logged_in(state, issued.principal.session.id))
     return response
@@ -152,18 +154,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden(reason="The form has expired")
     principal = await current_principal(request, state)
     if principal is not None:
-        await _end(request, principal)
-    response = _redirect("/login")
+        await request.config_dict[appkeys.SESSIONS].end(principal.user, principal.session.id)
+    response = _redirect(request.config_dict[appkeys.URLS].path(urls.LOGIN))
     set_state(request, response, logged_out(state))
     return response
-
-
-async def _end(request: web.Request, principal: Principal) -> None:
-    """End a web session as the API does: the token dies and its sockets close."""
-    session_id = principal.session.id
-    if await request.app[keys.AUTH].end_session(principal, session_id, utcnow()):
-        for hook in request.app[keys.SESSION_ENDED]:
-            await hook(session_id)
 
 
 async def _signed_in(request: web.Request) -> tuple[CookieState, Principal] | None:
@@ -176,17 +170,18 @@ async def _signed_in(request: web.Request) -> tuple[CookieState, Principal] | No
 
 async def history(request: web.Request) -> web.StreamResponse:
     """GET /history: history records and server-side archives, filtered and paginated."""
+    links = request.config_dict[appkeys.URLS]
     signed_in = await _signed_in(request)
     if signed_in is None:
-        return _redirect(f"/login?next={quote(request.path_qs, safe='')}")
+        return _redirect(links.path(urls.LOGIN, {"next": request.path_qs}))
     state, principal = signed_in
-    app = request.app
-    config, db, archives = app[keys.CONFIG], app[keys.DB], app[keys.ARCHIVES]
+    app = request.config_dict
+    db, resources = app[appkeys.DB], app[appkeys.RESOURCES]
     user = principal.user
     filters = parse_filters(request.query, operator=user.is_admin)
     now = utcnow()
     downloads, total = await _list(request, principal, filters, PER_PAGE)
-    rows = [describe(d, config.tz, now, archives) for d in downloads]
+    rows = [describe(d, resources, now) for d in downloads]
     cameras = await db.cameras()
     if not user.is_admin:
         granted = set(await db.grants(user.id))
@@ -194,12 +189,12 @@ async def history(request: web.Request) -> web.StreamResponse:
     context = {
         "rows": rows,
         "filters": filters,
-        "page": Page(filters.page, total),
+        "page": Page(filters.page, total, PER_PAGE),
         "cameras": cameras,
         "users": await db.users() if user.is_admin else [],
         "statuses": STATUS_LABELS,
         "since": format_stamp(now),
-        "path": HISTORY,
+        "path": links.path(urls.HISTORY),
     }
     return render(request, "history.html", context, state, user=principal)
 
@@ -212,11 +207,12 @@ async def _list(
     since: datetime | None = None,
 ) -> tuple[list[Download], int]:
     """The downloads this user may see under `filters`: operators everyone's, users their own."""
+    app = request.config_dict
     user = principal.user
-    created_from, created_to = filters.created_range(request.app[keys.CONFIG].tz)
+    created_from, created_to = filters.created_range(app[appkeys.CONFIG].tz)
     if since is not None:
         created_from = max(created_from, since) if created_from else since
-    return await request.app[keys.DB].list_downloads(
+    return await app[appkeys.DB].list_downloads(
         user_id=filters.user_id if user.is_admin else user.id,
         kinds=(Kind.LINK, Kind.ARCHIVE),
         created_from=created_from,
@@ -234,16 +230,15 @@ async def history_status(request: web.Request) -> web.StreamResponse:
     if signed_in is None:
         return web.json_response({"message": "Unauthenticated."}, status=401)
     _state, principal = signed_in
-    app = request.app
-    config, db, archives = app[keys.CONFIG], app[keys.DB], app[keys.ARCHIVES]
+    app = request.config_dict
     user = principal.user
     now = utcnow()
-    rows = []
-    for download_id in parse_ids(request.query.get("ids", "")):
-        download = await db.download(download_id)
-        if download is None or not (user.is_admin or download.user_id == user.id):
-            continue
-        rows.append(describe(download, config.tz, now, archives).live())
+    downloads = await app[appkeys.DB].downloads_by_ids(parse_ids(request.query.get("ids", "")))
+    rows = [
+        describe(download, app[appkeys.RESOURCES], now).live()
+        for download in downloads
+        if user.is_admin or download.user_id == user.id
+    ]
     newer = 0
     since = _stamp(request.query.get("since", ""))
     if since is not None:

@@ -10,6 +10,7 @@ import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from vms import urls
 from vms.web import pages
 from vms.web.errors import page_errors
 
@@ -46,10 +47,10 @@ def setup_pages(app: web.Application) -> None:
     env.globals["static_url"] = static_url
     app.middlewares.append(page_errors)
     app.router.add_get("/", pages.home)
-    app.router.add_get("/login", pages.login_form)
+    app.router.add_get("/login", pages.login_form, name=urls.LOGIN)
     app.router.add_post("/login", pages.login_submit)
     app.router.add_post("/logout", pages.logout)
-    app.router.add_get("/history", pages.history)
+    app.router.add_get("/history", pages.history, name=urls.HISTORY)
     app.router.add_get("/history/status", pages.history_status)
     app.router.add_get("/static/{name:[A-Za-z0-9._-]+}", _static_handler(versions))
 

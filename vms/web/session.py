@@ -13,9 +13,8 @@ from dataclasses import dataclass, replace
 
 from aiohttp import web
 
-from vms import keys
+from vms import appkeys
 from vms.auth import Principal
-from vms.dates import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ class CookieState:
 
 
 def _key(request: web.Request) -> bytes:
-    secret = request.app[keys.KEYSTORE].url_secret
+    secret = request.config_dict[appkeys.KEYSTORE].url_secret
     return hmac.new(secret, _KEY_LABEL, hashlib.sha256).digest()
 
 
@@ -84,7 +83,7 @@ def decode_state(request: web.Request) -> CookieState | None:
 
 def set_state(request: web.Request, response: web.StreamResponse, state: CookieState) -> None:
     """Write the cookie: HttpOnly, SameSite=Lax, Secure behind an https public URL."""
-    config = request.app[keys.CONFIG]
+    config = request.config_dict[appkeys.CONFIG]
     response.set_cookie(
         COOKIE,
         encode_state(request, state),
@@ -120,18 +119,8 @@ async def current_principal(request: web.Request, state: CookieState | None) -> 
     """The logged-in user if the cookie names a live web session of this browser's device."""
     if state is None or not state.session_id:
         return None
-    db = request.app[keys.DB]
-    session = await db.session(state.session_id)
-    if (
-        session is None
-        or session.ended_at is not None
-        or session.expires_at <= utcnow()
-        or session.device != state.device
-        or session.client != WEB_CLIENT
-    ):
-        return None
-    user = await db.user(session.user_id)
-    return Principal(user, session) if user is not None else None
+    sessions = request.config_dict[appkeys.SESSIONS]
+    return await sessions.principal(state.session_id, device=state.device, client=WEB_CLIENT)
 
 
 def logged_out(state: CookieState) -> CookieState:

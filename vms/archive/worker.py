@@ -1,0 +1,203 @@
+"""The archive queue: a bounded pool of workers that fetch, retry and record each job's state.
+
+Jobs live in the database, so a queued or running archive survives a restart: `start` puts
+them back on the queue. Every change of state is written first and announced after, with the
+row as written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import aiohttp
+
+from vms.archive import events
+from vms.archive.events import Publisher
+from vms.archive.fetcher import FetchError, FetchLimits, fetch_archive
+from vms.archive.files import ArchiveFiles
+from vms.archive.links import MediaLinks
+from vms.dates import utcnow
+from vms.db import Database
+from vms.logs import log_unexpected
+from vms.models import PENDING, Download, Status
+from vms.resources import Resources
+from vms.urls import media_get
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How many jobs run at once, how long archives are kept, how hard a fetch is retried."""
+
+    concurrency: int = 2
+    archive_ttl: float = 3 * 3600.0
+    attempts: int = 4
+    backoff: float = 2.0
+    limits: FetchLimits = field(default_factory=FetchLimits)
+
+
+class ArchiveWorker:
+    """Works queued archives: fetch with retries, then ready or failed, each state pushed."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        db: Database,
+        files: ArchiveFiles,
+        http: aiohttp.ClientSession,
+        links: MediaLinks,
+        resources: Resources,
+        publisher: Publisher,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._files = files
+        self._http = http
+        self._links = links
+        self._resources = resources
+        self._publisher = publisher
+        self._clock = clock
+        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Resume what a previous run left: partial files go, queued and running jobs run again."""
+        self._files.root.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        removed = await loop.run_in_executor(None, self._files.remove_partials)
+        if removed:
+            log.info("removed %d partial archive files left by the previous run", removed)
+        for download in await self._db.archives_in([Status.RUNNING, Status.QUEUED]):
+            if download.status == Status.RUNNING:
+                await self._db.update_download(
+                    download.id, self._clock(), status=Status.QUEUED, progress=0
+                )
+            self._queue.put_nowait(download.id)
+        if self._queue.qsize():
+            log.info("resuming %d archive jobs", self._queue.qsize())
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"archive-worker-{n}")
+            for n in range(self._settings.concurrency)
+        ]
+
+    async def stop(self) -> None:
+        """Stop the workers; interrupted jobs stay queued or running and resume next start."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def enqueue(self, download_id: int) -> None:
+        """Queue a job already recorded as queued."""
+        self._queue.put_nowait(download_id)
+
+    def announce(self, download: Download) -> None:
+        """Tell the download's device session where it stands now (`archive_generated`)."""
+        self._publisher.publish(
+            events.token_channel(download.session_id),
+            events.EVENT,
+            events.archive_generated(self._resources.download(download), download.message),
+        )
+
+    async def _work(self) -> None:
+        while True:
+            download_id = await self._queue.get()
+            try:
+                await self._run(download_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one broken job must not take the worker down
+                log_unexpected(log, f"archive {download_id}", exc)
+                await self._fail(download_id, events.FAILED_MESSAGE)
+            finally:
+                self._queue.task_done()
+
+    async def _run(self, download_id: int) -> None:
+        download = await self._db.download(download_id)
+        if download is None or download.status not in PENDING:
+            return
+        settings = self._settings
+        first = download.attempts + 1
+        for attempt in range(first, first + settings.attempts):
+            running = await self._db.update_download(
+                download_id, self._clock(), status=Status.RUNNING, attempts=attempt, progress=0
+            )
+            if running is None:
+                return
+            self._progress(running, 0)
+            try:
+                size = await self._fetch(running)
+            except FetchError as exc:
+                log.warning("archive %d attempt %d: %s", download_id, attempt, exc.message)
+                if not exc.retryable or attempt >= first + settings.attempts - 1:
+                    await self._fail(download_id, exc.message)
+                    return
+                await asyncio.sleep(settings.backoff * 2 ** (attempt - 1))
+                continue
+            await self._ready(download_id, size)
+            return
+
+    async def _fetch(self, download: Download) -> int:
+        token = self._links.token(download.camera_path, download.range_from, download.range_to)
+        seconds = (download.range_to - download.range_from).total_seconds()
+        url = media_get(
+            download.media_server_url, download.camera_path, download.range_from, seconds
+        )
+        percent = 0
+
+        async def on_progress(received: int, total: int | None) -> None:
+            nonlocal percent
+            if not total:
+                return
+            now = min(99, received * 100 // total)
+            if now <= percent:
+                return
+            percent = now
+            current = await self._db.update_download(download.id, self._clock(), progress=now)
+            if current is not None:
+                self._progress(current, now)
+
+        return await fetch_archive(
+            self._http,
+            url,
+            token,
+            self._files.partial_path(download.id),
+            self._files.path(download.id),
+            self._settings.limits,
+            on_progress,
+        )
+
+    async def _ready(self, download_id: int, size: int) -> None:
+        expires = self._clock() + timedelta(seconds=self._settings.archive_ttl)
+        ready = await self._db.update_download(
+            download_id,
+            self._clock(),
+            status=Status.READY,
+            progress=100,
+            size=size,
+            message=None,
+            expires_at=expires,
+        )
+        if ready is not None:
+            log.info("archive %d ready: %d bytes", download_id, size)
+            self.announce(ready)
+
+    async def _fail(self, download_id: int, message: str) -> None:
+        failed = await self._db.update_download(
+            download_id, self._clock(), status=Status.FAILED, message=message, progress=0
+        )
+        if failed is not None:
+            self.announce(failed)
+
+    def _progress(self, download: Download, percent: int) -> None:
+        self._publisher.publish(
+            events.token_channel(download.session_id),
+            events.EVENT,
+            events.archive_progress(self._resources.download(download), percent),
+        )
