@@ -14,7 +14,8 @@ from vms.auth import Throttle
 from vms.push.signing import sign_channel
 from vms.validation import DEVICE_HEADERS, ValidationFailed, header_values
 
-_SOCKET_ID = re.compile(r"^\d{1,20}\.\d{1,20}$")
+# ASCII digits and fullmatch: Python's \d takes "١" and its $ a trailing newline, Pusher's neither.
+_SOCKET_ID = re.compile(r"[0-9]{1,20}\.[0-9]{1,20}")
 
 
 def wsurl_throttle() -> Throttle:
@@ -61,7 +62,7 @@ async def broadcasting_auth(request: web.Request) -> web.Response:
     errors: dict[str, list[str]] = {}
     if not isinstance(socket_id, str) or not socket_id:
         errors["socket_id"] = ["The socket id field is required."]
-    elif not _SOCKET_ID.match(socket_id):
+    elif not _SOCKET_ID.fullmatch(socket_id):
         errors["socket_id"] = ["The socket id field format is invalid."]
     if not isinstance(channel, str) or not channel:
         errors["channel_name"] = ["The channel name field is required."]
