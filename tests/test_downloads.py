@@ -192,13 +192,18 @@ async def test_per_page_limits_are_inclusive(
         ("per_page", "abc"),
         ("per_page", "1.5"),
         ("per_page", "99999999999999999999"),
+        ("per_page", "٣"),
+        ("per_page", "３"),
         ("page", "0"),
         ("page", "-1"),
         ("page", "abc"),
         ("page", "2.0"),
+        ("page", "1000001"),
+        ("page", "٢"),
         ("from", "yesterday"),
         ("to", "2026-11-23T10:20:00"),
         ("from", "9999-12-31T23:59:59-23:59"),
+        ("from", "٢٠٢٦-11-23 10:20:00"),
         ("to", "0001-01-01T00:00:00+23:59"),
     ],
 )
@@ -209,6 +214,19 @@ async def test_bad_list_parameters_are_422(service: Client, name: str, value: st
     assert status == 422, body
     assert list(body["errors"]) == [name]
     assert body["message"] == body["errors"][name][0]
+
+
+@pytest.mark.parametrize("name", ["page", "per_page", "from", "to"])
+async def test_an_empty_list_parameter_counts_as_absent(
+    service: Client, footage: Footage, name: str
+) -> None:
+    """`per_page=` and the like are ignored, as Laravel's ConvertEmptyStringsToNull makes them."""
+    answer = await login(service)
+    await _make_links(service, answer, footage, 2)
+    status, body = await _list(service, answer, **{name: ""})
+    assert status == 200, body
+    assert (body["meta"]["current_page"], body["meta"]["per_page"]) == (1, 25)
+    assert body["meta"]["total"] == 2
 
 
 async def test_from_and_to_filter_on_creation_time(service: Client, footage: Footage) -> None:

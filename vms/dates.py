@@ -19,7 +19,8 @@ def utcnow() -> datetime:
 
 def parse_date(text: str, tz: tzinfo) -> datetime | None:
     """An aware datetime from RFC 3339 or `YYYY-MM-DD HH:MM:SS` (read in `tz`); None if invalid."""
-    if len(text) > 40:
+    # Python's \d and strptime's %Y also take digits such as "٢٠٢٦"; the contract's formats do not.
+    if len(text) > 40 or not text.isascii():
         return None
     match = _RFC3339.match(text)
     if match:

@@ -11,6 +11,29 @@ from vms.models import CLIENTS
 _STAMP = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"}
 _LOCAL = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"}
 
+# A request date as vms.dates.parse_date accepts it. Calendar rules are spelled out (leap days,
+# month lengths, no year 0000) so that a value matching the pattern is a date the code takes;
+# only an offset carrying an instant of year 1 or 9999 out of datetime's range is refused beyond it.
+# [0-9] rather than \d throughout: Python tools read \d as any Unicode digit.
+_YEAR = "(?:[0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)"
+_LEAP_YEAR = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_MONTH_DAY = (
+    "(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    "|(?:0[13-9]|1[0-2])-(?:29|30)"
+    "|(?:0[13578]|1[02])-31)"
+)
+_DAY = f"(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+_TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+_OFFSET = "(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+_REQUEST_DATE: dict[str, Any] = {
+    "type": "string",
+    "maxLength": 35,  # 2026-11-23T10:20:00.123456789+03:00
+    "pattern": f"^(?:{_DAY}[Tt]{_TIME}(?:\\.[0-9]{{1,9}})?{_OFFSET}|{_DAY} {_TIME})$",
+}
+# A record id in a URL, as vms.validation.parse_id reads it.
+_RECORD_ID = {"type": "string", "pattern": "^[0-9]{1,12}$"}
+_DATE_FORMATS = "RFC 3339 (fraction optional) or `YYYY-MM-DD HH:MM:SS` in the server's time zone."
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -20,12 +43,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _string_fields_body(*names: str) -> dict[str, Any]:
-    """A required body of string fields, as JSON or as a form."""
+def _string_fields_body(**fields: dict[str, Any]) -> dict[str, Any]:
+    """A required body of string fields (name: its constraints), as JSON or as a form."""
     schema = {
         "type": "object",
-        "required": list(names),
-        "properties": {name: {"type": "string"} for name in names},
+        "required": list(fields),
+        "properties": {name: {"type": "string", **rules} for name, rules in fields.items()},
     }
     return {
         "required": True,
@@ -33,6 +56,18 @@ def _string_fields_body(*names: str) -> dict[str, Any]:
             media: {"schema": schema}
             for media in ("application/json", "application/x-www-form-urlencoded")
         },
+    }
+
+
+def _optional_query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An optional query parameter; an empty value counts as absent, as in Laravel."""
+    return {
+        "name": name,
+        "in": "query",
+        "schema": schema,
+        # Laravel's ConvertEmptyStringsToNull makes `per_page=` null, which `nullable` skips.
+        "allowEmptyValue": True,
+        "description": f"{description} Empty (or only white space) counts as absent.",
     }
 
 
@@ -52,7 +87,13 @@ _DEVICE_HEADERS = [
         "name": "X-UUID",
         "in": "header",
         "required": True,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        # No space at either end: HTTP drops it, so the server never sees one there.
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 255,
+            "pattern": r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$",
+        },
         "description": "The device id (printable ASCII); must match the token's session.",
     },
 ]
@@ -174,7 +215,10 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "summary": "Log in: open a device session and get an access token.",
                 "parameters": _DEVICE_HEADERS,
-                "requestBody": _string_fields_body("login", "password"),
+                "requestBody": _string_fields_body(
+                    login={"minLength": 1, "maxLength": 255},
+                    password={"minLength": 1, "maxLength": 1024},
+                ),
                 "responses": {
                     "200": _json(
                         {
@@ -233,16 +277,23 @@ def _paths() -> dict[str, Any]:
                         "name": "camera",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string"},
+                        # Anything else names no camera: 404, as for one the caller may not see.
+                        "schema": _RECORD_ID,
                     },
                     {
                         "name": "from",
                         "in": "query",
                         "required": True,
-                        "schema": {"type": "string"},
-                        "description": "RFC 3339 or `YYYY-MM-DD HH:MM:SS` (server time zone).",
+                        "schema": _REQUEST_DATE,
+                        "description": f"{_DATE_FORMATS} Not in the future.",
                     },
-                    {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "to",
+                        "in": "query",
+                        "required": True,
+                        "schema": _REQUEST_DATE,
+                        "description": f"{_DATE_FORMATS} After `from`, within the maximum range.",
+                    },
                     *_DEVICE_HEADERS,
                 ],
                 "responses": {
@@ -280,14 +331,14 @@ def _paths() -> dict[str, Any]:
                 "summary": "The caller's history records, newest first.",
                 "security": _BEARER,
                 "parameters": [
-                    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-                    {
-                        "name": "per_page",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 100},
-                    },
-                    {"name": "from", "in": "query", "schema": {"type": "string"}},
-                    {"name": "to", "in": "query", "schema": {"type": "string"}},
+                    _optional_query(
+                        "page", {"type": "integer", "minimum": 1, "maximum": 1_000_000}, "From 1."
+                    ),
+                    _optional_query(
+                        "per_page", {"type": "integer", "minimum": 1, "maximum": 100}, "Default 25."
+                    ),
+                    _optional_query("from", _REQUEST_DATE, f"Created at or after. {_DATE_FORMATS}"),
+                    _optional_query("to", _REQUEST_DATE, f"Created at or before. {_DATE_FORMATS}"),
                     *_DEVICE_HEADERS,
                 ],
                 "responses": {
@@ -302,7 +353,13 @@ def _paths() -> dict[str, Any]:
                 "summary": "One of the caller's downloads: history record or server archive.",
                 "security": _BEARER,
                 "parameters": [
-                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "id",
+                        "in": "path",
+                        "required": True,
+                        # Anything else names no download: 404, as for someone else's.
+                        "schema": _RECORD_ID,
+                    },
                     *_DEVICE_HEADERS,
                 ],
                 "responses": {
@@ -358,7 +415,10 @@ def _paths() -> dict[str, Any]:
                 "summary": "Authorise a socket's subscription to one of the caller's channels.",
                 "description": "Also served at `/broadcasting/auth`.",
                 "security": _BEARER,
-                "requestBody": _string_fields_body("socket_id", "channel_name"),
+                "requestBody": _string_fields_body(
+                    socket_id={"pattern": r"^[0-9]{1,20}\.[0-9]{1,20}$"},
+                    channel_name={"minLength": 1},
+                ),
                 "responses": {
                     "200": _json(
                         {

@@ -115,7 +115,8 @@ class _Integer(_Text):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         if isinstance(value, bool) or not (
             isinstance(value, int)
-            or (isinstance(value, str) and re.fullmatch(r"-?\d{1,12}", value))
+            # [0-9], not \d: int() would also read "٣" or "３" as 3.
+            or (isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,12}", value))
         ):
             raise ValidationError(f"The {self.label} field must be an integer.")
         number = int(value)
