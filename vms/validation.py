@@ -237,5 +237,6 @@ class _Pattern(_Text):
 class BroadcastAuthSchema(_LaravelSchema):
     """POST /broadcasting/auth: which socket wants which channel."""
 
-    socket_id = _Pattern("socket id", r"\d{1,20}\.\d{1,20}", max_length=41)
+    # ASCII digits: Python's \d also takes "١", which Pusher's socket ids never hold.
+    socket_id = _Pattern("socket id", r"[0-9]{1,20}\.[0-9]{1,20}", max_length=41)
     channel_name = _Text("channel name")
