@@ -183,25 +183,20 @@ async def _first_start(app: web.Application) -> AsyncIterator[None]:
 
 def _serve(config: Config) -> int:
     from vms.app import create_app
+    from vms.listen import serve
 
     app = create_app(config)
     app.cleanup_ctx.insert(1, _first_start)
-    web.run_app(
-        app,
-        host=config.host,
-        port=config.port,
-        access_log_class=AccessLogger,
-        shutdown_timeout=10.0,
-        print=lambda text: log.info("%s", text.strip()),
-    )
+    serve(app, config, access_log_class=AccessLogger, shutdown_timeout=10.0)
     return 0
 
 
 def _media_server(config: Config, args: argparse.Namespace) -> int:
+    from vms.listen import Limits
     from vms.mediaserver.standalone import serve
 
     jwks = args.jwks or f"{config.base_url}/.well-known/jwks.json"
-    asyncio.run(serve(args.recordings, args.host, args.port, jwks))
+    asyncio.run(serve(args.recordings, args.host, args.port, jwks, Limits.of(config, ports=1)))
     return 0
 
 
