@@ -19,6 +19,7 @@ from aiohttp import web
 
 from vms.listen import GuardedRunner, Limits, connection_share, start_site
 from vms.logs import OncePerInterval
+from vms.mediaserver.standalone import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER, IDLE = 0.3, 0.8
@@ -189,6 +190,29 @@ async def test_websocket_stream_and_slow_upload_outlive_both_timeouts(port: int)
 
         async with http.post("/upload", data=body()) as response:
             assert await response.text() == "400"
+
+
+async def test_the_standalone_media_server_cuts_off_silent_connections(
+    tmp_path: Path, port: int
+) -> None:
+    """`media-server` on its own has the same header timeout and answers within it."""
+    limits = Limits(HEADER, IDLE, 10, ports=1)
+    serving = asyncio.create_task(serve(tmp_path, "127.0.0.1", port, "http://127.0.0.1:9/", limits))
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            await asyncio.sleep(0.05)
+        assert HEADER * 0.9 <= await _closed_after(reader) < HEADER + 0.5
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert (await _answer(reader, writer, "/list?path=none"))[9:12] in (b"401", b"404")
+        writer.close()
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
 
 
 @pytest.mark.parametrize(
