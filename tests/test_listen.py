@@ -143,8 +143,8 @@ async def test_idle_keep_alive_is_closed_after_the_idle_timeout(port: int) -> No
 async def test_past_the_cap_new_connections_are_refused_and_open_ones_keep_working(
     port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """At the cap a new connection is closed at once, kept-alive ones still answer, with one log
-    line for many refusals; a freed slot admits the next connection."""
+    """At the cap with no silent connection a new one is closed at once, kept-alive ones still
+    answer, one log line covers many refusals; a freed slot admits the next connection."""
     async with listening(port, Limits(10.0, 10.0, 2, ports=1)) as runner:
         assert runner.cap == 2
         first = await asyncio.open_connection("127.0.0.1", port)
@@ -157,7 +157,7 @@ async def test_past_the_cap_new_connections_are_refused_and_open_ones_keep_worki
                 writer.write(REQUEST % b"/")
                 assert await _closed_after(reader, 1.0) < 0.5
                 writer.close()
-        refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+        refusals = [r for r in caplog.records if "at its cap" in r.getMessage()]
         assert len(refusals) == 1, caplog.text
         assert await _answer(*first) == b"HTTP/1.1 200 OK"
         second[1].close()
@@ -167,6 +167,21 @@ async def test_past_the_cap_new_connections_are_refused_and_open_ones_keep_worki
         assert await _answer(*third) == b"HTTP/1.1 200 OK"
         first[1].close()
         third[1].close()
+
+
+async def test_past_the_cap_a_new_connection_replaces_the_oldest_silent_one(port: int) -> None:
+    """Idle sockets that never sent a request cannot lock a real client out: the oldest goes."""
+    async with listening(port, Limits(10.0, 10.0, 2, ports=1)):
+        oldest = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.05)
+        younger = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.05)
+        client = await asyncio.open_connection("127.0.0.1", port)
+        assert await _answer(*client) == b"HTTP/1.1 200 OK"
+        assert await _closed_after(oldest[0], 1.0) < 0.5
+        assert await _answer(*younger) == b"HTTP/1.1 200 OK"
+        for _, writer in (oldest, younger, client):
+            writer.close()
 
 
 async def test_websocket_stream_and_slow_upload_outlive_both_timeouts(port: int) -> None:
@@ -322,6 +337,6 @@ async def test_idle_sockets_beyond_the_file_limit_do_not_silence_the_api_or_floo
     lines = stderr.splitlines()
     assert "open-file limit raised from 256 to 512" in stderr
     assert sum("socket.accept()" in line for line in lines) <= 1, stderr[-3000:]
-    assert sum("refused" in line for line in lines) <= 1, stderr[-3000:]
+    assert sum("at its cap" in line for line in lines) <= 1, stderr[-3000:]
     assert len(lines) < 60, stderr[-3000:]
     assert "Traceback" not in stderr

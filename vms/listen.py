@@ -79,40 +79,55 @@ def raise_open_file_limit() -> int:
 
 
 class _Guard:
-    """One runner's open connections; refuses those past the cap and says so once a minute."""
+    """One runner's open connections; at the cap it sheds connections and says so once a minute.
+
+    A new connection past the cap replaces the oldest one still silent about its request,
+    so a pile of idle sockets cannot lock real clients out; with none silent it is refused.
+    """
 
     def __init__(self, limits: Limits, cap: int, clock: Callable[[], float]) -> None:
         self.limits = limits
         self.cap = cap
         self.open = 0
+        # Connections whose request headers are due, oldest first.
+        self.waiting: dict[_GuardedHandler, None] = {}
         self._clock = clock
-        self._refused = 0
+        self._shed = 0
         self._next_report = float("-inf")
 
     def admit(self, transport: asyncio.BaseTransport) -> bool:
-        """Count a new connection in, or False if the cap is reached."""
+        """Count a new connection in, or False if the cap is reached and none can make room."""
         if self.open < self.cap:
             self.open += 1
             return True
-        self._refused += 1
-        now = self._clock()
-        if now >= self._next_report:
-            sockname = transport.get_extra_info("sockname")
-            port = sockname[1] if isinstance(sockname, tuple) else sockname
-            log.warning(
-                "port %s: at its cap of %s connections, refusing new ones"
-                " (%s refused since the last report, which is at most once a minute)",
-                port,
-                self.cap,
-                self._refused,
-            )
-            self._refused = 0
-            self._next_report = now + REPORT_INTERVAL
+        self._report(transport)
+        if self.waiting:
+            # Counted out when its connection is lost, a moment from now.
+            next(iter(self.waiting)).force_close()
+            self.open += 1
+            return True
         return False
 
     def release(self) -> None:
         """Count a connection out."""
         self.open -= 1
+
+    def _report(self, transport: asyncio.BaseTransport) -> None:
+        self._shed += 1
+        now = self._clock()
+        if now < self._next_report:
+            return
+        sockname = transport.get_extra_info("sockname")
+        port = sockname[1] if isinstance(sockname, tuple) else sockname
+        log.warning(
+            "port %s: at its cap of %s connections, closing the longest silent ones and"
+            " refusing the rest (%s since the last report, which is at most once a minute)",
+            port,
+            self.cap,
+            self._shed,
+        )
+        self._shed = 0
+        self._next_report = now + REPORT_INTERVAL
 
 
 class _GuardedHandler(RequestHandler):
@@ -149,8 +164,7 @@ class _GuardedHandler(RequestHandler):
         super().data_received(data)
         if self._header_timer is not None:
             if self._request_count != self._header_mark:
-                self._header_timer.cancel()
-                self._header_timer = None
+                self._headers_arrived()
         elif self._waiter is not None and not self._waiter.done():
             # Bytes while idle between requests and still no whole head: a request has begun.
             # During a handler (a body, a WebSocket) `_waiter` is None and no timer runs.
@@ -162,19 +176,28 @@ class _GuardedHandler(RequestHandler):
             return
         self._admitted = False
         self._guard.release()
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._headers_arrived()
         super().connection_lost(exc)
+
+    def force_close(self) -> None:
+        """Close now; no longer a candidate to make room."""
+        self._headers_arrived()
+        super().force_close()
 
     def _await_headers(self) -> None:
         self._header_mark = self._request_count
         self._header_timer = self._loop.call_later(
             self._guard.limits.header_timeout, self._headers_late
         )
+        self._guard.waiting[self] = None
+
+    def _headers_arrived(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self._guard.waiting.pop(self, None)
 
     def _headers_late(self) -> None:
-        self._header_timer = None
         log.debug("closing a connection whose request headers did not arrive in time")
         self.force_close()
 
