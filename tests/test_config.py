@@ -56,6 +56,7 @@ def test_defaults_match_the_contract() -> None:
     assert config.token_ttl == 24 * 3600
     assert config.max_pending_per_device == 3
     assert config.download_concurrency >= 1
+    assert (config.header_timeout, config.idle_timeout, config.max_connections) == (5, 30, 0)
     assert config == Config()
 
 
@@ -179,7 +180,14 @@ def test_durations(text: object, seconds: float) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["VMS_ARCHIVE_TTL", "VMS_CLEANUP_INTERVAL", "VMS_MAX_RANGE", "VMS_TOKEN_TTL"],
+    [
+        "VMS_ARCHIVE_TTL",
+        "VMS_CLEANUP_INTERVAL",
+        "VMS_MAX_RANGE",
+        "VMS_TOKEN_TTL",
+        "VMS_HEADER_TIMEOUT",
+        "VMS_IDLE_TIMEOUT",
+    ],
 )
 @pytest.mark.parametrize(
     ("text", "seconds"), [("3h", 10800), ("10m", 600), ("30s", 30), ("75", 75)]
@@ -213,6 +221,10 @@ def test_duration_settings_from_environment(name: str, text: str, seconds: float
         ("VMS_MAX_PENDING_PER_DEVICE", "0"),
         ("VMS_MAX_PENDING_PER_DEVICE", "many"),
         ("VMS_DOWNLOAD_CONCURRENCY", "0"),
+        ("VMS_HEADER_TIMEOUT", "0"),
+        ("VMS_IDLE_TIMEOUT", "soon"),
+        ("VMS_MAX_CONNECTIONS", "-1"),
+        ("VMS_MAX_CONNECTIONS", "lots"),
     ],
 )
 def test_bad_environment_values_raise_a_clear_config_error(name: str, value: str) -> None:

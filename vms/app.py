@@ -33,6 +33,7 @@ from vms.config import Config
 from vms.dates import utcnow
 from vms.db import Database
 from vms.keystore import load_or_create
+from vms.listen import GuardedRunner, Limits, start_site
 from vms.logs import AccessLogger, scrub_library_logs
 from vms.mediaserver.auth import StaticKeys
 from vms.push.hub import Hub
@@ -125,10 +126,9 @@ async def _media_server(app: web.Application) -> AsyncIterator[None]:
     media_app = create_media_app(
         config.recordings_dir, app[appkeys.MEDIA_KEYS], public_url=config.media_url
     )
-    runner = web.AppRunner(media_app, access_log_class=AccessLogger)
+    runner = GuardedRunner(media_app, Limits.of(config, ports=2), access_log_class=AccessLogger)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.media_port)
-    await site.start()
+    await start_site(runner, config.host, config.media_port)
     log.info("embedded media server on %s", config.media_url)
     recorder: asyncio.Task[None] | None = None
     if config.demo_cameras:

@@ -101,6 +101,7 @@ def config_from(args: argparse.Namespace) -> Config:
 def _serve(config: Config) -> int:
     from vms import appkeys
     from vms.app import create_app
+    from vms.listen import serve
 
     async def first_start(app: web.Application) -> None:
         """Tell the operator how to log in the first time, once, on the console (not the log)."""
@@ -115,22 +116,16 @@ def _serve(config: Config) -> int:
             )
 
     app = create_app(config, on_start=first_start)
-    web.run_app(
-        app,
-        host=config.host,
-        port=config.port,
-        access_log_class=AccessLogger,
-        shutdown_timeout=10.0,
-        print=lambda text: log.info("%s", text.strip()),
-    )
+    serve(app, config, access_log_class=AccessLogger, shutdown_timeout=10.0)
     return 0
 
 
 def _media_server(config: Config, args: argparse.Namespace) -> int:
+    from vms.listen import Limits
     from vms.mediaserver.standalone import serve
 
     jwks = args.jwks or f"{config.base_url}/.well-known/jwks.json"
-    asyncio.run(serve(args.recordings, args.host, args.port, jwks))
+    asyncio.run(serve(args.recordings, args.host, args.port, jwks, Limits.of(config, ports=1)))
     return 0
 
 

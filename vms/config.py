@@ -74,6 +74,12 @@ class Config:
     # A body slower than fetch_min_rate bytes/s over a whole window counts as stalled.
     fetch_min_rate: int = 8 * 1024
     fetch_rate_window: float = 30.0
+    # Every listening port: request headers must arrive within header_timeout, a keep-alive
+    # connection may idle idle_timeout, and max_connections (0: a share of the open-file
+    # limit) are served at once.
+    header_timeout: float = 5.0
+    idle_timeout: float = 30.0
+    max_connections: int = 0
 
     @property
     def base_url(self) -> str:
@@ -143,6 +149,9 @@ _PARSERS: dict[str, Any] = {
     "fetch_backoff": parse_duration,
     "fetch_min_rate": lambda v, n: _parse_int(v, n, 0, 1 << 30),
     "fetch_rate_window": parse_duration,
+    "header_timeout": parse_duration,
+    "idle_timeout": parse_duration,
+    "max_connections": lambda v, n: _parse_int(v, n, 0, 1 << 20),
 }
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -83,6 +85,53 @@ def scrub_library_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _OneLine) for f in logger.filters):
             logger.addFilter(_OneLine())
+
+
+class OncePerInterval(logging.Filter):
+    """Lets a message that starts with one of `prefixes` through once per `interval` seconds.
+
+    The next one let through says how many were held back, so a flood reads as one line a
+    minute with a count instead of millions of lines.
+    """
+
+    def __init__(
+        self,
+        prefixes: tuple[str, ...],
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.interval = interval
+        self._clock = clock
+        self._next = float("-inf")
+        self._held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (isinstance(record.msg, str) and record.msg.startswith(self.prefixes)):
+            return True
+        now = self._clock()
+        if now < self._next:
+            self._held += 1
+            return False
+        if self._held:
+            record.msg = f"{record.getMessage()} ({self._held} more held back)"
+            record.args = ()
+        self._held = 0
+        self._next = now + self.interval
+        return True
+
+
+# asyncio logs this for every accept() that fails for want of a file descriptor: up to the
+# listen backlog per loop pass, retried every second; 1.47 million lines in 100 s once.
+_FLOODS = ("socket.accept() out of system resource",)
+
+
+def throttle_library_floods() -> None:
+    """Let asyncio's out-of-descriptors message through at most once a minute (idempotent)."""
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, OncePerInterval) for f in logger.filters):
+        logger.addFilter(OncePerInterval(_FLOODS))
 
 
 def setup_logging(level: int = logging.INFO) -> None:

@@ -13,16 +13,20 @@ import signal
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
+from vms.config import Config
+from vms.listen import GuardedRunner, Limits, raise_open_file_limit, start_site
 from vms.mediaserver.app import create_media_app
 from vms.mediaserver.auth import RemoteJWKS
 
 log = logging.getLogger(__name__)
 
 
-async def serve(recordings: Path, host: str, port: int, jwks_url: str) -> None:
+async def serve(
+    recordings: Path, host: str, port: int, jwks_url: str, limits: Limits | None = None
+) -> None:
     """Serve MediaMTX's playback API for `recordings` on host:port until cancelled or signalled."""
+    raise_open_file_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     handled = []
@@ -32,11 +36,10 @@ async def serve(recordings: Path, host: str, port: int, jwks_url: str) -> None:
             handled.append(sig)
     async with aiohttp.ClientSession() as session:
         app = create_media_app(recordings, RemoteJWKS(jwks_url, session))
-        runner = web.AppRunner(app, access_log=None)
+        runner = GuardedRunner(app, limits or Limits.of(Config(), ports=1), access_log=None)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
+            await start_site(runner, host, port)
             log.info("[playback] listener opened on %s:%s", host, port)
             await stop.wait()
         finally:
