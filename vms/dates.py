@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 # RFC 3339 with optional fractional seconds, or the server-local "YYYY-MM-DD HH:MM:SS".
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z"
+    r"^(\d{4})-(\d{2})-(\d{2})([Tt])(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z"
 )
 _LOCAL = re.compile(r"^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})\Z")
 
@@ -17,40 +17,60 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """`moment` in UTC; a naive datetime is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def parse_rfc3339(text: str, *, exact_case: bool = False) -> datetime | None:
+    """An aware UTC datetime from RFC 3339; None if invalid.
+
+    RFC 3339 lets `T` and `Z` be lower case; Go's time.RFC3339 (which MediaMTX reads its
+    parameters with) does not, so the media server passes `exact_case`.
+    """
+    if len(text) > 40 or not text.isascii():
+        return None
+    match = _RFC3339.match(text)
+    if match is None:
+        return None
+    separator, zone = match.group(4), match.group(9)
+    if exact_case and (separator != "T" or zone == "z"):
+        return None
+    fraction = match.group(8) or ""
+    micro = int((fraction[1:] + "000000")[:6]) if fraction else 0
+    try:
+        if zone in ("Z", "z"):
+            tz: tzinfo = UTC
+        else:
+            hours, minutes = int(zone[1:3]), int(zone[4:6])
+            if hours > 23 or minutes > 59:
+                return None
+            sign = 1 if zone[0] == "+" else -1
+            tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
+        year, month, day = (int(match.group(i)) for i in (1, 2, 3))
+        hour, minute, second = (int(match.group(i)) for i in (5, 6, 7))
+        moment = datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # 9999-12-31T23:59:59-23:59 is past what datetime holds
+        return None
+
+
 def parse_date(text: str, tz: tzinfo) -> datetime | None:
     """An aware datetime from RFC 3339 or `YYYY-MM-DD HH:MM:SS` (read in `tz`); None if invalid."""
     # Python's \d and strptime's %Y also take digits such as "٢٠٢٦"; the contract's formats do not.
     if len(text) > 40 or not text.isascii():
         return None
-    match = _RFC3339.match(text)
-    if match:
-        fraction = match.group(7) or ""
-        micro = int((fraction[1:] + "000000")[:6]) if fraction else 0
-        offset = match.group(8).upper()
-        iso = "-".join(match.group(i) for i in (1, 2, 3))
-        iso += "T" + ":".join(match.group(i) for i in (4, 5, 6))
-        iso += "+00:00" if offset == "Z" else offset
-        try:
-            parsed = datetime.fromisoformat(iso)
-        except ValueError:
-            return None
-        if offset != "Z" and abs(int(offset[1:3])) > 23:
-            return None
-        try:
-            return parsed.replace(microsecond=micro).astimezone(UTC)
-        except OverflowError:  # 9999-12-31T23:59:59-23:59 is past what datetime holds
-            return None
-    match = _LOCAL.match(text)
-    if match:
-        try:
-            naive = datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
-        except ValueError:
-            return None
-        try:
-            return naive.replace(tzinfo=tz).astimezone(UTC)
-        except OverflowError:
-            return None
-    return None
+    parsed = parse_rfc3339(text)
+    if parsed is not None:
+        return parsed
+    if _LOCAL.match(text) is None:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=tz).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
 
 
 def format_local(moment: datetime, tz: tzinfo) -> str:

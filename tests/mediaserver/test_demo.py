@@ -15,13 +15,15 @@ import av
 import pytest
 from aiohttp import web
 
-from vms.mediaserver.demo import (
-    DemoCamera,
-    DemoRecorder,
-    list_segments,
-    purge_old_segments,
-)
-from vms.mediaserver.synthetic import decode_stripe, segment_filename, write_segment
+from vms.mediaserver.demo import DemoCamera, DemoRecorder, purge_old_segments
+from vms.mediaserver.recordings import segment_name, segments_in
+from vms.mediaserver.synthetic import decode_stripe, write_segment
+
+
+def list_segments(directory: Path) -> list[tuple[datetime, Path]]:
+    """(start, path) of each segment in `directory`, oldest first."""
+    return [(segment.start, segment.path) for segment in segments_in(directory)]
+
 
 T0 = datetime(2026, 11, 23, 10, 0, 7, tzinfo=UTC)
 SMALL = (320, 180)
@@ -94,7 +96,7 @@ async def test_backfill_writes_exactly_the_missing_history(tmp_path):
         await asyncio.wait_for(demo.backfilled.wait(), 20)
     names = [path.name for _, path in list_segments(tmp_path / "gate")]
     assert names == [
-        segment_filename(T0 - timedelta(seconds=20)),
+        segment_name(T0 - timedelta(seconds=20)),
         "2026-11-23_09-59-50-000000.mp4",
         "2026-11-23_09-59-55-000000.mp4",
         "2026-11-23_10-00-00-000000.mp4",
@@ -119,7 +121,7 @@ async def test_restart_backfills_only_the_gap_since_the_newest_segment(tmp_path)
 
     after = {path.name: path.read_bytes() for _, path in list_segments(tmp_path / "gate")}
     assert all(after[name] == data for name, data in before.items())
-    assert min(set(after) - set(before)) == segment_filename(T0 + timedelta(seconds=0.2))
+    assert min(set(after) - set(before)) == segment_name(T0 + timedelta(seconds=0.2))
     assert stripe_times(tmp_path / "gate") == grid(T0 - timedelta(seconds=10), clock.now, 5)
 
 
@@ -156,7 +158,7 @@ async def test_segment_without_frames_is_replaced(tmp_path):
     """A newest segment holding no frame at all is removed and its time recorded again."""
     directory = tmp_path / "gate"
     directory.mkdir()
-    empty = directory / segment_filename(T0 - timedelta(seconds=3))
+    empty = directory / segment_name(T0 - timedelta(seconds=3))
     empty.write_bytes(b"\x00\x00\x00\x10ftypiso6")
     demo = recorder(tmp_path, Clock(T0), history=timedelta(seconds=4))
     async with running(demo):

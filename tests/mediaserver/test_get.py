@@ -29,7 +29,7 @@ from tests.mediaserver.conftest import (
     segment,
 )
 from vms.mediaserver import recordings, remux
-from vms.mediaserver.app import MEDIA_SERVER, create_media_app
+from vms.mediaserver.app import PLAYBACK, create_media_app
 from vms.mediaserver.auth import StaticKeys
 from vms.mediaserver.synthetic import decode_stripe
 
@@ -284,7 +284,7 @@ async def test_client_going_away_stops_the_work(
                     break
                 await asyncio.sleep(0.05)
         assert "went away" in caplog.text
-        pool = app[MEDIA_SERVER].pool
+        pool = app[PLAYBACK].pool
         assert pool is not None
         busy = pool.submit(time.sleep, 0)
         await asyncio.wrap_future(busy)  # the pool is free at once: nothing still remuxing
@@ -331,4 +331,4 @@ def test_server_keeps_serving_after_errors() -> None:
     first = create_media_app(Path("/nonexistent"), StaticKeys({"keys": []}))
     second = create_media_app(Path("/nonexistent"), StaticKeys({"keys": []}))
     assert isinstance(first, web.Application)
-    assert first[MEDIA_SERVER] is not second[MEDIA_SERVER]
+    assert first[PLAYBACK] is not second[PLAYBACK]

@@ -11,6 +11,7 @@ import av
 import numpy as np
 import pytest
 
+from vms.mediaserver.recordings import parse_segment_name, segment_name
 from vms.mediaserver.synthetic import (
     FrameRenderer,
     SegmentWriter,
@@ -19,8 +20,6 @@ from vms.mediaserver.synthetic import (
     encode_stripe,
     format_time,
     paint_stripe,
-    parse_segment_filename,
-    segment_filename,
     stripe_height,
     trim_partial_tail,
     write_segment,
@@ -50,18 +49,17 @@ def test_segment_filename_is_utc_with_microseconds():
     """A segment is named by its start in UTC, down to the microsecond."""
     plus_two = timezone(timedelta(hours=2))
     start = datetime(2026, 11, 23, 12, 20, 5, 123456, tzinfo=plus_two)
-    assert segment_filename(start) == "2026-11-23_10-20-05-123456.mp4"
-    assert segment_filename(start.astimezone(UTC).replace(tzinfo=None)) == segment_filename(start)
-    assert parse_segment_filename(segment_filename(start)) == start
+    assert segment_name(start) == "2026-11-23_10-20-05-123456.mp4"
+    assert segment_name(start.astimezone(UTC).replace(tzinfo=None)) == segment_name(start)
+    assert parse_segment_name(segment_name(start)) == start
 
 
 @pytest.mark.parametrize(
     "name", ["2026-11-23_10-20-05.mp4", "2026-11-23_10-20-05-123456.mkv", "notes.txt", "x.mp4"]
 )
-def test_parse_segment_filename_rejects_other_files(name):
+def test_parse_segment_name_rejects_other_files(name):
     """Files that are not segments are recognised as such."""
-    with pytest.raises(ValueError):
-        parse_segment_filename(name)
+    assert parse_segment_name(name) is None
 
 
 @pytest.mark.parametrize(

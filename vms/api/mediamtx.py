@@ -12,8 +12,9 @@ from aiohttp import web
 from vms import appkeys, jsontext
 from vms.api.errors import ApiError
 from vms.auth import Unauthenticated
-from vms.mediaserver.app import parse_duration, parse_rfc3339
+from vms.dates import parse_rfc3339
 from vms.mediaserver.auth import AuthError, authorize, check_range
+from vms.mediaserver.params import parse_playback_duration
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,14 @@ def _requested_range(query: dict[str, list[str]]) -> tuple[datetime | None, date
         return values[0] if len(values) == 1 else None
 
     raw_start = one("start")
-    start = parse_rfc3339(raw_start) if raw_start is not None else None
+    start = parse_rfc3339(raw_start, exact_case=True) if raw_start is not None else None
     raw_duration, raw_end = one("duration"), one("end")
     if start is not None and raw_duration is not None:
-        seconds = parse_duration(raw_duration)
+        seconds = parse_playback_duration(raw_duration)
         if seconds is None or not 0 < seconds <= 365 * 86400:
             return start, None
         return start, start + timedelta(seconds=seconds)
-    return start, parse_rfc3339(raw_end) if raw_end is not None else None
+    return start, parse_rfc3339(raw_end, exact_case=True) if raw_end is not None else None
 
 
 async def mediamtx_auth(request: web.Request) -> web.Response:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import re
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -24,67 +22,43 @@ from urllib.parse import urlencode
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from vms.dates import format_rfc3339
 from vms.mediaserver.auth import AuthError, KeySource, authorize, check_range, token_from
+from vms.mediaserver.params import (
+    BadRequest,
+    duration_param,
+    format_param,
+    format_seconds,
+    json_seconds,
+    path_param,
+    time_param,
+)
 from vms.mediaserver.recordings import (
     InfoCache,
     NoSegmentsFound,
     SegmentError,
     find_segments,
     list_spans,
-    path_name_error,
 )
 from vms.mediaserver.remux import Archive, Cancelled, open_archive
 
 log = logging.getLogger(__name__)
 
-# Longest /get served: an mp4's index grows with its length, so the length is bounded.
-MAX_DURATION = 24 * 3600.0
 WORKERS = 4
-
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})\Z"
-)
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
-_GO_DURATION = re.compile(r"^[+-]?((\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h))+\Z")
-_GO_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h)")
-_JWT_IN_TEXT = re.compile(r"((?:^|[?&\s])jwt=)[^&\s\"]+")
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-class RedactTokens(logging.Filter):
-    """Blanks `jwt=` values in log lines: aiohttp's access log writes whole query strings."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record without the token; never drop it."""
-        message = record.getMessage()
-        if "jwt=" in message:
-            record.msg = _JWT_IN_TEXT.sub(r"\1[redacted]", message)
-            record.args = ()
-        return True
-
-
-def _redact_access_log() -> None:
-    access = logging.getLogger("aiohttp.access")
-    if not any(isinstance(f, RedactTokens) for f in access.filters):
-        access.addFilter(RedactTokens())
 
 
 @dataclass
-class MediaServer:
+class PlaybackState:
     """State of one media server app."""
 
     recordings: Path
-    keys: KeySource
+    trusted_keys: KeySource
     public_url: str | None
     cache: InfoCache = field(default_factory=InfoCache)
     pool: ThreadPoolExecutor | None = None
 
 
-MEDIA_SERVER = web.AppKey("media_server", MediaServer)
-
-
-class BadRequest(Exception):
-    """A parameter is wrong; the message is MediaMTX's error text."""
+PLAYBACK = web.AppKey("playback", PlaybackState)
 
 
 def error_response(status: int, text: str) -> web.Response:
@@ -92,98 +66,11 @@ def error_response(status: int, text: str) -> web.Response:
     return web.json_response({"status": "error", "error": text}, status=status)
 
 
-def parse_rfc3339(raw: str) -> datetime | None:
-    """An aware UTC datetime from RFC 3339 as Go's time.RFC3339 reads it; None if invalid."""
-    match = _RFC3339.match(raw)
-    if match is None:
-        return None
-    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
-    micro = int((match.group(7) or ".")[1:].ljust(6, "0")[:6])
-    zone = match.group(8)
+async def _authorize(request: web.Request, server: PlaybackState, path: str) -> dict[str, Any]:
     try:
-        if zone == "Z":
-            tz: timezone = UTC
-        else:
-            hours, minutes = int(zone[1:3]), int(zone[4:6])
-            if hours > 23 or minutes > 59:
-                return None
-            sign = 1 if zone[0] == "+" else -1
-            tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
-        return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz).astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-
-
-def format_rfc3339(moment: datetime) -> str:
-    """Go's RFC3339Nano in UTC: the fraction without trailing zeros."""
-    moment = moment.astimezone(UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if moment.microsecond:
-        text += f".{moment.microsecond:06d}".rstrip("0")
-    return text + "Z"
-
-
-def parse_duration(raw: str) -> float | None:
-    """Seconds from a float (MediaMTX's form) or a Go duration such as `1h30m`; None if invalid."""
-    if _FLOAT.match(raw):
-        return float(raw)
-    if _GO_DURATION.match(raw):
-        seconds = sum(float(n) * _GO_UNITS[u] for n, u in _GO_PART.findall(raw))
-        return -seconds if raw.startswith("-") else seconds
-    return None
-
-
-def format_seconds(seconds: float) -> str:
-    """Seconds as Go's FormatFloat(v, 'f', -1, 64) writes them."""
-    text = repr(round(seconds, 6))
-    if "e" in text or "E" in text:
-        text = f"{seconds:.6f}".rstrip("0").rstrip(".")
-    return text[:-2] if text.endswith(".0") else text
-
-
-def json_seconds(seconds: float) -> float | int:
-    """Seconds for JSON: an integer when whole, as Go's encoder writes a float64."""
-    value = round(seconds, 6)
-    return int(value) if value.is_integer() else value
-
-
-def _path_param(request: web.Request) -> str:
-    path = request.query.get("path", "")
-    problem = path_name_error(path)
-    if problem is not None:
-        raise BadRequest(f"invalid path name: {problem} ({path[:200]})")
-    return path
-
-
-def _time_param(request: web.Request, name: str, *, required: bool) -> datetime | None:
-    raw = request.query.get(name, "")
-    if raw == "" and not required:
-        return None
-    parsed = parse_rfc3339(raw)
-    if parsed is None:
-        raise BadRequest(f"invalid {name}: not an RFC 3339 time")
-    return parsed
-
-
-def _duration_param(request: web.Request) -> float:
-    seconds = parse_duration(request.query.get("duration", ""))
-    if seconds is None:
-        raise BadRequest("invalid duration: not a number of seconds")
-    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_DURATION:
-        raise BadRequest(f"invalid duration: must be above 0 and at most {MAX_DURATION:.0f}")
-    return seconds
-
-
-def _format_param(request: web.Request) -> str:
-    fmt = request.query.get("format", "")
-    if fmt not in ("", "fmp4", "mp4"):
-        raise BadRequest(f"invalid format: {fmt[:50]}")
-    return fmt or "fmp4"
-
-
-async def _authorize(request: web.Request, server: MediaServer, path: str) -> dict[str, Any]:
-    try:
-        return await authorize(token_from(request.query, request.headers), server.keys, path)
+        return await authorize(
+            token_from(request.query, request.headers), server.trusted_keys, path
+        )
     except AuthError as exc:
         raise _unauthorized(request, exc) from None
 
@@ -208,12 +95,12 @@ def _unauthorized(request: web.Request, exc: AuthError) -> web.HTTPUnauthorized:
 
 async def handle_list(request: web.Request) -> web.StreamResponse:
     """GET /list?path=&start=&end= → `[{"start", "duration", "url"}]` of continuous spans."""
-    server = request.app[MEDIA_SERVER]
+    server = request.app[PLAYBACK]
     try:
-        path = _path_param(request)
+        path = path_param(request.query)
         claims = await _authorize(request, server, path)
-        start = _time_param(request, "start", required=False)
-        end = _time_param(request, "end", required=False)
+        start = time_param(request.query, "start", required=False)
+        end = time_param(request.query, "end", required=False)
     except BadRequest as exc:
         return error_response(400, str(exc))
     _check_range(request, claims, start, end)
@@ -250,13 +137,13 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
 
 async def handle_get(request: web.Request) -> web.StreamResponse:
     """GET /get?path=&start=&duration=&format= → the footage as video/mp4, by stream copy."""
-    server = request.app[MEDIA_SERVER]
+    server = request.app[PLAYBACK]
     try:
-        path = _path_param(request)
+        path = path_param(request.query)
         claims = await _authorize(request, server, path)
-        start = _time_param(request, "start", required=True)
-        duration = _duration_param(request)
-        fmt = _format_param(request)
+        start = time_param(request.query, "start", required=True)
+        duration = duration_param(request.query)
+        fmt = format_param(request.query)
     except BadRequest as exc:
         return error_response(400, str(exc))
     assert start is not None
@@ -283,7 +170,7 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(
-    request: web.Request, server: MediaServer, archive: Archive, cancel: threading.Event
+    request: web.Request, server: PlaybackState, archive: Archive, cancel: threading.Event
 ) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     response = web.StreamResponse(headers={"Content-Type": "video/mp4", "Accept-Ranges": "none"})
@@ -347,13 +234,12 @@ async def _cors(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def create_media_app(
-    recordings: Path, keys: KeySource, *, public_url: str | None = None
+    recordings: Path, trusted_keys: KeySource, *, public_url: str | None = None
 ) -> web.Application:
     """The media server as an aiohttp application, serving recordings under `recordings`."""
-    _redact_access_log()
     app = web.Application(middlewares=[_errors])
-    server = MediaServer(recordings=recordings, keys=keys, public_url=public_url)
-    app[MEDIA_SERVER] = server
+    server = PlaybackState(recordings=recordings, trusted_keys=trusted_keys, public_url=public_url)
+    app[PLAYBACK] = server
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         server.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mediaserver")

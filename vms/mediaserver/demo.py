@@ -9,20 +9,15 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final, ParamSpec, TypeVar
 
 import av
 
-from vms.mediaserver.synthetic import (
-    EPOCH,
-    FrameRenderer,
-    SegmentWriter,
-    as_utc,
-    parse_segment_filename,
-    trim_partial_tail,
-)
+from vms.dates import as_utc, utcnow
+from vms.mediaserver.recordings import segments_in
+from vms.mediaserver.synthetic import EPOCH, FrameRenderer, SegmentWriter, trim_partial_tail
 
 log = logging.getLogger(__name__)
 
@@ -41,30 +36,12 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def now_utc() -> datetime:
-    """The current wall-clock time in UTC."""
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True)
 class DemoCamera:
     """A synthetic camera: its recordings path (a directory under the root) and shown name."""
 
     path: str
     name: str
-
-
-def list_segments(directory: Path) -> list[tuple[datetime, Path]]:
-    """The segment files directly in `directory`, oldest first, with their start times."""
-    if not directory.is_dir():
-        return []
-    found = []
-    for path in directory.iterdir():
-        try:
-            found.append((parse_segment_filename(path.name), path))
-        except ValueError:
-            continue
-    return sorted(found)
 
 
 def recorded_end(path: Path, start: datetime) -> datetime | None:
@@ -100,8 +77,9 @@ def purge_old_segments(recordings: Path, now: datetime, retention: timedelta) ->
     directories = {path.parent for path in recordings.rglob("*.mp4")}
     removed = 0
     for directory in sorted(directories):
-        segments = list_segments(directory)
-        for (start, path), (next_start, _) in itertools.pairwise(segments):
+        segments = segments_in(directory)
+        for segment, following in itertools.pairwise(segments):
+            start, path, next_start = segment.start, segment.path, following.start
             if start > cutoff:
                 break
             if next_start > cutoff and (recorded_end(path, start) or start) > cutoff:
@@ -164,7 +142,8 @@ class _Track:
         self.directory.mkdir(parents=True, exist_ok=True)
         purge_old_segments(self.directory, now, self.retention)
         start = as_utc(now) - history
-        for seg_start, path in reversed(list_segments(self.directory)):
+        for segment in reversed(segments_in(self.directory)):
+            seg_start, path = segment.start, segment.path
             if cut := trim_partial_tail(path):
                 log.info("demo segment %s: cut %s bytes left half written", path.name, cut)
             end = recorded_end(path, seg_start)
@@ -242,7 +221,7 @@ class DemoRecorder:
         fps: int = DEFAULT_FPS,
         size: tuple[int, int] = DEFAULT_SIZE,
         gop_seconds: float = 1.0,
-        clock: Callable[[], datetime] = now_utc,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         segment_frames = round(segment.total_seconds() * fps)
         if fps < 1 or segment_frames < 1 or gop_seconds <= 0:

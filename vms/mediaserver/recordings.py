@@ -28,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from threading import Lock
 
+from vms.dates import as_utc
+
 log = logging.getLogger(__name__)
 
 # Two segments belong to one span when the second starts within this of the first's end
@@ -101,11 +103,21 @@ class Segment:
     start: datetime
 
 
+def segment_name(start: datetime) -> str:
+    """File name of a segment starting at `start`: YYYY-MM-DD_HH-MM-SS-ffffff.mp4 (UTC)."""
+    return as_utc(start).strftime("%Y-%m-%d_%H-%M-%S-%f") + ".mp4"
+
+
 def list_segments(root: Path, name: str) -> list[Segment]:
     """Every segment of path `name`, oldest first (empty if the path has none)."""
     directory = path_dir(root, name)
     if directory is None:
         return []
+    return segments_in(directory)
+
+
+def segments_in(directory: Path) -> list[Segment]:
+    """The segment files directly in `directory`, oldest first."""
     segments = []
     try:
         with os.scandir(directory) as entries:

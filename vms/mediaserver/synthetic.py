@@ -22,9 +22,11 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
+from vms.dates import as_utc
+from vms.mediaserver.recordings import segment_name
+
 log = logging.getLogger(__name__)
 
-SEGMENT_FORMAT: Final = "%Y-%m-%d_%H-%M-%S-%f"
 MOVFLAGS: Final = "frag_keyframe+empty_moov+default_base_moof"
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -40,26 +42,6 @@ MIN_SIZE: Final = (128, 96)
 TIME_CHARS: Final = "0123456789-:. "
 
 Luma = npt.NDArray[np.uint8]
-
-
-def as_utc(moment: datetime) -> datetime:
-    """Return `moment` in UTC; a naive datetime is taken to be UTC already."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def segment_filename(start: datetime) -> str:
-    """File name of a segment starting at `start`, in UTC: YYYY-MM-DD_HH-MM-SS-ffffff.mp4."""
-    return as_utc(start).strftime(SEGMENT_FORMAT) + ".mp4"
-
-
-def parse_segment_filename(filename: str) -> datetime:
-    """Start time (UTC) of a segment from its file name; ValueError if it is not one."""
-    stem, dot, ext = filename.rpartition(".")
-    if not dot or ext != "mp4":
-        raise ValueError(f"not a segment file name: {filename!r}")
-    return datetime.strptime(stem, SEGMENT_FORMAT).replace(tzinfo=UTC)
 
 
 def epoch_ms(moment: datetime) -> int:
@@ -355,7 +337,7 @@ class SegmentWriter:
         self.renderer = renderer
         self.frames = 0
         camera_dir.mkdir(parents=True, exist_ok=True)
-        self.path = camera_dir / segment_filename(self.start)
+        self.path = camera_dir / segment_name(self.start)
         self._sink = FragmentSink(self.path)
         try:
             self._container = av.open(
