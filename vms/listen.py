@@ -8,7 +8,7 @@ import logging
 import resource
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -278,7 +278,9 @@ def serve(app: web.Application, config: Config, **runner_kwargs: Any) -> None:
     asyncio.run(_serve(app, config, runner_kwargs))
 
 
-async def _serve(app: web.Application, config: Config, runner_kwargs: dict[str, Any]) -> None:
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event set by SIGTERM or SIGINT while the block runs (where signals can be handled)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     handled = []
@@ -286,14 +288,21 @@ async def _serve(app: web.Application, config: Config, runner_kwargs: dict[str, 
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
             handled.append(sig)
-    ports = 2 if config.media_port else 1
-    runner = GuardedRunner(app, Limits.of(config, ports), **runner_kwargs)
-    await runner.setup()
     try:
-        site = await start_site(runner, config.host, config.port)
-        log.info("======== Running on %s ========", site.name)
-        await stop.wait()
+        yield stop
     finally:
-        await runner.cleanup()
         for sig in handled:
             loop.remove_signal_handler(sig)
+
+
+async def _serve(app: web.Application, config: Config, runner_kwargs: dict[str, Any]) -> None:
+    ports = 2 if config.media_port else 1
+    with stop_on_signals() as stop:
+        runner = GuardedRunner(app, Limits.of(config, ports), **runner_kwargs)
+        await runner.setup()
+        try:
+            site = await start_site(runner, config.host, config.port)
+            log.info("======== Running on %s ========", site.name)
+            await stop.wait()
+        finally:
+            await runner.cleanup()

@@ -6,16 +6,13 @@ MediaMTX with `authJWTJWKS`, and runs until cancelled or sent SIGTERM/SIGINT.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 from pathlib import Path
 
 import aiohttp
 
 from vms.config import Config
-from vms.listen import GuardedRunner, Limits, raise_open_file_limit, start_site
+from vms.listen import GuardedRunner, Limits, raise_open_file_limit, start_site, stop_on_signals
 from vms.mediaserver.app import create_media_app
 from vms.mediaserver.auth import RemoteJWKS
 
@@ -27,23 +24,15 @@ async def serve(
 ) -> None:
     """Serve MediaMTX's playback API for `recordings` on host:port until cancelled or signalled."""
     raise_open_file_limit()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-            handled.append(sig)
     async with aiohttp.ClientSession() as session:
         app = create_media_app(recordings, RemoteJWKS(jwks_url, session))
         runner = GuardedRunner(app, limits or Limits.of(Config(), ports=1), access_log=None)
-        await runner.setup()
-        try:
-            await start_site(runner, host, port)
-            log.info("[playback] listener opened on %s:%s", host, port)
-            await stop.wait()
-        finally:
-            log.info("[playback] listener is closing")
-            await runner.cleanup()
-            for sig in handled:
-                loop.remove_signal_handler(sig)
+        with stop_on_signals() as stop:
+            await runner.setup()
+            try:
+                await start_site(runner, host, port)
+                log.info("[playback] listener opened on %s:%s", host, port)
+                await stop.wait()
+            finally:
+                log.info("[playback] listener is closing")
+                await runner.cleanup()
