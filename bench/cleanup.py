@@ -2,7 +2,7 @@
 
 Usage: python bench/cleanup.py [--archives 10000] [--file-kb 64]
 
-Builds a real DATA directory in a temp dir: a SQLite database (vms.db.Database) with
+Builds a real DATA directory in a temp dir: a SQLite database (vms.store.Database) with
 `--archives` ready archives whose lifetime is over, and their real files in DATA/archives.
 A ticker task asks to wake every 5 ms and records how late it wakes. Three phases, each
 measured the same way:
@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from vms.archive.cleanup import purge_expired  # noqa: E402
 from vms.archive.files import ArchiveFiles  # noqa: E402
-from vms.db import Database  # noqa: E402
 from vms.models import Kind, Status  # noqa: E402
+from vms.store import Database  # noqa: E402
 from vms.urls import Urls  # noqa: E402
 
 TICK = 0.005

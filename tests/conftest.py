@@ -17,12 +17,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from vms.app import create_app
 from vms.config import Config
-from vms.db import Database
 from vms.keystore import load_or_create
 from vms.mediaserver.app import create_media_app
 from vms.mediaserver.auth import StaticKeys
 from vms.mediaserver.synthetic import write_segment
 from vms.passwords import hash_password
+from vms.store import Database
 
 PASSWORD = "correct horse battery staple"
 # Recordings cover [RECORDED_FROM, RECORDED_TO) for both cameras, in one-minute segments,

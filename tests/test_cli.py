@@ -17,8 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from vms.db import MIGRATIONS, Database
 from vms.passwords import verify_password
+from vms.store import MIGRATIONS, Database
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = ROOT / "server.py"

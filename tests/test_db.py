@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vms.db import MIGRATIONS, Conflict, Database, StoreError
+from vms.store import MIGRATIONS, Conflict, Database, StoreError
 
 NOW = datetime(2026, 11, 23, 10, 20, 0, tzinfo=UTC)
 

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from tests.conftest import PASSWORD, Footage, bearer, login, rfc3339, seed
 from vms.app import create_app
 from vms.config import Config
-from vms.db import Database
 from vms.keystore import load_or_create
 from vms.logs import AccessLogger
+from vms.store import Database
 
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[..., Awaitable[Client]]

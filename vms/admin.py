@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from vms.config import Config
 from vms.dates import utcnow
-from vms.db import Conflict, Database, NotFound, StoreError
+from vms.store import Conflict, Database, NotFound, StoreError
 from vms.users import create_user
 
 

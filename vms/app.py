@@ -31,7 +31,6 @@ from vms.auth import Authenticator
 from vms.bootstrap import DEMO_CAMERAS, ensure_demo_cameras
 from vms.config import Config
 from vms.dates import utcnow
-from vms.db import Database
 from vms.keystore import load_or_create
 from vms.listen import GuardedRunner, Limits, start_site
 from vms.logs import AccessLogger, scrub_library_logs
@@ -39,6 +38,7 @@ from vms.mediaserver.auth import StaticKeys
 from vms.push.hub import Hub
 from vms.resources import Resources
 from vms.sessions import Sessions
+from vms.store import Database
 from vms.validation import ArchiveLinkSchema, DownloadListSchema
 from vms.web.routes import setup_pages
 

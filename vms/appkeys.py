@@ -9,12 +9,12 @@ from vms.archive.links import MediaLinks
 from vms.archive.requests import ArchiveRequests
 from vms.auth import Authenticator
 from vms.config import Config
-from vms.db import Database
 from vms.keystore import Keystore
 from vms.mediaserver.auth import StaticKeys
 from vms.push.hub import Hub
 from vms.resources import Resources
 from vms.sessions import Sessions
+from vms.store import Database
 from vms.throttle import Throttle
 from vms.urls import Urls
 from vms.validation import ArchiveLinkSchema, DownloadListSchema

@@ -14,10 +14,10 @@ import jwt
 
 from vms.config import Config
 from vms.dates import utcnow
-from vms.db import Database
 from vms.keystore import Keystore
 from vms.mediaserver.auth import RANGE_CLAIM
 from vms.models import Session, User
+from vms.store import Database
 
 API_AUDIENCE = "vms-api"
 MEDIA_AUDIENCE = "media-server"

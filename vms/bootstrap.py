@@ -6,7 +6,7 @@ import secrets
 from datetime import datetime
 
 from vms.config import Config
-from vms.db import Database
+from vms.store import Database
 from vms.users import create_user
 
 OPERATOR_LOGIN = "admin"

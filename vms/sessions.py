@@ -14,9 +14,9 @@ from datetime import datetime
 from vms.auth import Authenticator, IssuedToken, Principal
 from vms.config import Config
 from vms.dates import utcnow
-from vms.db import Database
 from vms.models import User
 from vms.passwords import verify_password
+from vms.store import Database
 from vms.throttle import Throttle
 
 log = logging.getLogger(__name__)

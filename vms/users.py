@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from vms.db import Database
 from vms.models import User
 from vms.passwords import hash_password
+from vms.store import Database
 
 
 async def create_user(

@@ -22,7 +22,7 @@ from vms.app import create_app
 from vms.archive.cleanup import purge_expired
 from vms.config import Config
 from vms.dates import utcnow
-from vms.db import Database
+from vms.store import Database
 
 PHONE = "phone-1"
 

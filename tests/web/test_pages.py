@@ -19,8 +19,8 @@ from tests.web.conftest import Browser, add_downloads, csrf_of, signed_in, thick
 from vms import appkeys
 from vms.app import create_app
 from vms.config import Config
-from vms.db import Database
 from vms.models import Kind, Status
+from vms.store import Database
 from vms.web.errors import page_errors
 from vms.web.routes import setup_pages
 

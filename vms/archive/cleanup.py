@@ -11,8 +11,8 @@ from pathlib import Path
 
 from vms.archive.files import PART_SUFFIX, ArchiveFiles
 from vms.dates import utcnow
-from vms.db import Database
 from vms.models import PENDING, Status
+from vms.store import Database
 
 log = logging.getLogger(__name__)
 

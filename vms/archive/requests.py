@@ -21,9 +21,9 @@ from vms.archive.mediaclient import MediaClient
 from vms.archive.worker import ArchiveWorker
 from vms.auth import Principal
 from vms.dates import utcnow
-from vms.db import Database
 from vms.models import THICK_CLIENT, Camera, Download, Kind, Status
 from vms.resources import Resources
+from vms.store import Database
 
 # Grants change rarely (by the CLI, in another process); a few seconds of caching spares a
 # query on every request, and a revoked grant stops working within that time.

@@ -21,10 +21,10 @@ from vms.archive.fetcher import FetchError, FetchLimits, fetch_archive
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
 from vms.dates import utcnow
-from vms.db import Database
 from vms.logs import log_unexpected
 from vms.models import PENDING, Download, Status
 from vms.resources import Resources
+from vms.store import Database
 from vms.urls import media_get
 
 log = logging.getLogger(__name__)

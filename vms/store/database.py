@@ -1,4 +1,8 @@
-"""The only module that speaks SQL: schema migrations and every query the service makes."""
+"""The SQLite store: one aiosqlite connection in WAL mode, and every query the service makes.
+
+One cohesive thing: the class is the store's whole interface (users, cameras, sessions,
+downloads), so a second engine implements exactly this; the SQL it runs is beside each method.
+"""
 
 from __future__ import annotations
 
@@ -15,179 +19,11 @@ import aiosqlite
 
 from vms.dates import format_stamp, from_unix, parse_stamp
 from vms.models import Camera, Download, Kind, MediaServer, Session, Status, User
+from vms.store import rows
+from vms.store.errors import Conflict, NotFound, StoreError
+from vms.store.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
-
-
-class StoreError(Exception):
-    """A domain-level problem with stored data."""
-
-
-class Conflict(StoreError):
-    """The record already exists."""
-
-
-class NotFound(StoreError):
-    """No such record."""
-
-
-# Each entry moves the schema one version up; never edit a released one, append a new one.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE users (
-        id INTEGER PRIMARY KEY,
-        login TEXT NOT NULL UNIQUE COLLATE NOCASE,
-        name TEXT NOT NULL,
-        password_hash TEXT NOT NULL,
-        is_admin INTEGER NOT NULL DEFAULT 0,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    );
-    CREATE TABLE media_servers (
-        id INTEGER PRIMARY KEY,
-        url TEXT NOT NULL UNIQUE
-    );
-    CREATE TABLE cameras (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        path TEXT NOT NULL,
-        media_server_id INTEGER NOT NULL REFERENCES media_servers(id),
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE camera_grants (
-        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        camera_id INTEGER NOT NULL REFERENCES cameras(id) ON DELETE CASCADE,
-        PRIMARY KEY (user_id, camera_id)
-    ) WITHOUT ROWID;
-    CREATE TABLE sessions (
-        id TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        device TEXT NOT NULL,
-        client TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        expires_at TEXT NOT NULL,
-        ended_at TEXT
-    ) WITHOUT ROWID;
-    CREATE INDEX sessions_user ON sessions(user_id);
-    CREATE TABLE downloads (
-        id INTEGER PRIMARY KEY,
-        kind TEXT NOT NULL CHECK (kind IN ('link', 'archive')),
-        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        session_id TEXT NOT NULL,
-        camera_id INTEGER NOT NULL REFERENCES cameras(id) ON DELETE CASCADE,
-        device TEXT NOT NULL,
-        client TEXT NOT NULL,
-        range_from REAL NOT NULL,
-        range_to REAL NOT NULL,
-        status TEXT NOT NULL,
-        progress INTEGER NOT NULL DEFAULT 0,
-        size INTEGER NOT NULL DEFAULT 0,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        message TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        expires_at REAL
-    );
-    CREATE INDEX downloads_user_created ON downloads(user_id, kind, created_at);
-    CREATE INDEX downloads_status ON downloads(kind, status);
-    CREATE INDEX downloads_device ON downloads(device, camera_id, range_from, range_to);
-    """,
-    # An archive is shared only within its own device session (never across users who send
-    # the same X-UUID), and the per-device cap is counted from an index.
-    """
-    DROP INDEX downloads_device;
-    CREATE INDEX downloads_session_range
-        ON downloads(session_id, camera_id, range_from, range_to) WHERE kind = 'archive';
-    CREATE INDEX downloads_device_status
-        ON downloads(user_id, device, status) WHERE kind = 'archive';
-    """,
-)
-
-_DOWNLOAD_COLUMNS = """
-    d.id, d.kind, d.user_id, d.session_id, d.camera_id, c.name, d.device, d.client,
-    d.range_from, d.range_to, d.status, d.progress, d.size, d.attempts, d.message,
-    d.created_at, d.updated_at, d.expires_at, u.login, c.path, m.url,
-    u.is_admin OR EXISTS (
-        SELECT 1 FROM camera_grants g WHERE g.user_id = d.user_id AND g.camera_id = d.camera_id
-    )
-"""
-_DOWNLOAD_FROM = """
-    FROM downloads d JOIN cameras c ON c.id = d.camera_id JOIN users u ON u.id = d.user_id
-    JOIN media_servers m ON m.id = c.media_server_id
-"""
-
-
-def _user(row: Sequence[Any]) -> User:
-    return User(
-        id=row[0],
-        login=row[1],
-        name=row[2],
-        is_admin=bool(row[3]),
-        created_at=parse_stamp(row[4]),
-        updated_at=parse_stamp(row[5]),
-    )
-
-
-def _session(row: Sequence[Any]) -> Session:
-    return Session(
-        id=row[0],
-        user_id=row[1],
-        device=row[2],
-        client=row[3],
-        created_at=parse_stamp(row[4]),
-        expires_at=parse_stamp(row[5]),
-        ended_at=parse_stamp(row[6]) if row[6] else None,
-    )
-
-
-def _camera(row: Sequence[Any]) -> Camera:
-    return Camera(
-        id=row[0],
-        name=row[1],
-        path=row[2],
-        created_at=parse_stamp(row[3]),
-        media_server=MediaServer(id=row[4], url=row[5]),
-    )
-
-
-def _download(row: Sequence[Any]) -> Download:
-    return Download(
-        id=row[0],
-        kind=Kind(row[1]),
-        user_id=row[2],
-        session_id=row[3],
-        camera_id=row[4],
-        camera_name=row[5],
-        device=row[6],
-        client=row[7],
-        range_from=from_unix(row[8]),
-        range_to=from_unix(row[9]),
-        status=Status(row[10]),
-        progress=row[11],
-        size=row[12],
-        attempts=row[13],
-        message=row[14],
-        created_at=parse_stamp(row[15]),
-        updated_at=parse_stamp(row[16]),
-        expires_at=from_unix(row[17]) if row[17] is not None else None,
-        login=row[18],
-        camera_path=row[19],
-        media_server_url=row[20],
-        camera_visible=bool(row[21]),
-    )
-
-
-_INSERT_DOWNLOAD = """
-    INSERT INTO downloads (kind, user_id, session_id, camera_id, device, client,
-        range_from, range_to, status, created_at, updated_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-_USER_COLUMNS = "id, login, name, is_admin, created_at, updated_at"
-_SESSION_COLUMNS = "id, user_id, device, client, created_at, expires_at, ended_at"
-_CAMERA_SELECT = """
-    SELECT c.id, c.name, c.path, c.created_at, m.id, m.url
-    FROM cameras c JOIN media_servers m ON m.id = c.media_server_id
-"""
 
 
 class Database:
@@ -281,7 +117,7 @@ class Database:
                 async with self._write_lock:
                     await self._conn.execute("BEGIN IMMEDIATE")
                     try:
-                        await self._conn.executemany(_INSERT_DOWNLOAD, [v for v, _ in batch])
+                        await self._conn.executemany(rows.INSERT_DOWNLOAD, [v for v, _ in batch])
                         last = await self._one("SELECT last_insert_rowid()")
                         await self._conn.execute("COMMIT")
                     except BaseException:
@@ -318,18 +154,21 @@ class Database:
     async def user_with_hash(self, login: str) -> tuple[User, str] | None:
         """The user with this login and their password hash."""
         row = await self._one(
-            f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE login = ?", (login,)
+            f"SELECT {rows.USER_COLUMNS}, password_hash FROM users WHERE login = ?", (login,)
         )
-        return (_user(row), row[6]) if row else None
+        return (rows.user(row), row[6]) if row else None
 
     async def user(self, user_id: int) -> User | None:
         """The user with this id."""
-        row = await self._one(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
-        return _user(row) if row else None
+        row = await self._one(f"SELECT {rows.USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+        return rows.user(row) if row else None
 
     async def users(self) -> list[User]:
         """Every user, by id."""
-        return [_user(r) for r in await self._all(f"SELECT {_USER_COLUMNS} FROM users ORDER BY id")]
+        return [
+            rows.user(r)
+            for r in await self._all(f"SELECT {rows.USER_COLUMNS} FROM users ORDER BY id")
+        ]
 
     async def count_users(self) -> int:
         """How many users exist."""
@@ -348,10 +187,10 @@ class Database:
 
     async def grants(self, user_id: int) -> list[int]:
         """Camera ids granted to a user."""
-        rows = await self._all(
+        found = await self._all(
             "SELECT camera_id FROM camera_grants WHERE user_id = ? ORDER BY camera_id", (user_id,)
         )
-        return [r[0] for r in rows]
+        return [r[0] for r in found]
 
     # Cameras and media servers
 
@@ -379,23 +218,23 @@ class Database:
 
     async def camera(self, camera_id: int) -> Camera | None:
         """A camera by id, regardless of who asks."""
-        row = await self._one(f"{_CAMERA_SELECT} WHERE c.id = ?", (camera_id,))
-        return _camera(row) if row else None
+        row = await self._one(f"{rows.CAMERA_SELECT} WHERE c.id = ?", (camera_id,))
+        return rows.camera(row) if row else None
 
     async def visible_camera(self, user: User, camera_id: int) -> Camera | None:
         """A camera by id if `user` may see it: admins see all, others their grants."""
         if user.is_admin:
             return await self.camera(camera_id)
         row = await self._one(
-            f"{_CAMERA_SELECT} JOIN camera_grants g ON g.camera_id = c.id"
+            f"{rows.CAMERA_SELECT} JOIN camera_grants g ON g.camera_id = c.id"
             " WHERE c.id = ? AND g.user_id = ?",
             (camera_id, user.id),
         )
-        return _camera(row) if row else None
+        return rows.camera(row) if row else None
 
     async def cameras(self) -> list[Camera]:
         """Every camera, by id."""
-        return [_camera(r) for r in await self._all(f"{_CAMERA_SELECT} ORDER BY c.id")]
+        return [rows.camera(r) for r in await self._all(f"{rows.CAMERA_SELECT} ORDER BY c.id")]
 
     # Sessions
 
@@ -410,7 +249,7 @@ class Database:
     ) -> Session:
         """Record a device login."""
         await self._write(
-            f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL)",
+            f"INSERT INTO sessions ({rows.SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL)",
             (session_id, user_id, device, client, format_stamp(now), format_stamp(expires)),
         )
         return Session(session_id, user_id, device, client, now, expires, None)
@@ -418,9 +257,9 @@ class Database:
     async def session(self, session_id: str) -> Session | None:
         """A session by id."""
         row = await self._one(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+            f"SELECT {rows.SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
         )
-        return _session(row) if row else None
+        return rows.session(row) if row else None
 
     async def end_session(self, session_id: str, now: datetime) -> bool:
         """Mark a session ended; False if it was already ended or never existed."""
@@ -491,9 +330,9 @@ class Database:
     async def download(self, download_id: int) -> Download | None:
         """A download by id, regardless of owner."""
         row = await self._one(
-            f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM} WHERE d.id = ?", (download_id,)
+            f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM} WHERE d.id = ?", (download_id,)
         )
-        return _download(row) if row else None
+        return rows.download(row) if row else None
 
     async def list_downloads(
         self,
@@ -530,15 +369,16 @@ class Database:
             where.append("d.status = ?")
             params.append(status)
         clause = " AND ".join(where)
-        rows = []
+        found: list[Any] = []
         if limit > 0:
-            rows = await self._all(
-                f"SELECT {_DOWNLOAD_COLUMNS}, count(*) OVER () {_DOWNLOAD_FROM} WHERE {clause}"
+            found = await self._all(
+                f"SELECT {rows.DOWNLOAD_COLUMNS}, count(*) OVER ()"
+                f" {rows.DOWNLOAD_FROM} WHERE {clause}"
                 " ORDER BY d.created_at DESC, d.id DESC LIMIT ? OFFSET ?",
                 [*params, limit, offset],
             )
-        if rows:
-            return [_download(r) for r in rows], int(rows[0][-1])
+        if found:
+            return [rows.download(r) for r in found], int(found[0][-1])
         total_row = await self._one(f"SELECT count(*) FROM downloads d WHERE {clause}", params)
         return [], int(total_row[0])
 
@@ -546,19 +386,19 @@ class Database:
         """The downloads with these ids that exist, in one query, by id."""
         if not ids:
             return []
-        rows = await self._all(
-            f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM}"
+        found = await self._all(
+            f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM}"
             f" WHERE d.id IN ({', '.join('?' * len(ids))}) ORDER BY d.id",
             list(ids),
         )
-        return [_download(r) for r in rows]
+        return [rows.download(r) for r in found]
 
     async def pending_archive(
         self, session_id: str, camera_id: int, range_from: datetime, range_to: datetime
     ) -> Download | None:
         """This device session's archive of the same camera and range, pending or on disk."""
         row = await self._one(
-            f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM}"
+            f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM}"
             " WHERE d.kind = 'archive' AND d.session_id = ? AND d.camera_id = ?"
             " AND d.range_from = ? AND d.range_to = ? AND d.status IN (?, ?, ?)"
             " ORDER BY d.id DESC LIMIT 1",
@@ -572,7 +412,7 @@ class Database:
                 Status.READY,
             ),
         )
-        return _download(row) if row else None
+        return rows.download(row) if row else None
 
     async def count_pending(self, user_id: int, device: str) -> int:
         """How many archives this user's device has queued or running."""
@@ -585,21 +425,21 @@ class Database:
 
     async def archives_in(self, statuses: Sequence[Status]) -> list[Download]:
         """Every archive in one of `statuses`, oldest first."""
-        rows = await self._all(
-            f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM} WHERE d.kind = 'archive'"
+        found = await self._all(
+            f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM} WHERE d.kind = 'archive'"
             f" AND d.status IN ({', '.join('?' * len(statuses))}) ORDER BY d.id",
             statuses,
         )
-        return [_download(r) for r in rows]
+        return [rows.download(r) for r in found]
 
     async def ready_archives_for_session(self, session_id: str) -> list[Download]:
         """Archives of one session that are ready on disk, oldest first."""
-        rows = await self._all(
-            f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM} WHERE d.kind = 'archive'"
+        found = await self._all(
+            f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM} WHERE d.kind = 'archive'"
             " AND d.session_id = ? AND d.status = ? ORDER BY d.id",
             (session_id, Status.READY),
         )
-        return [_download(r) for r in rows]
+        return [rows.download(r) for r in found]
 
     async def update_download(
         self, download_id: int, now: datetime, **fields: Any
@@ -619,25 +459,26 @@ class Database:
             async with self._conn.execute(sql, [*values.values(), format_stamp(now), download_id]):
                 pass
             row = await self._one(
-                f"SELECT {_DOWNLOAD_COLUMNS} {_DOWNLOAD_FROM} WHERE d.id = ?", (download_id,)
+                f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM} WHERE d.id = ?",
+                (download_id,),
             )
-        return _download(row) if row else None
+        return rows.download(row) if row else None
 
     async def archives_due(self, now: datetime) -> list[int]:
         """Ready archives whose lifetime is over."""
-        rows = await self._all(
+        found = await self._all(
             "SELECT id FROM downloads WHERE kind = 'archive' AND status = ? AND expires_at <= ?",
             (Status.READY, now.timestamp()),
         )
-        return [r[0] for r in rows]
+        return [r[0] for r in found]
 
     async def archive_statuses(self) -> dict[int, Status]:
         """Status of every archive that may own a file: queued, running or ready."""
-        rows = await self._all(
+        found = await self._all(
             "SELECT id, status FROM downloads WHERE kind = 'archive' AND status IN (?, ?, ?)",
             (Status.QUEUED, Status.RUNNING, Status.READY),
         )
-        return {r[0]: Status(r[1]) for r in rows}
+        return {r[0]: Status(r[1]) for r in found}
 
     async def mark_expired(self, ids: Sequence[int], now: datetime) -> int:
         """Mark archives expired, in one transaction per batch."""

@@ -1,0 +1,7 @@
+"""The only code that speaks SQL: the schema, row mapping and the Database the service uses."""
+
+from vms.store.database import Database
+from vms.store.errors import Conflict, NotFound, StoreError
+from vms.store.schema import MIGRATIONS
+
+__all__ = ["MIGRATIONS", "Conflict", "Database", "NotFound", "StoreError"]

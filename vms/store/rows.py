@@ -1,0 +1,95 @@
+"""Column lists and the mapping from result rows to domain records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from vms.dates import from_unix, parse_stamp
+from vms.models import Camera, Download, Kind, MediaServer, Session, Status, User
+
+DOWNLOAD_COLUMNS = """
+    d.id, d.kind, d.user_id, d.session_id, d.camera_id, c.name, d.device, d.client,
+    d.range_from, d.range_to, d.status, d.progress, d.size, d.attempts, d.message,
+    d.created_at, d.updated_at, d.expires_at, u.login, c.path, m.url,
+    u.is_admin OR EXISTS (
+        SELECT 1 FROM camera_grants g WHERE g.user_id = d.user_id AND g.camera_id = d.camera_id
+    )
+"""
+DOWNLOAD_FROM = """
+    FROM downloads d JOIN cameras c ON c.id = d.camera_id JOIN users u ON u.id = d.user_id
+    JOIN media_servers m ON m.id = c.media_server_id
+"""
+
+
+def user(row: Sequence[Any]) -> User:
+    return User(
+        id=row[0],
+        login=row[1],
+        name=row[2],
+        is_admin=bool(row[3]),
+        created_at=parse_stamp(row[4]),
+        updated_at=parse_stamp(row[5]),
+    )
+
+
+def session(row: Sequence[Any]) -> Session:
+    return Session(
+        id=row[0],
+        user_id=row[1],
+        device=row[2],
+        client=row[3],
+        created_at=parse_stamp(row[4]),
+        expires_at=parse_stamp(row[5]),
+        ended_at=parse_stamp(row[6]) if row[6] else None,
+    )
+
+
+def camera(row: Sequence[Any]) -> Camera:
+    return Camera(
+        id=row[0],
+        name=row[1],
+        path=row[2],
+        created_at=parse_stamp(row[3]),
+        media_server=MediaServer(id=row[4], url=row[5]),
+    )
+
+
+def download(row: Sequence[Any]) -> Download:
+    return Download(
+        id=row[0],
+        kind=Kind(row[1]),
+        user_id=row[2],
+        session_id=row[3],
+        camera_id=row[4],
+        camera_name=row[5],
+        device=row[6],
+        client=row[7],
+        range_from=from_unix(row[8]),
+        range_to=from_unix(row[9]),
+        status=Status(row[10]),
+        progress=row[11],
+        size=row[12],
+        attempts=row[13],
+        message=row[14],
+        created_at=parse_stamp(row[15]),
+        updated_at=parse_stamp(row[16]),
+        expires_at=from_unix(row[17]) if row[17] is not None else None,
+        login=row[18],
+        camera_path=row[19],
+        media_server_url=row[20],
+        camera_visible=bool(row[21]),
+    )
+
+
+INSERT_DOWNLOAD = """
+    INSERT INTO downloads (kind, user_id, session_id, camera_id, device, client,
+        range_from, range_to, status, created_at, updated_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+USER_COLUMNS = "id, login, name, is_admin, created_at, updated_at"
+SESSION_COLUMNS = "id, user_id, device, client, created_at, expires_at, ended_at"
+CAMERA_SELECT = """
+    SELECT c.id, c.name, c.path, c.created_at, m.id, m.url
+    FROM cameras c JOIN media_servers m ON m.id = c.media_server_id
+"""

@@ -1,0 +1,74 @@
+"""The schema as migrations: entry N takes a database from version N-1 to N."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        login TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        name TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE media_servers (
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE cameras (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        media_server_id INTEGER NOT NULL REFERENCES media_servers(id),
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE camera_grants (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        camera_id INTEGER NOT NULL REFERENCES cameras(id) ON DELETE CASCADE,
+        PRIMARY KEY (user_id, camera_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        device TEXT NOT NULL,
+        client TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        ended_at TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_user ON sessions(user_id);
+    CREATE TABLE downloads (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('link', 'archive')),
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        session_id TEXT NOT NULL,
+        camera_id INTEGER NOT NULL REFERENCES cameras(id) ON DELETE CASCADE,
+        device TEXT NOT NULL,
+        client TEXT NOT NULL,
+        range_from REAL NOT NULL,
+        range_to REAL NOT NULL,
+        status TEXT NOT NULL,
+        progress INTEGER NOT NULL DEFAULT 0,
+        size INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        message TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        expires_at REAL
+    );
+    CREATE INDEX downloads_user_created ON downloads(user_id, kind, created_at);
+    CREATE INDEX downloads_status ON downloads(kind, status);
+    CREATE INDEX downloads_device ON downloads(device, camera_id, range_from, range_to);
+    """,
+    # An archive is shared only within its own device session (never across users who send
+    # the same X-UUID), and the per-device cap is counted from an index.
+    """
+    DROP INDEX downloads_device;
+    CREATE INDEX downloads_session_range
+        ON downloads(session_id, camera_id, range_from, range_to) WHERE kind = 'archive';
+    CREATE INDEX downloads_device_status
+        ON downloads(user_id, device, status) WHERE kind = 'archive';
+    """,
+)
