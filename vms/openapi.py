@@ -1,4 +1,8 @@
-"""The OpenAPI 3.1 description of the HTTP API, served at /api/openapi.json."""
+"""The OpenAPI 3.1 description of the HTTP API, served at /api/openapi.json.
+
+One cohesive thing: a single document, its path entries in the order of the routes; it is
+long because the contract is, and kept true by tests/test_openapi.py and schemathesis.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""The push hub: Pusher protocol 7 sockets, private channels, and bounded fan-out to them."""
+"""The push hub: Pusher protocol 7 sockets, private channels, and bounded fan-out to them.
+
+One cohesive thing, kept whole on purpose: the hub owns every socket's lifetime, its one
+reader and its at most one writer, and the channel and session tables they all update; the
+per-socket state is `connection.Connection`, the wire format `protocol`.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,15 @@ import logging
 import math
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from vms.logs import log_unexpected
 from vms.push import protocol
+from vms.push.connection import Close, Connection
 from vms.push.protocol import CloseCode, FrameError
 from vms.push.signing import verify_channel
 
@@ -26,128 +31,8 @@ log = logging.getLogger(__name__)
 SubscribedHook = Callable[[str, str], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
-class _Close:
-    """Queued after the last frame: the writer closes the socket with this code."""
-
-    code: int
-    message: str
-
-
 _PING = protocol.encode(protocol.ping())
 _PONG = protocol.encode(protocol.pong())
-
-
-class _Connection:
-    """One socket's state; only the hub's reader and this socket's writer task touch it."""
-
-    # Slots, and a queue, writer task and end future that exist only while needed: at 10,000
-    # sockets every object per socket lengthens each full garbage collection.
-    __slots__ = (
-        "_ended",
-        "_queue",
-        "awaiting_pong",
-        "channels",
-        "closing",
-        "ended",
-        "high_water",
-        "refilled",
-        "sending_since",
-        "sessions",
-        "socket_id",
-        "stopped",
-        "throttled",
-        "tokens",
-        "transport",
-        "writer",
-        "ws",
-    )
-
-    def __init__(
-        self,
-        socket_id: str,
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport | None,
-        burst: int,
-        now: float,
-    ) -> None:
-        self.socket_id = socket_id
-        self.ws = ws
-        self.transport = transport
-        # Above this many buffered bytes asyncio has paused the transport: queue, don't write.
-        self.high_water = transport.get_write_buffer_limits()[1] if transport else 0
-        self.channels: set[str] = set()
-        self.sessions: set[str] = set()
-        self.closing = False  # a close is queued or the peer is gone: nothing more is accepted
-        self.stopped = False  # the reader is done: the writer quits at once
-        self.awaiting_pong = False
-        self.throttled = False
-        self.tokens = float(burst)
-        self.refilled = now
-        self.writer: asyncio.Task[None] | None = None  # only while frames are backed up
-        self.sending_since: float | None = None  # the writer is in a send since then
-        self.ended = False
-        self._ended: asyncio.Future[None] | None = None
-        self._queue: deque[protocol.Outgoing | _Close] | None = None
-
-    @property
-    def queued(self) -> int:
-        """Frames waiting for the writer."""
-        return len(self._queue) if self._queue else 0
-
-    def push(self, item: protocol.Outgoing | _Close) -> None:
-        """Queue a frame or the close for the writer; the caller has checked the bound."""
-        if self._queue is None:
-            self._queue = deque()
-        self._queue.append(item)
-
-    def pop(self) -> protocol.Outgoing | _Close | None:
-        """The next frame or close for the writer, or None when there is none or it stopped."""
-        if self.stopped or not self._queue:
-            self._queue = None
-            return None
-        return self._queue.popleft()
-
-    def drop_queued(self) -> None:
-        """Forget every queued frame."""
-        self._queue = None
-
-    def close(self, code: int, message: str, *, notify: bool, drop_queued: bool = False) -> bool:
-        """Queue a close (after a `pusher:error` when `notify`); False if one was queued before."""
-        if self.closing:
-            return False
-        self.closing = True
-        if drop_queued:
-            self._queue = None
-        if notify:
-            self.push(protocol.encode(protocol.error(code, message)))
-        self.push(_Close(code, message))
-        return True
-
-    def stop(self) -> None:
-        """The peer is gone: the writer drops what is queued and ends."""
-        self.stopped = True
-        self._queue = None
-
-    def abort(self) -> None:
-        """Drop the TCP connection without a closing handshake (a peer that does not read)."""
-        self.closing = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    def end(self) -> None:
-        """The handler is done with this socket: wake whoever waits for it."""
-        self.ended = True
-        if self._ended is not None and not self._ended.done():
-            self._ended.set_result(None)
-
-    async def wait_ended(self) -> None:
-        """Return once the handler is done with this socket."""
-        if self.ended:
-            return
-        if self._ended is None:
-            self._ended = asyncio.get_running_loop().create_future()
-        await asyncio.shield(self._ended)
 
 
 class Hub:
@@ -184,11 +69,11 @@ class Hub:
         self._burst = message_burst
         self._clock = clock
         self._shutting_down = False
-        self._connections: dict[str, _Connection] = {}
-        self._channels: dict[str, set[_Connection]] = {}
-        self._sessions: dict[str, set[_Connection]] = {}
+        self._connections: dict[str, Connection] = {}
+        self._channels: dict[str, set[Connection]] = {}
+        self._sessions: dict[str, set[Connection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._backlogged: set[_Connection] = set()  # the sockets that have a writer task
+        self._backlogged: set[Connection] = set()  # the sockets that have a writer task
         # One timer for the whole hub, armed only while some socket has a writer: a send
         # stuck longer than send_timeout is aborted within a quarter of it (at most 1 s) after.
         self._sweep_every = min(1.0, send_timeout / 4)
@@ -241,7 +126,7 @@ class Hub:
             await self._refuse(ws, request.transport, *refusal)
             return ws
         self._loop = asyncio.get_running_loop()
-        conn = _Connection(self._new_socket_id(), ws, request.transport, self._burst, self._clock())
+        conn = Connection(self._new_socket_id(), ws, request.transport, self._burst, self._clock())
         self._connections[conn.socket_id] = conn
         try:
             advertised = max(1, math.ceil(self._activity_timeout))
@@ -357,7 +242,7 @@ class Hub:
             if socket_id not in self._connections:
                 return socket_id
 
-    def _forget(self, conn: _Connection) -> None:
+    def _forget(self, conn: Connection) -> None:
         self._connections.pop(conn.socket_id, None)
         for name in conn.channels:
             self._leave(conn, name)
@@ -370,14 +255,14 @@ class Hub:
                     del self._sessions[session_id]
         conn.sessions.clear()
 
-    def _leave(self, conn: _Connection, name: str) -> None:
+    def _leave(self, conn: Connection, name: str) -> None:
         members = self._channels.get(name)
         if members is not None:
             members.discard(conn)
             if not members:
                 del self._channels[name]
 
-    async def _stop_writer(self, conn: _Connection) -> None:
+    async def _stop_writer(self, conn: Connection) -> None:
         conn.stop()
         task = conn.writer
         if task is None:
@@ -391,7 +276,7 @@ class Hub:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def _wait_closed(self, conns: Iterable[_Connection]) -> None:
+    async def _wait_closed(self, conns: Iterable[Connection]) -> None:
         try:
             async with asyncio.timeout(self._send_timeout + 3 * self._close_timeout):
                 for conn in conns:
@@ -401,7 +286,7 @@ class Hub:
 
     # Writing: straight to an idle socket, else through at most one writer task per socket
 
-    def _send(self, conn: _Connection, frame: protocol.Outgoing) -> bool:
+    def _send(self, conn: Connection, frame: protocol.Outgoing) -> bool:
         """Send or queue a frame without waiting; a socket whose queue is full is cut off."""
         if conn.closing or conn.ws.closed:
             return False
@@ -437,13 +322,13 @@ class Hub:
         return True
 
     def _close(
-        self, conn: _Connection, code: int, message: str, *, notify: bool, drop_queued: bool = False
+        self, conn: Connection, code: int, message: str, *, notify: bool, drop_queued: bool = False
     ) -> None:
-        """Queue a close (see `_Connection.close`) and make sure a writer will send it."""
+        """Queue a close (see `Connection.close`) and make sure a writer will send it."""
         if conn.close(code, message, notify=notify, drop_queued=drop_queued):
             self._start_writer(conn)
 
-    def _start_writer(self, conn: _Connection) -> None:
+    def _start_writer(self, conn: Connection) -> None:
         if conn.writer is not None or conn.stopped:
             return
         task = asyncio.create_task(self._write(conn), name=f"push-writer-{conn.socket_id}")
@@ -454,11 +339,11 @@ class Hub:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
 
-    async def _write(self, conn: _Connection) -> None:
+    async def _write(self, conn: Connection) -> None:
         """Drain the queue, waiting whenever the transport is paused, then end."""
         try:
             while (item := conn.pop()) is not None:
-                if isinstance(item, _Close):
+                if isinstance(item, Close):
                     await self._close_socket(conn, item)
                     return
                 conn.sending_since = self._clock()
@@ -496,7 +381,7 @@ class Hub:
             loop = asyncio.get_running_loop()
             self._sweeper = loop.call_later(self._sweep_every, self._sweep)
 
-    async def _close_socket(self, conn: _Connection, close: _Close) -> None:
+    async def _close_socket(self, conn: Connection, close: Close) -> None:
         try:
             async with asyncio.timeout(2 * self._close_timeout):
                 await conn.ws.close(code=close.code, message=close.message.encode("utf-8"))
@@ -505,7 +390,7 @@ class Hub:
 
     # Reading: the handler's own task is the only reader
 
-    async def _read(self, conn: _Connection) -> None:
+    async def _read(self, conn: Connection) -> None:
         ws = conn.ws
         while True:
             wait = self._pong_timeout if conn.awaiting_pong else self._activity_timeout
@@ -540,10 +425,10 @@ class Hub:
             else:
                 return  # CLOSE, CLOSING, CLOSED or ERROR (e.g. a frame over max_frame)
 
-    def _send_error(self, conn: _Connection, code: int | None, message: str) -> None:
+    def _send_error(self, conn: Connection, code: int | None, message: str) -> None:
         self._send(conn, protocol.encode(protocol.error(code, message)))
 
-    def _take_token(self, conn: _Connection) -> bool:
+    def _take_token(self, conn: Connection) -> bool:
         """Token bucket per socket: `message_burst` at once, then the configured rate."""
         now = self._clock()
         conn.tokens = min(float(self._burst), conn.tokens + (now - conn.refilled) * self._rate)
@@ -558,7 +443,7 @@ class Hub:
             self._send_error(conn, CloseCode.CLIENT_EVENT_REJECTED, "Rate limit exceeded")
         return False
 
-    async def _on_text(self, conn: _Connection, text: str) -> None:
+    async def _on_text(self, conn: Connection, text: str) -> None:
         if conn.closing or not self._take_token(conn):
             return
         try:
@@ -579,7 +464,7 @@ class Hub:
         else:
             self._send_error(conn, None, "Unsupported event")
 
-    async def _subscribe(self, conn: _Connection, frame: protocol.Frame) -> None:
+    async def _subscribe(self, conn: Connection, frame: protocol.Frame) -> None:
         try:
             request = protocol.parse_subscribe(frame)
         except FrameError as exc:
@@ -608,7 +493,7 @@ class Hub:
             log_unexpected(log, f"push: subscribe hook for socket {conn.socket_id}", exc)
 
     def _subscription_refusal(
-        self, conn: _Connection, name: str, request: protocol.Subscribe
+        self, conn: Connection, name: str, request: protocol.Subscribe
     ) -> tuple[str, str, int] | None:
         if not protocol.is_private_channel(name):
             return "AuthError", "Only private channels are available", 403
@@ -625,7 +510,7 @@ class Hub:
             return "AuthError", "Invalid signature", 401
         return None
 
-    def _unsubscribe(self, conn: _Connection, frame: protocol.Frame) -> None:
+    def _unsubscribe(self, conn: Connection, frame: protocol.Frame) -> None:
         try:
             request = protocol.parse_subscribe(frame)
         except FrameError as exc:
