@@ -99,7 +99,7 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def _serve(config: Config) -> int:
-    from vms import appkeys
+    from vms import appkeys, urls
     from vms.app import create_app
     from vms.listen import serve
 
@@ -107,10 +107,11 @@ def _serve(config: Config) -> int:
         """Tell the operator how to log in the first time, once, on the console (not the log)."""
         password = await ensure_operator(app[appkeys.DB], utcnow())
         if password:
+            links = app[appkeys.URLS]
             print(
                 "\nFirst start: created the operator account.\n"
                 f"  login:    {OPERATOR_LOGIN}\n  password: {password}\n"
-                f"  Log in at {config.base_url}/login or POST {config.base_url}/api/v1/token\n"
+                f"  Log in at {links.absolute(urls.LOGIN)} or POST {links.absolute(urls.LOGIN_API)}\n"
                 "This password is shown only now.\n",
                 flush=True,
             )

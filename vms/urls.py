@@ -12,6 +12,7 @@ from aiohttp import web
 from vms.dates import format_rfc3339
 
 # Route names (aiohttp named routes) that URLs are built from.
+LOGIN_API = "api-login"
 DOWNLOADS = "downloads"
 ARCHIVE_FILE = "archive-file"
 # pusher-js is given this as `wsPath`; it appends `/app/{key}` itself.

@@ -28,7 +28,7 @@ def api_surface() -> web.Application:
     """Everything under /api."""
     return json_surface(
         [
-            web.post("/v1/token", sessions.login),
+            web.post("/v1/token", sessions.login, name=urls.LOGIN_API),
             web.post("/v1/sessions/{access_token_id}", sessions.end_session),
             web.get("/v1/cameras/{camera}/archive/link", archive.archive_link),
             web.get("/v1/downloads", archive.list_downloads, name=urls.DOWNLOADS),
