@@ -108,10 +108,11 @@ def _serve(config: Config) -> int:
         password = await ensure_operator(app[appkeys.DB], utcnow())
         if password:
             links = app[appkeys.URLS]
+            page, api = links.absolute(urls.LOGIN), links.absolute(urls.LOGIN_API)
             print(
                 "\nFirst start: created the operator account.\n"
                 f"  login:    {OPERATOR_LOGIN}\n  password: {password}\n"
-                f"  Log in at {links.absolute(urls.LOGIN)} or POST {links.absolute(urls.LOGIN_API)}\n"
+                f"  Log in at {page} or POST {api}\n"
                 "This password is shown only now.\n",
                 flush=True,
             )
