@@ -57,18 +57,18 @@ class IssuedToken:
 class Authenticator:
     """Issues and checks tokens; decides whether a session is alive, caching recent ones."""
 
-    def __init__(self, config: Config, db: Database, keys: Keystore) -> None:
+    def __init__(self, config: Config, db: Database, keystore: Keystore) -> None:
         self._config = config
         self._db = db
-        self._keys = keys
-        self._public_key = keys.public_key
+        self._keystore = keystore
+        self._public_key = keystore.public_key
         self._issuer = config.base_url
         self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def _sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(
-            claims, self._keys.signing_key, algorithm=ALGORITHM, headers={"kid": self._keys.kid}
+            claims, self._keystore.signing_key, algorithm=ALGORITHM, headers={"kid": self._keystore.kid}
         )
 
     async def issue(self, user: User, device: str, client: str, now: datetime) -> IssuedToken:

@@ -210,7 +210,7 @@ def permits(permissions: Sequence[Mapping[str, Any]], action: str, path: str) ->
 
 
 async def authorize(
-    token: str | None, keys: KeySource, path: str, action: str = "playback"
+    token: str | None, trusted_keys: KeySource, path: str, action: str = "playback"
 ) -> dict[str, Any]:
     """The claims of `token` if it allows `action` on `path`; AuthError (loggable) if not."""
     if not token:
@@ -225,7 +225,7 @@ async def authorize(
     if algorithm not in ALGORITHMS:
         raise AuthError("JWT algorithm not allowed")
     kid = header.get("kid")
-    key = await keys.key_for(kid if isinstance(kid, str) else None)
+    key = await trusted_keys.key_for(kid if isinstance(kid, str) else None)
     if key.algorithm_name != algorithm:
         raise AuthError("JWT algorithm does not match its key")
     try:
