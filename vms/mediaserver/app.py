@@ -24,6 +24,7 @@ from aiohttp.typedefs import Handler
 
 from vms.dates import format_rfc3339
 from vms.mediaserver.auth import AuthError, KeySource, authorize, check_range, token_from
+from vms.mediaserver.mp4read import SegmentError
 from vms.mediaserver.params import (
     BadRequest,
     duration_param,
@@ -33,13 +34,7 @@ from vms.mediaserver.params import (
     path_param,
     time_param,
 )
-from vms.mediaserver.recordings import (
-    InfoCache,
-    NoSegmentsFound,
-    SegmentError,
-    find_segments,
-    list_spans,
-)
+from vms.mediaserver.recordings import InfoCache, NoSegmentsFound, find_segments, list_spans
 from vms.mediaserver.remux import Archive, Cancelled, open_archive
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ read, the samples in range are picked, and their bytes are copied from the segme
   overlapping recordings) are dropped, and a track then waits for its next keyframe.
 - A damaged segment is skipped (logged); one whose stream differs from the first (another
   codec or resolution) is skipped too; a segment being written is read up to its last complete
-  moof+mdat only (see recordings.iter_fragments).
+  moof+mdat only (see mp4read.iter_fragments).
 
 `fmp4` is produced as it is read: the first segment's ftyp+moov, then one moof+mdat per source
 fragment. `mp4` first walks the sample tables (metadata only) to compute the moov, then copies
@@ -34,20 +34,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from vms.mediaserver.recordings import (
+from vms.mediaserver.mp4read import (
     SAMPLE_IS_NON_SYNC,
     Header,
-    InfoCache,
-    NoSegmentsFound,
     Run,
-    Segment,
     SegmentError,
     child,
     iter_boxes,
     iter_fragments,
     read_header,
-    segment_info,
 )
+from vms.mediaserver.recordings import InfoCache, NoSegmentsFound, Segment, segment_info
 
 log = logging.getLogger(__name__)
 
