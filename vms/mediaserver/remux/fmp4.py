@@ -10,9 +10,18 @@ import struct
 import threading
 from array import array
 
-from vms.mediaserver.mp4read import Header, iter_boxes
+from vms.mediaserver.mp4read import Header
 from vms.mediaserver.recordings import NoSegmentsFound
-from vms.mediaserver.remux.boxes import big_endian, box, full_box, patch_duration
+from vms.mediaserver.remux.boxes import (
+    big_endian,
+    box,
+    drop,
+    duration_edits,
+    edited,
+    edited_children,
+    full_box,
+    with_duration,
+)
 from vms.mediaserver.remux.muxer import CHUNK, Archive, Cancelled, SampleReader
 from vms.mediaserver.remux.plan import OutRun, Plan
 
@@ -115,49 +124,21 @@ def fmp4_moov(header: Header, seconds: float) -> bytes:
 
     Players of a progressive fragmented MP4 take its length from mehd (or mvhd) rather than
     reading every fragment first; without it Chromium shows only the first fragment's length.
+    FFmpeg, so Chromium, reads each track's length from its mdhd: that is set too.
     """
-    moov = header.moov
     duration = max(0, round(seconds * header.movie_timescale))
-    parts = []
-    for kind, payload, end in iter_boxes(moov, 8, len(moov)):
-        raw = moov[payload - 8 : end]
-        if kind == b"mvhd":
-            parts.append(patch_duration(raw, 8, 16, 24, duration))
-        elif kind == b"trak":
-            parts.append(_trak_with_duration(header, raw, seconds))
-        elif kind == b"mvex":
-            mvex = [full_box(b"mehd", 1, 0, struct.pack(">Q", duration))]
-            mvex += [
-                raw[sub - 8 : sub_end]
-                for sub_kind, sub, sub_end in iter_boxes(raw, 8, len(raw))
-                if sub_kind != b"mehd"
-            ]
-            parts.append(box(b"mvex", *mvex))
-        else:
-            parts.append(raw)
-    return box(b"moov", *parts)
+    mehd = full_box(b"mehd", 1, 0, struct.pack(">Q", duration))
+    timescales = {t.trak: t.timescale for t in header.tracks.values()}
 
+    def trak(raw: bytes) -> bytes:
+        media = round(seconds * timescales.get(raw, header.movie_timescale))
+        return edited(raw, duration_edits(duration, media))
 
-def _trak_with_duration(header: Header, trak: bytes, seconds: float) -> bytes:
-    """A trak whose tkhd and mdhd say `seconds` (FFmpeg, so Chromium, reads mdhd)."""
-    movie = max(0, round(seconds * header.movie_timescale))
-    parts = []
-    for kind, payload, end in iter_boxes(trak, 8, len(trak)):
-        raw = trak[payload - 8 : end]
-        if kind == b"tkhd":
-            parts.append(patch_duration(raw, 8, 20, 28, movie))
-        elif kind == b"mdia":
-            mdia = []
-            timescale = next(
-                (t.timescale for t in header.tracks.values() if t.trak == trak),
-                header.movie_timescale,
-            )
-            for sub_kind, sub, sub_end in iter_boxes(raw, 8, len(raw)):
-                sub_raw = raw[sub - 8 : sub_end]
-                if sub_kind == b"mdhd":
-                    sub_raw = patch_duration(sub_raw, 8, 16, 24, round(seconds * timescale))
-                mdia.append(sub_raw)
-            parts.append(box(b"mdia", *mdia))
-        else:
-            parts.append(raw)
-    return box(b"trak", *parts)
+    return edited(
+        header.moov,
+        {
+            b"mvhd": lambda raw: with_duration(raw, duration),
+            b"trak": trak,
+            b"mvex": lambda raw: box(b"mvex", mehd, *edited_children(raw, {b"mehd": drop})),
+        },
+    )

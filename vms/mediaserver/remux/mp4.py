@@ -12,9 +12,16 @@ from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vms.mediaserver.mp4read import SAMPLE_IS_NON_SYNC, child, iter_boxes
+from vms.mediaserver.mp4read import SAMPLE_IS_NON_SYNC, Track, child
 from vms.mediaserver.recordings import NoSegmentsFound
-from vms.mediaserver.remux.boxes import big_endian, box, full_box, patch_duration
+from vms.mediaserver.remux.boxes import (
+    big_endian,
+    box,
+    drop,
+    duration_edits,
+    edited_children,
+    full_box,
+)
 from vms.mediaserver.remux.muxer import CHUNK, Archive, Cancelled, SampleReader
 from vms.mediaserver.remux.plan import Plan
 
@@ -115,7 +122,7 @@ class MP4Archive(Archive):
             delay = table.first_dts
             track_movie = (media_duration + delay) * movie_ts // track.timescale
             movie_duration = max(movie_duration, track_movie)
-            traks.append(self._trak(track.trak, table, data_start, co64, track_movie, movie_ts))
+            traks.append(self._trak(track, table, data_start, co64, track_movie, movie_ts))
         next_id = max(header.tracks) + 1
         mvhd = full_box(
             b"mvhd",
@@ -131,61 +138,33 @@ class MP4Archive(Archive):
 
     def _trak(
         self,
-        trak: bytes,
+        track: Track,
         table: _TrackTable,
         data_start: int,
         co64: bool,
         movie_duration: int,
         movie_ts: int,
     ) -> bytes:
-        tid_track = next(t for t in self._header.tracks.values() if t.trak is trak)
         media_duration = sum(table.durations)
-        parts = []
-        for kind, payload, end in iter_boxes(trak, 8, len(trak)):
-            raw = trak[payload - 8 : end]
-            if kind == b"tkhd":
-                parts.append(patch_duration(raw, 8, 20, 28, movie_duration))
-            elif kind == b"mdia":
-                parts.append(self._mdia(raw, table, data_start, co64, media_duration))
-            elif kind == b"edts":
-                continue
-            else:
-                parts.append(raw)
+
+        def stbl(raw: bytes) -> bytes:
+            stsd_at, stsd_end = child(raw, 8, len(raw), b"stsd")
+            return self._stbl(raw[stsd_at - 8 : stsd_end], table, data_start, co64)
+
+        durations = duration_edits(movie_duration, media_duration)
+        # The source's edit list is about its own samples; this archive's is made below.
+        parts = edited_children(track.trak, {**durations, b"mdia/minf/stbl": stbl, b"edts": drop})
         edits = []
         if table.first_dts > 0:
-            delay = table.first_dts * movie_ts // tid_track.timescale
+            delay = table.first_dts * movie_ts // track.timescale
             edits.append(struct.pack(">Iii", delay, -1, 0x00010000))
         start_cto = table.ctos[0] if len(table.ctos) and table.ctos[0] > 0 else 0
         if edits or start_cto:
-            shown = (media_duration - start_cto) * movie_ts // tid_track.timescale
+            shown = (media_duration - start_cto) * movie_ts // track.timescale
             edits.append(struct.pack(">Iii", shown, start_cto, 0x00010000))
             elst = full_box(b"elst", 0, 0, struct.pack(">I", len(edits)), *edits)
             parts.insert(1, box(b"edts", elst))
         return box(b"trak", *parts)
-
-    def _mdia(
-        self, mdia: bytes, table: _TrackTable, data_start: int, co64: bool, duration: int
-    ) -> bytes:
-        parts = []
-        for kind, payload, end in iter_boxes(mdia, 8, len(mdia)):
-            raw = mdia[payload - 8 : end]
-            if kind == b"mdhd":
-                parts.append(patch_duration(raw, 8, 16, 24, duration))
-            elif kind == b"minf":
-                minf = []
-                for sub, sub_payload, sub_end in iter_boxes(raw, 8, len(raw)):
-                    sub_raw = raw[sub_payload - 8 : sub_end]
-                    if sub == b"stbl":
-                        stsd_at, stsd_end = child(sub_raw, 8, len(sub_raw), b"stsd")
-                        minf.append(
-                            self._stbl(sub_raw[stsd_at - 8 : stsd_end], table, data_start, co64)
-                        )
-                    else:
-                        minf.append(sub_raw)
-                parts.append(box(b"minf", *minf))
-            else:
-                parts.append(raw)
-        return box(b"mdia", *parts)
 
     @staticmethod
     def _stbl(stsd: bytes, table: _TrackTable, data_start: int, co64: bool) -> bytes:
