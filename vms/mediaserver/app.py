@@ -14,9 +14,8 @@ import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -24,6 +23,7 @@ from aiohttp.typedefs import Handler
 
 from vms.dates import format_rfc3339
 from vms.mediaserver.auth import AuthError, KeySource, authorize, check_range, token_from
+from vms.mediaserver.mp4read import SegmentError
 from vms.mediaserver.params import (
     BadRequest,
     duration_param,
@@ -33,13 +33,7 @@ from vms.mediaserver.params import (
     path_param,
     time_param,
 )
-from vms.mediaserver.recordings import (
-    InfoCache,
-    NoSegmentsFound,
-    SegmentError,
-    find_segments,
-    list_spans,
-)
+from vms.mediaserver.recordings import InfoCache, NoSegmentsFound, find_segments, list_spans
 from vms.mediaserver.remux import Archive, Cancelled, open_archive
 
 log = logging.getLogger(__name__)
@@ -66,51 +60,18 @@ def error_response(status: int, text: str) -> web.Response:
     return web.json_response({"status": "error", "error": text}, status=status)
 
 
-async def _authorize(request: web.Request, server: PlaybackState, path: str) -> dict[str, Any]:
-    try:
-        return await authorize(
-            token_from(request.query, request.headers), server.trusted_keys, path
-        )
-    except AuthError as exc:
-        raise _unauthorized(request, exc) from None
-
-
-def _check_range(
-    request: web.Request, claims: dict[str, Any], start: datetime | None, end: datetime | None
-) -> None:
-    try:
-        check_range(claims, start, end)
-    except AuthError as exc:
-        raise _unauthorized(request, exc) from None
-
-
-def _unauthorized(request: web.Request, exc: AuthError) -> web.HTTPUnauthorized:
-    log.info("connection %s failed to authenticate: %s", request.remote, exc)
-    return web.HTTPUnauthorized(
-        content_type="application/json",
-        text='{"status":"error","error":"authentication error"}',
-        headers={"WWW-Authenticate": 'Basic realm="mediamtx"'},
-    )
-
-
 async def handle_list(request: web.Request) -> web.StreamResponse:
     """GET /list?path=&start=&end= → `[{"start", "duration", "url"}]` of continuous spans."""
     server = request.app[PLAYBACK]
-    try:
-        path = path_param(request.query)
-        claims = await _authorize(request, server, path)
-        start = time_param(request.query, "start", required=False)
-        end = time_param(request.query, "end", required=False)
-    except BadRequest as exc:
-        return error_response(400, str(exc))
-    _check_range(request, claims, start, end)
+    path = path_param(request.query)
+    claims = await authorize(token_from(request.query, request.headers), server.trusted_keys, path)
+    start = time_param(request.query, "start", required=False)
+    end = time_param(request.query, "end", required=False)
+    check_range(claims, start, end)
     loop = asyncio.get_running_loop()
-    try:
-        spans = await loop.run_in_executor(
-            server.pool, list_spans, server.recordings, path, start, end, server.cache
-        )
-    except NoSegmentsFound as exc:
-        return error_response(404, str(exc))
+    spans = await loop.run_in_executor(
+        server.pool, list_spans, server.recordings, path, start, end, server.cache
+    )
     base = (
         server.public_url.rstrip("/") if server.public_url else f"{request.scheme}://{request.host}"
     )
@@ -138,17 +99,14 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
 async def handle_get(request: web.Request) -> web.StreamResponse:
     """GET /get?path=&start=&duration=&format= → the footage as video/mp4, by stream copy."""
     server = request.app[PLAYBACK]
-    try:
-        path = path_param(request.query)
-        claims = await _authorize(request, server, path)
-        start = time_param(request.query, "start", required=True)
-        duration = duration_param(request.query)
-        fmt = format_param(request.query)
-    except BadRequest as exc:
-        return error_response(400, str(exc))
+    path = path_param(request.query)
+    claims = await authorize(token_from(request.query, request.headers), server.trusted_keys, path)
+    start = time_param(request.query, "start", required=True)
+    duration = duration_param(request.query)
+    fmt = format_param(request.query)
     assert start is not None
     end = start + timedelta(seconds=duration)
-    _check_range(request, claims, start, end)
+    check_range(claims, start, end)
     loop = asyncio.get_running_loop()
     cancel = threading.Event()
     try:
@@ -158,8 +116,6 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
         archive = await loop.run_in_executor(
             server.pool, open_archive, segments, start, duration, fmt, cancel, server.cache
         )
-    except NoSegmentsFound as exc:
-        return error_response(404, str(exc))
     except asyncio.CancelledError:
         cancel.set()
         raise
@@ -215,10 +171,22 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
                 "Access-Control-Allow-Headers": "Authorization",
             },
         )
+    # One map from exception to MediaMTX's answer, so handlers read in MediaMTX's order of
+    # checks: path name, then the JWT, then the other parameters.
     try:
         return await handler(request)
-    except web.HTTPUnauthorized:
-        raise
+    except BadRequest as exc:
+        return error_response(400, str(exc))
+    except AuthError as exc:
+        log.info("connection %s failed to authenticate: %s", request.remote, exc)
+        return web.Response(
+            status=401,
+            content_type="application/json",
+            text='{"status":"error","error":"authentication error"}',
+            headers={"WWW-Authenticate": 'Basic realm="mediamtx"'},
+        )
+    except NoSegmentsFound as exc:
+        return error_response(404, str(exc))
     except web.HTTPException as exc:
         if exc.status >= 400:
             return error_response(exc.status, exc.reason.lower())
