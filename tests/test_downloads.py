@@ -28,6 +28,13 @@ DOWNLOAD_KEYS = {
     "user_id",
     "camera_id",
     "status",
+    "kind",
+    "progress",
+    "message",
+    "size",
+    "duration",
+    "expires_at",
+    "sha256",
 }
 LOCAL = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
@@ -69,6 +76,9 @@ def _page_of(url: str | None) -> int | None:
 def _assert_download(item: dict[str, Any]) -> None:
     assert set(item) == DOWNLOAD_KEYS
     assert isinstance(item["id"], int)
+    # a history record: no file, so no progress, size, duration, expiry or digest
+    assert item["kind"] == "link"
+    assert [item[k] for k in ("progress", "size", "duration", "expires_at", "sha256")] == [None] * 5
     assert item["type"] == "mp4"
     assert item["name"].endswith(".mp4")
     assert LOCAL.match(item["from"]) and LOCAL.match(item["to"])

@@ -68,7 +68,10 @@ class Authenticator:
 
     def _sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(
-            claims, self._keystore.signing_key, algorithm=ALGORITHM, headers={"kid": self._keystore.kid}
+            claims,
+            self._keystore.signing_key,
+            algorithm=ALGORITHM,
+            headers={"kid": self._keystore.kid},
         )
 
     async def issue(self, user: User, device: str, client: str, now: datetime) -> IssuedToken:

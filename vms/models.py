@@ -104,6 +104,9 @@ class Download:
     camera_path: str = ""
     media_server_url: str = ""
     camera_visible: bool = False
+    # Measured while a ready archive was written: seconds of footage in it, and its SHA-256.
+    duration: float | None = None
+    sha256: str | None = None
 
 
 def effective_status(download: Download, file_exists: bool) -> Status:

@@ -147,6 +147,13 @@ _SCHEMAS: dict[str, Any] = {
             "user_id",
             "camera_id",
             "status",
+            "kind",
+            "progress",
+            "message",
+            "size",
+            "duration",
+            "expires_at",
+            "sha256",
         ],
         "additionalProperties": False,
         "properties": {
@@ -168,7 +175,44 @@ _SCHEMAS: dict[str, Any] = {
             },
             "user_id": {"type": "integer"},
             "camera_id": {"type": "integer"},
-            "status": {"enum": ["queued", "in progress", "ready", "failed", "expired"]},
+            "status": {
+                "enum": ["queued", "in progress", "ready", "failed", "cancelled", "expired"],
+                "description": "A ready archive whose file is gone reads `expired`.",
+            },
+            "kind": {
+                "enum": ["link", "archive"],
+                "description": "`link`: a thick-client history record; `archive`: a file the "
+                "server makes.",
+            },
+            "progress": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "maximum": 100,
+                "description": "Percent fetched; 100 once ready; null for links.",
+            },
+            "message": {
+                "type": ["string", "null"],
+                "description": "Why it failed or was cancelled; null otherwise.",
+            },
+            "size": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "Bytes of the file; null until ready.",
+            },
+            "duration": {
+                "type": ["number", "null"],
+                "minimum": 0,
+                "description": "Seconds of footage actually in the file; null until ready.",
+            },
+            "expires_at": {
+                "anyOf": [_STAMP, {"type": "null"}],
+                "description": "When the file is deleted; null for links and until ready.",
+            },
+            "sha256": {
+                "type": ["string", "null"],
+                "pattern": "^[0-9a-f]{64}$",
+                "description": "Hex SHA-256 of the file, computed while it was written.",
+            },
         },
     },
     "DownloadPage": {

@@ -67,6 +67,8 @@ class Resources:
     def download(self, download: Download, facts: DownloadFacts | None = None) -> dict[str, Any]:
         """DOWNLOAD as the contract spells it."""
         facts = facts or self.facts(download)
+        # A file was made (its facts are known) even if it has been deleted since.
+        made = download.kind == Kind.ARCHIVE and download.duration is not None
         return {
             "id": download.id,
             "name": self.name(download),
@@ -80,4 +82,24 @@ class Resources:
             "user_id": download.user_id,
             "camera_id": download.camera_id,
             "status": str(facts.status),
+            "kind": str(download.kind),
+            "progress": _progress(download, facts.status),
+            "message": download.message if facts.status in _EXPLAINED else None,
+            "size": download.size if made else None,
+            "duration": download.duration if made else None,
+            "expires_at": format_stamp(download.expires_at) if download.expires_at else None,
+            "sha256": download.sha256 if made else None,
         }
+
+
+# The statuses whose `message` says why.
+_EXPLAINED = frozenset({Status.FAILED, Status.CANCELLED})
+
+
+def _progress(download: Download, status: Status) -> int | None:
+    """0..100 for archives (100 once made), None for history records."""
+    if download.kind == Kind.LINK:
+        return None
+    if status in (Status.READY, Status.EXPIRED) and download.duration is not None:
+        return 100
+    return max(0, min(100, download.progress))

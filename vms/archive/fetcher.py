@@ -1,19 +1,22 @@
 """Streaming one archive from a media server's /get into a file: no database, no push.
 
 The body is read as it arrives and written in batches on an executor thread while the next
-batch is received; a slow trickle is cut by a rate floor, a silence by the read timeout. The
-file is written under a partial name, checked to be a whole MP4, made durable and renamed.
+batch is received, and hashed (SHA-256) in the same pass; a slow trickle is cut by a rate
+floor, a silence by the read timeout. The file is written under a partial name, checked to be
+a whole MP4, made durable and renamed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from io import BufferedWriter
 from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 
@@ -27,6 +30,15 @@ PROGRESS_EVERY = 1.0
 
 # Called with the bytes received so far and the expected total (None if unknown).
 ProgressCallback = Callable[[int, int | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What was written: bytes, seconds of footage and the hex SHA-256 of the file."""
+
+    size: int
+    duration: float
+    sha256: str
 
 
 class FetchError(Exception):
@@ -56,8 +68,8 @@ async def fetch_archive(
     final: Path,
     limits: FetchLimits,
     on_progress: ProgressCallback,
-) -> int:
-    """Fetch `url` into `final` (through `partial`); the size. FetchError says what failed."""
+) -> Fetched:
+    """Fetch `url` into `final` (through `partial`). FetchError says what failed."""
     loop = asyncio.get_running_loop()
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=limits.read_timeout)
     handle: BufferedWriter | None = None
@@ -68,13 +80,14 @@ async def fetch_archive(
             check_status(response.status)
             total = response.content_length
             handle = await loop.run_in_executor(None, open, partial, "wb")
-            received = await _receive(response, handle, total, limits, on_progress)
+            digest = hashlib.sha256()
+            received = await _receive(response, handle, digest, total, limits, on_progress)
             await loop.run_in_executor(None, handle.close)
         if total is not None and received != total:
             raise FetchError("The media server sent an incomplete video.", retryable=True)
-        await loop.run_in_executor(None, check_mp4, partial)
+        duration = await loop.run_in_executor(None, check_mp4, partial)
         await loop.run_in_executor(None, fsync_and_publish, partial, final)
-        return received
+        return Fetched(received, duration, digest.hexdigest())
     except IncompleteMP4:
         raise FetchError("The media server sent an incomplete video.", retryable=True) from None
     except aiohttp.ClientPayloadError:
@@ -91,9 +104,21 @@ async def fetch_archive(
         _discard(handle, partial)
 
 
+class _Digest(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
+def _write(handle: BufferedWriter, digest: _Digest, batch: list[bytes]) -> None:
+    """Write a batch and add it to the digest: one executor call, one pass over the bytes."""
+    for chunk in batch:
+        digest.update(chunk)
+    handle.writelines(batch)
+
+
 async def _receive(
     response: aiohttp.ClientResponse,
     handle: BufferedWriter,
+    digest: _Digest,
     total: int | None,
     limits: FetchLimits,
     on_progress: ProgressCallback,
@@ -112,7 +137,7 @@ async def _receive(
             if batch_size >= WRITE_BATCH:
                 if writing is not None:
                     await writing
-                writing = loop.run_in_executor(None, handle.writelines, batch)
+                writing = loop.run_in_executor(None, _write, handle, digest, batch)
                 batch, batch_size = [], 0
             received += len(chunk)
             window_bytes += len(chunk)
@@ -129,7 +154,7 @@ async def _receive(
             await writing
             writing = None
         if batch:
-            await loop.run_in_executor(None, handle.writelines, batch)
+            await loop.run_in_executor(None, _write, handle, digest, batch)
     finally:
         # Never close the file under a write still running in the executor.
         if writing is not None:

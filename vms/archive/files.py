@@ -50,6 +50,11 @@ class ArchiveFiles:
             count += 1
         return count
 
+    def delete(self, download_id: int) -> None:
+        """Remove a download's file and any partial one. Blocking."""
+        self.path(download_id).unlink(missing_ok=True)
+        self.partial_path(download_id).unlink(missing_ok=True)
+
     def exists(self, download_id: int) -> bool:
         """True if the finished file is on disk."""
         return self.path(download_id).is_file()

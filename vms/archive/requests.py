@@ -43,6 +43,17 @@ class TooManyPending(Exception):
     """The device already has as many archives queued or running as it may."""
 
 
+class InvalidCameras(Exception):
+    """Some cameras of a batch cannot be asked for: index in the batch -> why."""
+
+    UNSEEN = "unseen"
+    NO_RECORDING = "no recording"
+
+    def __init__(self, problems: dict[int, str]) -> None:
+        super().__init__(f"{len(problems)} cameras cannot be asked for")
+        self.problems = problems
+
+
 @dataclass(frozen=True)
 class Asked:
     """The outcome of a request: a history record with its link, or a queued archive."""
@@ -105,31 +116,82 @@ class ArchiveRequests:
         """
         if not await self._media.has_recording(camera, start, end):
             raise NoRecording
+        (asked,) = await self._make(principal, [camera], start, end, client)
+        return asked
+
+    async def ask_many(
+        self,
+        principal: Principal,
+        camera_ids: list[int],
+        start: datetime,
+        end: datetime,
+        client: str,
+    ) -> list[Asked]:
+        """One range of several cameras, all or nothing: InvalidCameras says which cannot be.
+
+        TooManyPending when the device's cap has no room for all of them together.
+        """
+        cameras: list[Camera] = []
+        problems: dict[int, str] = {}
+        for index, camera_id in enumerate(camera_ids):
+            try:
+                cameras.append(await self.camera_for(principal, camera_id))
+            except CameraNotFound:
+                problems[index] = InvalidCameras.UNSEEN
+        if problems:
+            raise InvalidCameras(problems)
+        found = await asyncio.gather(
+            *(self._media.has_recording(camera, start, end) for camera in cameras)
+        )
+        problems = {i: InvalidCameras.NO_RECORDING for i, ok in enumerate(found) if not ok}
+        if problems:
+            raise InvalidCameras(problems)
+        return await self._make(principal, cameras, start, end, client)
+
+    async def _make(
+        self,
+        principal: Principal,
+        cameras: list[Camera],
+        start: datetime,
+        end: datetime,
+        client: str,
+    ) -> list[Asked]:
         if client == THICK_CLIENT:
-            record = await self._create(principal, camera, start, end, Kind.LINK, Status.READY)
-            return Asked(record, self._links.for_camera(principal.user.id, camera, start, end))
-        return Asked(await self._queue(principal, camera, start, end))
+            made = []
+            for camera in cameras:
+                record = await self._create(principal, camera, start, end, Kind.LINK, Status.READY)
+                link = self._links.for_camera(principal.user.id, camera, start, end)
+                made.append(Asked(record, link))
+            return made
+        return [Asked(d) for d in await self._queue(principal, cameras, start, end)]
 
     async def _queue(
-        self, principal: Principal, camera: Camera, start: datetime, end: datetime
-    ) -> Download:
+        self, principal: Principal, cameras: list[Camera], start: datetime, end: datetime
+    ) -> list[Download]:
         session = principal.session
         async with self._lock:
-            existing = await self._db.pending_archive(session.id, camera.id, start, end)
-            if existing is not None and (
-                existing.status != Status.READY or self._files.exists(existing.id)
-            ):
-                if existing.status == Status.READY:
-                    self._worker.announce(existing)
-                return existing
+            existing: dict[int, Download] = {}
+            for camera in cameras:
+                found = await self._db.pending_archive(session.id, camera.id, start, end)
+                if found is not None and (
+                    found.status != Status.READY or self._files.exists(found.id)
+                ):
+                    existing[camera.id] = found
+            new = [camera for camera in cameras if camera.id not in existing]
             pending = await self._db.count_pending(principal.user.id, session.device)
-            if pending >= self._max_pending:
+            if new and pending + len(new) > self._max_pending:
                 raise TooManyPending
-            download = await self._create(
-                principal, camera, start, end, Kind.ARCHIVE, Status.QUEUED
-            )
-        self._worker.enqueue(download.id)
-        return download
+            created = {}
+            for camera in new:
+                created[camera.id] = await self._create(
+                    principal, camera, start, end, Kind.ARCHIVE, Status.QUEUED
+                )
+        for download in existing.values():
+            if download.status == Status.READY:
+                self._worker.announce(download)
+        for download in created.values():
+            self._worker.enqueue(download.id)
+        return [existing.get(c.id) or created[c.id] for c in cameras]
 
     async def _create(
         self,

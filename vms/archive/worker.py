@@ -17,7 +17,7 @@ import aiohttp
 
 from vms.archive import events
 from vms.archive.events import Publisher
-from vms.archive.fetcher import FetchError, FetchLimits, fetch_archive
+from vms.archive.fetcher import Fetched, FetchError, FetchLimits, fetch_archive
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
 from vms.dates import utcnow
@@ -65,6 +65,7 @@ class ArchiveWorker:
         self._clock = clock
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._running: dict[int, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
         """Resume what a previous run left: partial files go, queued and running jobs run again."""
@@ -105,18 +106,42 @@ class ArchiveWorker:
             events.archive_generated(self._resources.download(download), download.message),
         )
 
+    async def cancel(self, download_id: int) -> None:
+        """Stop the job if it is running and wait (at most a second) until it has let go.
+
+        The fetch's own clean-up removes its partial file; the caller records the new state.
+        A queued job that was not started is skipped by the worker once its row says so.
+        """
+        job = self._running.get(download_id)
+        if job is None:
+            return
+        job.cancel()
+        await asyncio.wait({job}, timeout=1.0)
+
     async def _work(self) -> None:
         while True:
             download_id = await self._queue.get()
+            # Each job is its own task, so one archive can be cancelled without the worker.
+            job = asyncio.create_task(self._guarded(download_id), name=f"archive-{download_id}")
+            self._running[download_id] = job
             try:
-                await self._run(download_id)
-            except asyncio.CancelledError:
+                await asyncio.wait({job})
+            except asyncio.CancelledError:  # the worker itself is stopping
+                job.cancel()
+                await asyncio.wait({job})
                 raise
-            except Exception as exc:  # one broken job must not take the worker down
-                log_unexpected(log, f"archive {download_id}", exc)
-                await self._fail(download_id, events.FAILED_MESSAGE)
             finally:
+                self._running.pop(download_id, None)
                 self._queue.task_done()
+
+    async def _guarded(self, download_id: int) -> None:
+        try:
+            await self._run(download_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one broken job must not take the worker down
+            log_unexpected(log, f"archive {download_id}", exc)
+            await self._fail(download_id, events.FAILED_MESSAGE)
 
     async def _run(self, download_id: int) -> None:
         download = await self._db.download(download_id)
@@ -126,13 +151,18 @@ class ArchiveWorker:
         first = download.attempts + 1
         for attempt in range(first, first + settings.attempts):
             running = await self._db.update_download(
-                download_id, self._clock(), status=Status.RUNNING, attempts=attempt, progress=0
+                download_id,
+                self._clock(),
+                expect=PENDING,
+                status=Status.RUNNING,
+                attempts=attempt,
+                progress=0,
             )
-            if running is None:
-                return
+            if running is None or running.status != Status.RUNNING:
+                return  # gone or cancelled meanwhile
             self._progress(running, 0)
             try:
-                size = await self._fetch(running)
+                fetched = await self._fetch(running)
             except FetchError as exc:
                 log.warning("archive %d attempt %d: %s", download_id, attempt, exc.message)
                 if not exc.retryable or attempt >= first + settings.attempts - 1:
@@ -140,10 +170,10 @@ class ArchiveWorker:
                     return
                 await asyncio.sleep(settings.backoff * 2 ** (attempt - 1))
                 continue
-            await self._ready(download_id, size)
+            await self._ready(download_id, fetched)
             return
 
-    async def _fetch(self, download: Download) -> int:
+    async def _fetch(self, download: Download) -> Fetched:
         token = self._links.token(download.camera_path, download.range_from, download.range_to)
         seconds = (download.range_to - download.range_from).total_seconds()
         url = media_get(
@@ -159,8 +189,10 @@ class ArchiveWorker:
             if now <= percent:
                 return
             percent = now
-            current = await self._db.update_download(download.id, self._clock(), progress=now)
-            if current is not None:
+            current = await self._db.update_download(
+                download.id, self._clock(), expect={Status.RUNNING}, progress=now
+            )
+            if current is not None and current.status == Status.RUNNING:
                 self._progress(current, now)
 
         return await fetch_archive(
@@ -173,26 +205,43 @@ class ArchiveWorker:
             on_progress,
         )
 
-    async def _ready(self, download_id: int, size: int) -> None:
+    async def _ready(self, download_id: int, fetched: Fetched) -> None:
+        # The lifetime counts from the moment the file is there.
         expires = self._clock() + timedelta(seconds=self._settings.archive_ttl)
         ready = await self._db.update_download(
             download_id,
             self._clock(),
+            expect={Status.RUNNING},
             status=Status.READY,
             progress=100,
-            size=size,
+            size=fetched.size,
+            duration=fetched.duration,
+            sha256=fetched.sha256,
             message=None,
             expires_at=expires,
         )
-        if ready is not None:
-            log.info("archive %d ready: %d bytes", download_id, size)
+        if ready is not None and ready.status == Status.READY:
+            log.info(
+                "archive %d ready: camera %d for user %d, %.1f s, %d bytes",
+                download_id,
+                ready.camera_id,
+                ready.user_id,
+                fetched.duration,
+                fetched.size,
+            )
             self.announce(ready)
 
     async def _fail(self, download_id: int, message: str) -> None:
         failed = await self._db.update_download(
-            download_id, self._clock(), status=Status.FAILED, message=message, progress=0
+            download_id,
+            self._clock(),
+            expect=PENDING,
+            status=Status.FAILED,
+            message=message,
+            progress=0,
         )
-        if failed is not None:
+        if failed is not None and failed.status == Status.FAILED:
+            log.info("archive %d failed: %s", download_id, message)
             self.announce(failed)
 
     def _progress(self, download: Download, percent: int) -> None:

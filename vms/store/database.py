@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -442,21 +442,41 @@ class Database:
         return [rows.download(r) for r in found]
 
     async def update_download(
-        self, download_id: int, now: datetime, **fields: Any
+        self,
+        download_id: int,
+        now: datetime,
+        *,
+        expect: Collection[Status] | None = None,
+        **fields: Any,
     ) -> Download | None:
-        """Change some columns (status, progress, size, attempts, message, expires_at).
+        """Change some columns (status, progress, size, attempts, message, expires_at, ...).
 
-        Returns the row as written, read in the same locked step; None if it does not exist.
+        With `expect`, only while the row's status is one of those (so a job never overwrites
+        a cancel). Returns the row as it is after the step, read under the same lock; None if
+        it does not exist.
         """
-        allowed = {"status", "progress", "size", "attempts", "message", "expires_at"}
+        allowed = {
+            "status",
+            "progress",
+            "size",
+            "attempts",
+            "message",
+            "expires_at",
+            "duration",
+            "sha256",
+        }
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")
         values = {k: (v.timestamp() if isinstance(v, datetime) else v) for k, v in fields.items()}
         assignments = ", ".join(f"{k} = ?" for k in values)
         sql = f"UPDATE downloads SET {assignments}, updated_at = ? WHERE id = ?"
+        params = [*values.values(), format_stamp(now), download_id]
+        if expect is not None:
+            sql += f" AND status IN ({', '.join('?' * len(expect))})"
+            params += sorted(expect)
         async with self._write_lock:
-            async with self._conn.execute(sql, [*values.values(), format_stamp(now), download_id]):
+            async with self._conn.execute(sql, params):
                 pass
             row = await self._one(
                 f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM} WHERE d.id = ?",

@@ -14,7 +14,8 @@ DOWNLOAD_COLUMNS = """
     d.created_at, d.updated_at, d.expires_at, u.login, c.path, m.url,
     u.is_admin OR EXISTS (
         SELECT 1 FROM camera_grants g WHERE g.user_id = d.user_id AND g.camera_id = d.camera_id
-    )
+    ),
+    d.duration, d.sha256
 """
 DOWNLOAD_FROM = """
     FROM downloads d JOIN cameras c ON c.id = d.camera_id JOIN users u ON u.id = d.user_id
@@ -79,6 +80,8 @@ def download(row: Sequence[Any]) -> Download:
         camera_path=row[19],
         media_server_url=row[20],
         camera_visible=bool(row[21]),
+        duration=row[22],
+        sha256=row[23],
     )
 
 

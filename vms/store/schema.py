@@ -71,4 +71,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX downloads_device_status
         ON downloads(user_id, device, status) WHERE kind = 'archive';
     """,
+    # What a ready archive holds, measured while it was written: seconds of footage, SHA-256.
+    """
+    ALTER TABLE downloads ADD COLUMN duration REAL;
+    ALTER TABLE downloads ADD COLUMN sha256 TEXT;
+    """,
 )

@@ -1,0 +1,143 @@
+"""Acting on archives already asked for: cancel or delete one, or (operators) ask again.
+
+Cancelling stops the fetch within a second and removes its partial file; deleting a ready
+archive removes its file at once, so its signed link answers 410. Both are idempotent: an
+archive already cancelled, failed or expired is answered as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+
+from vms.archive.files import ArchiveFiles
+from vms.archive.worker import ArchiveWorker
+from vms.dates import utcnow
+from vms.models import PENDING, Download, Kind, Status, User
+from vms.store import Database
+
+log = logging.getLogger(__name__)
+
+CANCELLED_MESSAGE = "Cancelled."
+
+
+class DownloadNotFound(Exception):
+    """No such download, or not the caller's (the two look the same)."""
+
+
+class NotAllowed(Exception):
+    """The caller may see the download but not do this to it."""
+
+
+def _visible(user: User, download: Download | None) -> Download:
+    if download is None or not (user.is_admin or download.user_id == user.id):
+        raise DownloadNotFound
+    return download
+
+
+class ArchiveActions:
+    """Cancel, delete and repeat, each leaving the row, the file and the device in step."""
+
+    def __init__(
+        self,
+        db: Database,
+        files: ArchiveFiles,
+        worker: ArchiveWorker,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._db = db
+        self._files = files
+        self._worker = worker
+        self._clock = clock
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+
+    async def remove(self, user: User, download_id: int) -> Download:
+        """Cancel a queued or running archive, or delete a ready one's file."""
+        download = _visible(user, await self._db.download(download_id))
+        if download.kind != Kind.ARCHIVE:
+            raise NotAllowed  # a history record is kept
+        # One action at a time per archive: a double click cancels once and pushes once.
+        async with self._one_at_a_time(download_id):
+            return await self._remove(user, download_id)
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, download_id: int) -> AsyncIterator[None]:
+        lock, holders = self._locks.get(download_id, (asyncio.Lock(), 0))
+        self._locks[download_id] = (lock, holders + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, holders = self._locks[download_id]
+            if holders == 1:
+                del self._locks[download_id]
+            else:
+                self._locks[download_id] = (lock, holders - 1)
+
+    async def _remove(self, user: User, download_id: int) -> Download:
+        download = _visible(user, await self._db.download(download_id))
+        if download.status in PENDING:
+            await self._worker.cancel(download_id)
+            cancelled = await self._db.update_download(
+                download_id,
+                self._clock(),
+                expect=PENDING,
+                status=Status.CANCELLED,
+                message=CANCELLED_MESSAGE,
+                progress=0,
+            )
+            if cancelled is not None and cancelled.status == Status.CANCELLED:
+                await self._delete_files(download_id)
+                log.info(
+                    "archive %d cancelled by user %d (camera %d)",
+                    download_id,
+                    user.id,
+                    cancelled.camera_id,
+                )
+                self._worker.announce(cancelled)
+                return cancelled
+            # It became ready while being stopped: delete it as a ready one.
+            download = _visible(user, await self._db.download(download_id))
+        if download.status == Status.READY:
+            await self._delete_files(download_id)
+            expired = await self._db.update_download(
+                download_id, self._clock(), expect={Status.READY}, status=Status.EXPIRED
+            )
+            log.info("archive %d deleted by user %d", download_id, user.id)
+            return _visible(user, expired)
+        return download
+
+    async def _delete_files(self, download_id: int) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._files.delete, download_id)
+
+    async def repeat(self, operator: User, download_id: int) -> Download:
+        """A new archive of the same camera and range, for the original's user and device."""
+        if not operator.is_admin:
+            raise NotAllowed
+        original = await self._db.download(download_id)
+        if original is None:
+            raise DownloadNotFound
+        if original.kind != Kind.ARCHIVE:
+            raise NotAllowed
+        session = await self._db.session(original.session_id)
+        owner = await self._db.user(original.user_id)
+        camera = await self._db.camera(original.camera_id)
+        if session is None or owner is None or camera is None:
+            raise DownloadNotFound
+        again = await self._db.create_download(
+            kind=Kind.ARCHIVE,
+            user=owner,
+            session=session,
+            camera=camera,
+            range_from=original.range_from,
+            range_to=original.range_to,
+            status=Status.QUEUED,
+            now=self._clock(),
+        )
+        log.info("archive %d repeated as %d by operator %d", download_id, again.id, operator.id)
+        self._worker.enqueue(again.id)
+        return again
