@@ -94,6 +94,7 @@ class Stats:
     subscriptions: int = 0
     frames: int = 0
     restarts: list[float] = field(default_factory=list)  # seconds from SIGKILL to answering
+    unpushed_at_kill: list[int] = field(default_factory=list)  # accepted, not yet heard of
 
 
 class Service:
@@ -241,6 +242,9 @@ class Soak:
                     url = f"{self.base}/ws/app/{app_key}?protocol=7&client=soak&version=1"
                     async with self.http.ws_connect(url) as ws:
                         await self.listen(device, ws)
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status >= 500:
+                    self.stats.server_errors.append(f"GET /ws/app/{{key}}: {exc.status}")
             except DOWN:
                 pass
             await asyncio.sleep(0.2)
@@ -337,6 +341,8 @@ class Soak:
         for index in range(restarts):
             moment = 0.05 * duration + index * slot + rng.uniform(0, slot)
             await asyncio.sleep(max(0.0, began + moment - time.monotonic()))
+            devices = {archive.device.name: archive.device for archive in self.archives.values()}
+            self.stats.unpushed_at_kill.append(sum(len(d.pending) for d in devices.values()))
             killed = time.monotonic()
             if await self.service.kill() != -signal.SIGKILL:
                 raise SystemExit("the service had exited before it was to be killed")
@@ -421,6 +427,9 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 
 async def soak(args: argparse.Namespace, work: Path) -> int:
     """Start the service and the devices, crash, drain, check, print; the exit status."""
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)  # clean up
     port = free_port(args.port)
     service = Service(work, port, free_port(port + 1))
     users = (args.devices + 1) // 2  # two devices per user, an iPhone and an Android
@@ -450,7 +459,9 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
             finally:
                 for task in sockets:
                     task.cancel()
-                await asyncio.gather(*sockets, return_exceptions=True)
+                for ended in await asyncio.gather(*sockets, return_exceptions=True):
+                    if not isinstance(ended, asyncio.CancelledError):  # a bug of the soak's
+                        raise SystemExit(f"a device's socket task ended: {ended!r}")
             began = time.monotonic()
             counts, problems = await run.verify()
             checked = time.monotonic() - began
@@ -464,6 +475,7 @@ async def soak(args: argparse.Namespace, work: Path) -> int:
         "kill -9 restarts": f"{len(stats.restarts)}, answering again after "
         + ", ".join(f"{s:.1f}" for s in stats.restarts)
         + " s",
+        "awaiting their push at each kill": ", ".join(map(str, stats.unpushed_at_kill)),
         "accepted (202)": accepted,
         "ready": counts["ready"],
         "pushed (of them by replay)": f"{counts['pushed']} ({counts['replayed']})",
@@ -504,6 +516,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     try:
         status = asyncio.run(soak(args, work))
+    except (KeyboardInterrupt, asyncio.CancelledError):  # SIGINT, or SIGTERM cancelling it
+        print("interrupted; the service is stopped")
+        status = 130
     finally:
         if args.keep:
             print(f"kept {work}")
