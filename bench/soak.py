@@ -12,9 +12,9 @@ for server-side archives of distinct 5-30 s ranges, at most 3 awaiting their pus
 service's default cap), a random pause of up to 2 x `--think` s apart, obeying 429
 Retry-After. A link request cut by a crash is asked again (same range: the service must answer
 with the same download). Meanwhile the service is killed with SIGKILL `--restarts` times at
-seeded random moments and restarted on the same data directory; the sockets reconnect and
-re-subscribe and get the `archive_generated` of archives that became ready while they were
-away (the replay).
+seeded random moments (each put off, by at most 5 s, until some archive is underway) and
+restarted on the same data directory; the sockets reconnect and re-subscribe and get the
+`archive_generated` of archives that became ready while they were away (the replay).
 
 After the duration the queue gets up to `--drain` s, the service is stopped with SIGTERM, and
 every accepted (202) archive is checked: `GET /api/v1/downloads/{id}` reads `ready`; its device
@@ -334,7 +334,8 @@ class Soak:
             await asyncio.sleep(retry)
 
     async def crash(self) -> None:
-        """SIGKILL the service at one random moment in each of `--restarts` slots; restart it."""
+        """SIGKILL the service at a random moment in each of `--restarts` slots, preferably while
+        an archive is underway (accepted, not yet pushed), and restart it."""
         rng = random.Random(self.args.seed)
         began, duration, restarts = time.monotonic(), self.args.duration, self.args.restarts
         slot = 0.85 * duration / max(restarts, 1)
@@ -342,6 +343,10 @@ class Soak:
             moment = 0.05 * duration + index * slot + rng.uniform(0, slot)
             await asyncio.sleep(max(0.0, began + moment - time.monotonic()))
             devices = {archive.device.name: archive.device for archive in self.archives.values()}
+            for _ in range(1000):  # up to 5 s more, to kill while some archive is underway
+                if any(device.pending for device in devices.values()):
+                    break
+                await asyncio.sleep(0.005)
             self.stats.unpushed_at_kill.append(sum(len(d.pending) for d in devices.values()))
             killed = time.monotonic()
             if await self.service.kill() != -signal.SIGKILL:
