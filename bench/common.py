@@ -75,11 +75,18 @@ def write_footage(data: Path, minutes: int) -> datetime:
     return start
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(first: int = 0) -> int:
+    """A TCP port nobody listens on right now: any, or the first free one from `first` up."""
+    for port in range(first, first + 100) if first else [0]:
+        with socket.socket() as sock:
+            # As servers bind: a port left in TIME_WAIT by an earlier run is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise SystemExit(f"no free port in {first}-{first + 99}")
 
 
 def wait_port(port: int, timeout: float = 30.0) -> None:
