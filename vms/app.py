@@ -20,6 +20,7 @@ from aiohttp import web
 from vms import appkeys, urls
 from vms.api import routes
 from vms.api.push import wsurl_throttle
+from vms.archive.actions import ArchiveActions
 from vms.archive.cleanup import cleanup_forever
 from vms.archive.fetcher import FetchLimits
 from vms.archive.files import ArchiveFiles
@@ -39,7 +40,7 @@ from vms.push.hub import Hub
 from vms.resources import Resources
 from vms.sessions import Sessions
 from vms.store import Database
-from vms.validation import ArchiveLinkSchema, DownloadListSchema
+from vms.validation import ArchiveLinkSchema, DownloadBatchSchema, DownloadListSchema
 from vms.web.routes import setup_pages
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.SESSIONS] = Sessions(config, db, auth, on_ended=hub.disconnect_session)
     app[appkeys.WSURL_THROTTLE] = wsurl_throttle()
     app[appkeys.LINK_SCHEMA] = ArchiveLinkSchema(config.tz, config.max_range)
+    app[appkeys.BATCH_SCHEMA] = DownloadBatchSchema(config.tz, config.max_range)
     app[appkeys.LIST_SCHEMA] = DownloadListSchema(config.tz)
     links = app[appkeys.LINKS] = MediaLinks(auth)
     files = app[appkeys.FILES] = ArchiveFiles(
@@ -101,6 +103,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             hub,
             max_pending_per_device=config.max_pending_per_device,
         )
+        app[appkeys.ACTIONS] = ArchiveActions(db, files, worker)
         hub.on_subscribed = requests.replay
         await worker.start()
         cleaner = asyncio.create_task(

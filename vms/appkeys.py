@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from vms.archive.actions import ArchiveActions
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
 from vms.archive.requests import ArchiveRequests
@@ -17,7 +18,7 @@ from vms.sessions import Sessions
 from vms.store import Database
 from vms.throttle import Throttle
 from vms.urls import Urls
-from vms.validation import ArchiveLinkSchema, DownloadListSchema
+from vms.validation import ArchiveLinkSchema, DownloadBatchSchema, DownloadListSchema
 
 CONFIG = web.AppKey[Config]("config")
 URLS = web.AppKey[Urls]("urls")
@@ -31,7 +32,9 @@ LINKS = web.AppKey[MediaLinks]("links")
 FILES = web.AppKey[ArchiveFiles]("files")
 RESOURCES = web.AppKey[Resources]("resources")
 REQUESTS = web.AppKey[ArchiveRequests]("requests")
+ACTIONS = web.AppKey[ArchiveActions]("actions")
 LINK_SCHEMA = web.AppKey[ArchiveLinkSchema]("link_schema")
+BATCH_SCHEMA = web.AppKey[DownloadBatchSchema]("batch_schema")
 LIST_SCHEMA = web.AppKey[DownloadListSchema]("list_schema")
 HUB = web.AppKey[Hub]("hub")
 WSURL_THROTTLE = web.AppKey[Throttle]("wsurl_throttle")

@@ -39,6 +39,21 @@ _RECORD_ID = {"type": "string", "pattern": "^[0-9]{1,12}$"}
 _DATE_FORMATS = "RFC 3339 (fraction optional) or `YYYY-MM-DD HH:MM:SS` in the server's time zone."
 
 
+_CAMERA_IDS: dict[str, Any] = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": 50,
+    "uniqueItems": True,
+    "items": {"type": "integer", "minimum": 1},
+    "description": "Camera ids (as `ids[]` in a form).",
+}
+
+
+def _download_id() -> dict[str, Any]:
+    """The `{id}` of a download in a path: anything but digits names none (404)."""
+    return {"name": "id", "in": "path", "required": True, "schema": _RECORD_ID}
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -215,6 +230,13 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "DownloadList": {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {"type": "array", "items": {"$ref": "#/components/schemas/Download"}}
+        },
+    },
     "DownloadPage": {
         "type": "object",
         "required": ["data", "links", "meta"],
@@ -387,11 +409,122 @@ def _paths() -> dict[str, Any]:
                     ),
                     _optional_query("from", _REQUEST_DATE, f"Created at or after. {_DATE_FORMATS}"),
                     _optional_query("to", _REQUEST_DATE, f"Created at or before. {_DATE_FORMATS}"),
+                    _optional_query(
+                        "kind",
+                        {"enum": ["link", "archive", "all"]},
+                        "`link` (default): history records; `archive`: server-side archives; "
+                        "`all`: both.",
+                    ),
                     *_DEVICE_HEADERS,
                 ],
                 "responses": {
                     "200": _json(_ref("DownloadPage"), "One page."),
                     "401": unauthenticated,
+                    "422": invalid,
+                },
+            },
+            "post": {
+                "summary": "One range of several cameras (up to 50), all or nothing.",
+                "description": "Validated as a whole: `ids.N` names a camera that is unknown, "
+                "not the caller's or without recording. Nothing is made unless all are valid "
+                "and the device's cap leaves room for all (429).",
+                "security": _BEARER,
+                "parameters": _DEVICE_HEADERS,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        media: {
+                            "schema": {
+                                "type": "object",
+                                "required": ["from", "to"],
+                                "properties": {
+                                    "from": _REQUEST_DATE,
+                                    "to": _REQUEST_DATE,
+                                    "ids": _CAMERA_IDS,
+                                    "ids[]": _CAMERA_IDS,
+                                },
+                            }
+                        }
+                        for media in ("application/json", "application/x-www-form-urlencoded")
+                    },
+                },
+                "responses": {
+                    "200": _json(_ref("DownloadList"), "History records with links (thick-legal)."),
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "required": ["status", "data"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "status": {"const": "queued"},
+                                "data": {"type": "array", "items": _ref("Download")},
+                            },
+                        },
+                        "Archives queued or already underway (other clients).",
+                    ),
+                    "401": unauthenticated,
+                    "422": invalid,
+                    "429": _error("The device's cap has no room for all of them."),
+                    "502": _error("A camera's media server is unavailable."),
+                },
+            },
+        },
+        "/api/v1/cameras": {
+            "get": {
+                "summary": "The cameras the caller may see, by id.",
+                "security": _BEARER,
+                "parameters": _DEVICE_HEADERS,
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["data"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "data": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["id", "name"],
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "id": {"type": "integer"},
+                                            "name": {"type": "string"},
+                                        },
+                                    },
+                                }
+                            },
+                        },
+                        "Cameras.",
+                    ),
+                    "401": unauthenticated,
+                    "422": invalid,
+                },
+            }
+        },
+        "/api/admin/v1/downloads/{id}/repeat": {
+            "post": {
+                "summary": "A new archive of the same camera and range (operators only).",
+                "description": "For the same user and device session as the original, and "
+                "pushed to that device.",
+                "security": _BEARER,
+                "parameters": [_download_id(), *_DEVICE_HEADERS],
+                "responses": {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "required": ["status", "download"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "status": {"const": "queued"},
+                                "download": _ref("Download"),
+                            },
+                        },
+                        "Queued.",
+                    ),
+                    "401": unauthenticated,
+                    "403": _error("Not an operator, or the original is a history record."),
+                    "404": _error("No such download."),
                     "422": invalid,
                 },
             }
@@ -423,7 +556,30 @@ def _paths() -> dict[str, Any]:
                     "404": _error("Not the caller's, or no such download."),
                     "422": invalid,
                 },
-            }
+            },
+            "delete": {
+                "summary": "Cancel a queued or running archive, or delete a ready one's file.",
+                "description": "A cancelled archive reads `cancelled` (its work stops within "
+                "1 s, its partial file is removed, the device is pushed `archive_generated` "
+                "with `status` error); a deleted one reads `expired` and its link answers 410. "
+                "Operators may act on anyone's.",
+                "security": _BEARER,
+                "parameters": [_download_id(), *_DEVICE_HEADERS],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["data"],
+                            "properties": {"data": _ref("Download")},
+                        },
+                        "The download as it now is.",
+                    ),
+                    "401": unauthenticated,
+                    "403": _error("A history record is kept."),
+                    "404": _error("Not the caller's, or no such download."),
+                    "422": invalid,
+                },
+            },
         },
         "/api/v1/wsurl": {
             "get": {

@@ -173,8 +173,8 @@ class LoginSchema(_LaravelSchema):
     device = _DeviceId("X-UUID", data_key="X-UUID")
 
 
-class ArchiveLinkSchema(_LaravelSchema):
-    """GET /api/v1/cameras/{camera}/archive/link."""
+class _RangeSchema(_LaravelSchema):
+    """A range of footage (`from`, `to`) asked for by a device (`X-Client`, `X-UUID`)."""
 
     range_from = _Date("from", data_key="from")
     range_to = _Date("to", data_key="to")
@@ -198,6 +198,9 @@ class ArchiveLinkSchema(_LaravelSchema):
         if start is not None and end is not None:
             if end <= start:
                 errors["to"] = ["The to field must be a date after from."]
+            elif end > self._clock():
+                # Footage that is not recorded yet cannot be in the file.
+                errors["to"] = ["The to field must be a date before or equal to now."]
             elif (end - start).total_seconds() > self._max_range:
                 errors["to"] = [
                     "The to field must be a date no more than "
@@ -207,6 +210,88 @@ class ArchiveLinkSchema(_LaravelSchema):
             raise ValidationError(errors)
 
 
+class ArchiveLinkSchema(_RangeSchema):
+    """GET /api/v1/cameras/{camera}/archive/link."""
+
+
+MAX_BATCH = 50
+
+
+class _CameraIds(fields.Field):  # type: ignore[type-arg]
+    """`ids[]`: 1 to MAX_BATCH distinct camera ids; errors keyed `ids` or `ids.N` as Laravel's."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            required=True,
+            error_messages={"required": _required("ids"), "null": _required("ids")},
+        )
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[int]:
+        if isinstance(value, str | int):
+            value = [value]  # one `ids[]=` in a form reads as a single value
+        if not isinstance(value, list):
+            raise ValidationError("The ids field must be an array.")
+        if not value:
+            raise ValidationError(_required("ids"))
+        if len(value) > MAX_BATCH:
+            raise ValidationError(f"The ids field must not have more than {MAX_BATCH} items.")
+        ids: list[int] = []
+        problems: dict[str, list[str]] = {}
+        for index, item in enumerate(value):
+            number = _whole_number(item)
+            if number is None:
+                problems[f"ids.{index}"] = [f"The ids.{index} field must be an integer."]
+            elif number in ids:
+                problems[f"ids.{index}"] = [f"The ids.{index} field has a duplicate value."]
+            ids.append(number if number is not None else -1)
+        if problems:
+            raise ValidationError(problems)
+        return ids
+
+
+def _whole_number(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 < value < 10**12 else None
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value):
+        return int(value)
+    return None
+
+
+class DownloadBatchSchema(_RangeSchema):
+    """POST /api/v1/downloads: one range of several cameras."""
+
+    ids = _CameraIds()
+
+    def _ordered(self, messages: Mapping[str, Any]) -> dict[str, list[str]]:
+        # marshmallow nests the per-item errors under `ids`; Laravel lists them as `ids.N`.
+        flat: dict[str, Any] = {}
+        for key, found in messages.items():
+            if key == "ids" and isinstance(found, dict):
+                flat.update(found)
+            else:
+                flat[key] = found
+        return super()._ordered(flat)
+
+
+DOWNLOAD_KINDS = ("link", "archive", "all")
+
+
+class _Choice(_Text):
+    """One of a fixed set of words."""
+
+    def __init__(self, label: str, choices: tuple[str, ...], **kwargs: Any) -> None:
+        super().__init__(label, **kwargs)
+        self.choices = choices
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = str(super()._deserialize(value, attr, data, **kwargs))
+        if text not in self.choices:
+            raise ValidationError(f"The selected {self.label} is invalid.")
+        return text
+
+
 class DownloadListSchema(_LaravelSchema):
     """GET /api/v1/downloads query parameters (all optional)."""
 
@@ -214,6 +299,7 @@ class DownloadListSchema(_LaravelSchema):
     per_page = _Integer("per page", 1, 100, required=False)
     created_from = _Date("from", data_key="from", required=False)
     created_to = _Date("to", data_key="to", required=False)
+    kind = _Choice("kind", DOWNLOAD_KINDS, required=False)
 
     def __init__(self, tz: tzinfo) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""The seed endpoint and the archive download list."""
+"""The seed endpoint, batches of cameras, and the caller's downloads: list, show, remove."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ from aiohttp import web
 from vms import appkeys, urls
 from vms.api.errors import ApiError
 from vms.api.inputs import authenticated, header_values, parse_id, query_values, read_body
+from vms.archive.actions import DownloadNotFound, NotAllowed
 from vms.archive.mediaclient import MediaUnavailable
-from vms.archive.requests import CameraNotFound, NoRecording, TooManyPending
-from vms.models import Kind
+from vms.archive.requests import CameraNotFound, InvalidCameras, NoRecording, TooManyPending
+from vms.models import THICK_CLIENT, Kind
 from vms.pagination import Page
 from vms.validation import ValidationFailed
 
 NO_RECORDING = "No recording found between from and to."
-_LIST_PARAMETERS = ("page", "per_page", "from", "to")
+DOWNLOAD_NOT_FOUND = "Download not found."
+_LIST_PARAMETERS = ("page", "per_page", "from", "to", "kind")
+_KINDS = {"link": (Kind.LINK,), "archive": (Kind.ARCHIVE,), "all": (Kind.LINK, Kind.ARCHIVE)}
 # A queued archive takes tens of seconds; asking again sooner is pointless.
 _PENDING_RETRY_AFTER = 30
 
@@ -52,14 +55,14 @@ async def archive_link(request: web.Request) -> web.Response:
 
 
 async def list_downloads(request: web.Request) -> web.Response:
-    """GET /api/v1/downloads: the caller's history records, newest first, paginated."""
+    """GET /api/v1/downloads: the caller's history records (or archives), newest first."""
     app = request.config_dict
     principal = await authenticated(request)
     data = app[appkeys.LIST_SCHEMA].validated(query_values(request, _LIST_PARAMETERS))
     number, per_page = data.get("page", 1), data.get("per_page", 25)
     rows, total = await app[appkeys.DB].list_downloads(
         user_id=principal.user.id,
-        kinds=(Kind.LINK,),
+        kinds=_KINDS[data.get("kind", "link")],
         created_from=data.get("created_from"),
         created_to=data.get("created_to"),
         limit=per_page,
@@ -104,5 +107,83 @@ async def show_download(request: web.Request) -> web.Response:
     download_id = parse_id(request.match_info["id"])
     download = await app[appkeys.DB].download(download_id) if download_id else None
     if download is None or download.user_id != principal.user.id:
-        raise ApiError(404, "Download not found.")
+        raise ApiError(404, DOWNLOAD_NOT_FOUND)
     return web.json_response({"data": app[appkeys.RESOURCES].download(download)})
+
+
+async def list_cameras(request: web.Request) -> web.Response:
+    """GET /api/v1/cameras: the cameras the caller may see, by id."""
+    app = request.config_dict
+    principal = await authenticated(request)
+    cameras = await app[appkeys.DB].visible_cameras(principal.user)
+    return web.json_response({"data": [{"id": c.id, "name": c.name} for c in cameras]})
+
+
+async def ask_batch(request: web.Request) -> web.Response:
+    """POST /api/v1/downloads: one range of up to 50 cameras, all or nothing."""
+    app = request.config_dict
+    principal = await authenticated(request, device_headers=False)
+    body = await read_body(request)
+    values: dict[str, Any] = {k: body[k] for k in ("from", "to") if k in body}
+    if "ids" in body or "ids[]" in body:
+        values["ids"] = body["ids"] if "ids" in body else body["ids[]"]
+    values.update(header_values(request))
+    data = app[appkeys.BATCH_SCHEMA].validated(values)
+    try:
+        made = await app[appkeys.REQUESTS].ask_many(
+            principal, data["ids"], data["range_from"], data["range_to"], data["client"]
+        )
+    except InvalidCameras as exc:
+        raise ValidationFailed(
+            {f"ids.{i}": [_camera_problem(i, why)] for i, why in sorted(exc.problems.items())}
+        ) from None
+    except MediaUnavailable:
+        raise ApiError(502, "The camera's media server is unavailable.") from None
+    except TooManyPending:
+        raise ApiError(429, retry_after=_PENDING_RETRY_AFTER) from None
+    resources = app[appkeys.RESOURCES]
+    items = [resources.download(asked.download) for asked in made]
+    if data["client"] == THICK_CLIENT:
+        return web.json_response({"data": items})
+    return web.json_response({"status": "queued", "data": items}, status=202)
+
+
+def _camera_problem(index: int, why: str) -> str:
+    if why == InvalidCameras.NO_RECORDING:
+        return NO_RECORDING
+    return f"The selected ids.{index} is invalid."
+
+
+async def remove_download(request: web.Request) -> web.Response:
+    """DELETE /api/v1/downloads/{id}: cancel a queued or running archive, or delete its file."""
+    app = request.config_dict
+    principal = await authenticated(request)
+    download_id = parse_id(request.match_info["id"])
+    if download_id is None:
+        raise ApiError(404, DOWNLOAD_NOT_FOUND)
+    try:
+        download = await app[appkeys.ACTIONS].remove(principal.user, download_id)
+    except DownloadNotFound:
+        raise ApiError(404, DOWNLOAD_NOT_FOUND) from None
+    except NotAllowed:
+        raise ApiError(403) from None
+    return web.json_response({"data": app[appkeys.RESOURCES].download(download)})
+
+
+async def repeat_download(request: web.Request) -> web.Response:
+    """POST /api/admin/v1/downloads/{id}/repeat: the same archive again (operators only)."""
+    app = request.config_dict
+    principal = await authenticated(request)
+    if not principal.user.is_admin:
+        raise ApiError(403)
+    download_id = parse_id(request.match_info["id"])
+    if download_id is None:
+        raise ApiError(404, DOWNLOAD_NOT_FOUND)
+    try:
+        again = await app[appkeys.ACTIONS].repeat(principal.user, download_id)
+    except DownloadNotFound:
+        raise ApiError(404, DOWNLOAD_NOT_FOUND) from None
+    except NotAllowed:
+        raise ApiError(403) from None
+    resource = app[appkeys.RESOURCES].download(again)
+    return web.json_response({"status": "queued", "download": resource}, status=202)

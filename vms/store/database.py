@@ -232,6 +232,17 @@ class Database:
         )
         return rows.camera(row) if row else None
 
+    async def visible_cameras(self, user: User) -> list[Camera]:
+        """The cameras `user` may see, by id: every one for an operator, else the granted."""
+        if user.is_admin:
+            return await self.cameras()
+        found = await self._all(
+            f"{rows.CAMERA_SELECT} JOIN camera_grants g ON g.camera_id = c.id"
+            " WHERE g.user_id = ? ORDER BY c.id",
+            (user.id,),
+        )
+        return [rows.camera(r) for r in found]
+
     async def cameras(self) -> list[Camera]:
         """Every camera, by id."""
         return [rows.camera(r) for r in await self._all(f"{rows.CAMERA_SELECT} ORDER BY c.id")]
