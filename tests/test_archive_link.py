@@ -18,16 +18,13 @@ import aiohttp
 import av
 import jwt
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from multidict import MultiDict
 
-from tests.conftest import Footage, bearer, login, rfc3339
+from tests.support.service import Client, Footage, bearer, login, rfc3339
 from vms import appkeys
 from vms.app import create_app
 from vms.config import Config, load_config
 
-Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[..., Awaitable[Client]]
 
 GOP_SECONDS = 2.0  # the test recordings have a keyframe every 2 s

@@ -15,8 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
 
-from tests.archive.conftest import Client
-from tests.conftest import Footage, bearer, login, rfc3339
+from tests.support.service import Client, Footage, bearer, login, rfc3339
 from vms.openapi import document
 
 DEVICE = "schemathesis-device"

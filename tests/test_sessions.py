@@ -11,15 +11,12 @@ from typing import Any
 
 import jwt
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from tests.conftest import PASSWORD, bearer, login
+from tests.support.service import PASSWORD, Client, bearer, login
 from vms import appkeys
 from vms.app import create_app
 from vms.config import Config
 
-Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[..., Awaitable[Client]]
 
 CREDENTIALS = "These credentials do not match our records."

@@ -13,8 +13,8 @@ import aiohttp
 import av
 import pytest
 
-from tests.conftest import Footage, rfc3339
-from tests.processes import ROOT, Service
+from tests.support.processes import ROOT, Service
+from tests.support.service import Footage, rfc3339
 
 
 @pytest.fixture

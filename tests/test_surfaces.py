@@ -13,8 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.archive.conftest import Client, wait_status
-from tests.conftest import Footage, bearer, login, rfc3339
+from tests.support.service import Client, Footage, bearer, login, rfc3339, wait_status
 from vms import appkeys
 from vms.logs import RedactingFormatter
 

@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.archive.conftest import Client
-from tests.conftest import Footage, bearer, login, rfc3339
+from tests.support.service import Client, Footage, bearer, login, rfc3339
 from vms import appkeys
 from vms.archive.mp4check import check_mp4
 
