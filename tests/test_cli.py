@@ -17,10 +17,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.support.processes import ROOT
 from vms.db import MIGRATIONS, Database
 from vms.passwords import verify_password
 
-ROOT = Path(__file__).resolve().parents[1]
 SERVER = ROOT / "server.py"
 
 

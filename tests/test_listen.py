@@ -17,11 +17,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.support.processes import ROOT
 from vms.listen import GuardedRunner, Limits, connection_share, start_site
 from vms.logs import OncePerInterval
 from vms.mediaserver.standalone import serve
 
-ROOT = Path(__file__).resolve().parents[1]
 HEADER, IDLE = 0.3, 0.8
 REQUEST = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 

@@ -17,7 +17,6 @@ from tests.support.badserver import BadMediaServer
 from tests.support.processes import Service
 from tests.support.service import Footage, rfc3339
 
-ROOT = Path(__file__).resolve().parents[2]
 DEVICE = "phone-crash"
 
 
