@@ -7,34 +7,16 @@ Needs wrk (Debian package `wrk`). Prints both rates, the ratio and the service's
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
-from common import free_port, require_tools, rss_mb, wait_port, write_footage
-
-ROOT = Path(__file__).resolve().parent.parent
-
-sys.path.insert(0, str(ROOT))
-
-
-HELLO = """
-from aiohttp import web
-async def hello(request):
-    return web.json_response({"link": "hello"})
-app = web.Application()
-app.router.add_get("/", hello)
-web.run_app(app, host="127.0.0.1", port=int(__import__("sys").argv[1]), print=None,
-            access_log=None)
-"""
+from common import BENCH_PASSWORD as PASSWORD
+from common import api, bench_service, free_port, plain_server, require_tools, rss_mb, small_footage
 
 
 def wrk(url: str, seconds: int, connections: int, headers: dict[str, str]) -> tuple[float, float]:
@@ -60,63 +42,40 @@ def main() -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[32, 64])
     args = parser.parse_args()
     require_tools("wrk")
-    python = sys.executable
     work = Path(tempfile.mkdtemp(prefix="bench-api-"))
     data = work / "data"
-    start = write_footage(data, 10)
+    start = small_footage(data, 10)
     port, media_port, hello_port = free_port(), free_port(), free_port()
-    env = {**os.environ, "VMS_DATA_DIR": str(data), "VMS_PORT": str(port)}
-    env |= {"VMS_MEDIA_PORT": str(media_port), "VMS_DEMO_CAMERAS": "false"}
-    subprocess.run(
-        [python, "server.py", "camera", "add", "1", "--name", "Gate", "--path", "camera1"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [python, "server.py", "user", "add", "bench", "--password", "bench-password", "--admin"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    service = subprocess.Popen(
-        [python, "server.py", "serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    hello = subprocess.Popen([python, "-c", HELLO, str(hello_port)])
+    service = bench_service(data, port, VMS_MEDIA_PORT=str(media_port))
+    hello = None
     try:
-        wait_port(port)
-        wait_port(hello_port)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/v1/token",
-            data=json.dumps({"login": "bench", "password": "bench-password"}).encode(),
-            headers={"Content-Type": "application/json", "X-Client": "thick-legal", "X-UUID": "b"},
-        )
-        with urllib.request.urlopen(request) as response:  # noqa: S310 - loopback only
-            token = json.load(response)["access_token"]
-        frm = (start + timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        to = (start + timedelta(minutes=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        link = f"http://127.0.0.1:{port}/api/v1/cameras/1/archive/link?from={frm}&to={to}"
-        headers = {"Authorization": f"Bearer {token}", "X-Client": "thick-legal", "X-UUID": "b"}
-        hello_url = f"http://127.0.0.1:{hello_port}/"
-        wrk(link, 2, 32, headers)  # warm-up
-        wrk(hello_url, 2, 32, {})
-        rss = [rss_mb(service.pid)]
-        results = []
-        for connections in args.connections:
-            base_rate, base_p99 = wrk(hello_url, args.seconds, connections, {})
-            rate, p99 = wrk(link, args.seconds, connections, headers)
-            rss.append(rss_mb(service.pid))
-            results.append((connections, base_rate, base_p99, rate, p99))
+        with service.running():
+            hello = plain_server("hello", hello_port)
+            answer = api(
+                port, "POST", "/api/v1/token", None, {"login": "bench", "password": PASSWORD},
+                device="b", client="thick-legal",
+            )  # fmt: skip
+            token = answer["access_token"]
+            frm = (start + timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            to = (start + timedelta(minutes=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            link = f"http://127.0.0.1:{port}/api/v1/cameras/1/archive/link?from={frm}&to={to}"
+            headers = {
+                "Authorization": f"Bearer {token}", "X-Client": "thick-legal", "X-UUID": "b"
+            }  # fmt: skip
+            hello_url = f"http://127.0.0.1:{hello_port}/"
+            wrk(link, 2, 32, headers)  # warm-up
+            wrk(hello_url, 2, 32, {})
+            rss = [rss_mb(service.pid)]
+            results = []
+            for connections in args.connections:
+                base_rate, base_p99 = wrk(hello_url, args.seconds, connections, {})
+                rate, p99 = wrk(link, args.seconds, connections, headers)
+                rss.append(rss_mb(service.pid))
+                results.append((connections, base_rate, base_p99, rate, p99))
     finally:
-        for process in (service, hello):
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+        if hello is not None:
+            hello.send_signal(signal.SIGTERM)
+            hello.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
     print(f"{args.seconds} s per run, wrk -t2, same machine, one run each")
     for connections, base_rate, base_p99, rate, p99 in results:

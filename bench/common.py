@@ -1,22 +1,32 @@
-"""Helpers every benchmark shares: ports, processes' memory, and JSON calls to the service."""
+"""Helpers every benchmark shares: the service and nginx as processes, memory, JSON calls.
+
+The service itself is started by the tests' own helper (tests/support/processes.py).
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
 import signal
-import socket
 import subprocess
-import time
+import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
+from tests.support.processes import Service, free_port, wait_port  # noqa: E402
+from tests.support.service import write_footage  # noqa: E402
+
+__all__ = ["ROOT", "Service", "free_port", "wait_port"]
+BENCH_PASSWORD = "bench-password"  # noqa: S105 - a throwaway account in a temp directory
+# The plain servers the service is measured against (bench/servers.py).
+SERVERS = Path(__file__).resolve().parent / "servers.py"
 
 NGINX_CONF = """
 daemon off;
@@ -63,41 +73,32 @@ def require_tools(*tools: str) -> None:
             raise SystemExit(f"{tool} is missing: apt-get install {tool}")
 
 
-def write_footage(data: Path, minutes: int) -> datetime:
+def small_footage(data: Path, minutes: int) -> datetime:
     """Small real recordings of camera1 in DATA/recordings, ending 2 minutes ago; their start."""
-    from vms.mediaserver.synthetic import write_segment
-
-    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=minutes + 2)
-    camera = data / "recordings" / "camera1"
-    camera.mkdir(parents=True)
-    for minute in range(minutes):
-        write_segment(camera, "Gate", start + timedelta(minutes=minute), 60, fps=2, size=(160, 96))
-    return start
+    camera1 = (("camera1", "Gate", None),)
+    footage = write_footage(
+        data / "recordings", minutes, cameras=camera1, fps=2, size=(160, 96), gop_seconds=1.0
+    )
+    return footage.start
 
 
-def free_port(first: int = 0) -> int:
-    """A TCP port nobody listens on right now: any, or the first free one from `first` up."""
-    for port in range(first, first + 100) if first else [0]:
-        with socket.socket() as sock:
-            # As servers bind: a port left in TIME_WAIT by an earlier run is free.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise SystemExit(f"no free port in {first}-{first + 99}")
+def bench_service(data: Path, port: int, media_server: str | None = None, **env: str) -> Service:
+    """The service on DATA and `port` with camera 1 (Gate) and the admin user `bench` added.
+
+    Camera 1 is on `media_server`, or on the embedded one when that is None.
+    """
+    service = Service(data, port, **env)
+    camera = ["camera", "add", "1", "--name", "Gate", "--path", "camera1"]
+    service.cli(*camera, *(["--media-server", media_server] if media_server else []))
+    service.cli("user", "add", "bench", "--password", BENCH_PASSWORD, "--admin")
+    return service
 
 
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    """Block until something accepts on 127.0.0.1:port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listens on port {port}")
+def plain_server(name: str, port: int, *args: str) -> subprocess.Popen[bytes]:
+    """One of bench/servers.py's servers on 127.0.0.1:port, once it listens."""
+    process = subprocess.Popen([sys.executable, str(SERVERS), name, str(port), *args], cwd=ROOT)
+    wait_port(port, process=process)
+    return process
 
 
 def rss_mb(pid: int) -> float:

@@ -28,11 +28,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from common import BENCH_PASSWORD as PASSWORD
 from common import api as _api
-from common import free_port, nginx_media_server, require_tools, rss_mb, wait_port
+from common import bench_service, free_port, nginx_media_server, require_tools, rss_mb
 
-ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "bench-password"  # noqa: S105 - a throwaway account in a temp directory
 DEVICE = "bench-phone"
 
 api = functools.partial(_api, device=DEVICE)
@@ -158,7 +157,6 @@ def main() -> None:
 
 def run(work: Path, args: argparse.Namespace) -> None:
     """The benchmark proper, inside a temporary directory."""
-    python = sys.executable
     made = time.monotonic()
     mp4 = make_mp4(work, args.clip_seconds, args.loops)
     size = mp4.stat().st_size
@@ -168,26 +166,11 @@ def run(work: Path, args: argparse.Namespace) -> None:
     archives = data / "archives"
     with nginx_media_server(work, mp4, start) as media_port:
         media = f"http://127.0.0.1:{media_port}"
-        port = free_port()
-        env = {**os.environ, "VMS_DATA_DIR": str(data), "VMS_PORT": str(port)}
-        env |= {"VMS_MEDIA_PORT": "0", "VMS_DEMO_CAMERAS": "false"}
-        for command in (
-            ["camera", "add", "1", "--name", "Gate", "--media-server", media, "--path", "camera1"],
-            ["user", "add", "bench", "--password", PASSWORD, "--admin"],
-        ):
-            subprocess.run(
-                [python, "server.py", *command], cwd=ROOT, env=env, check=True, capture_output=True
-            )
-        service = subprocess.Popen(
-            [python, "server.py", "serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        service = bench_service(data, free_port(), media)
+        port = service.port
+        service.start_blocking()
         spy: subprocess.Popen[bytes] | None = None
         try:
-            wait_port(port)
             token = api(
                 port, "POST", "/api/v1/token", None, {"login": "bench", "password": PASSWORD}
             )["access_token"]
@@ -228,8 +211,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(timeout=60)
-            service.send_signal(signal.SIGTERM)
-            service.wait(timeout=30)
+            service.kill(signal.SIGTERM)
     report(size, args.rounds, curl_plain, curl_synced, ours_stream, ours_ready)
     print(
         f"service RSS: {rss_before:.1f} MB before, peak {peak:.1f} MB while fetching, "

@@ -14,26 +14,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import jwt
 from aiohttp import web
+from common import ROOT, Service, free_port
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from jwt.algorithms import OKPAlgorithm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from vms.mediaserver.synthetic import write_segment  # noqa: E402
+from tests.support.media import public_jwk
+from vms.mediaserver.synthetic import write_segment
 
 OUT = ROOT / "bench" / "out" / "mediaserver"
 RECORDINGS = OUT / "recordings"
@@ -42,8 +37,6 @@ T0 = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
 SEGMENTS = 60
 FPS = 25
 SIZE = (640, 360)
-PORT = 19996
-JWKS_PORT = 19997
 
 
 def make_recordings() -> list[Path]:
@@ -124,25 +117,6 @@ def probe_duration(path: Path) -> float:
     return float(json.loads(out)["format"]["duration"])
 
 
-def start_server() -> subprocess.Popen[bytes]:
-    """The standalone media server, as its own process."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "server.py",
-            "media-server",
-            "--recordings",
-            str(RECORDINGS),
-            "--port",
-            str(PORT),
-            "--jwks",
-            f"http://127.0.0.1:{JWKS_PORT}/jwks.json",
-        ],
-        cwd=ROOT,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 def peak_rss_mb(pid: int) -> float:
     """A process's peak resident set size in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -156,8 +130,7 @@ async def main(rounds: int) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     segments = make_recordings()
     key = Ed25519PrivateKey.generate()
-    entry: dict[str, Any] = json.loads(OKPAlgorithm.to_jwk(key.public_key()))
-    entry.update(kid="bench", alg="EdDSA", use="sig")
+    entry = public_jwk(key, "bench", "EdDSA")
     jwks_app = web.Application()
 
     async def serve_jwks(request: web.Request) -> web.Response:
@@ -166,7 +139,8 @@ async def main(rounds: int) -> None:
     jwks_app.router.add_get("/jwks.json", serve_jwks)
     runner = web.AppRunner(jwks_app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", JWKS_PORT).start()
+    jwks_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", jwks_port).start()
     token = jwt.encode(
         {
             "aud": "media-server",
@@ -177,21 +151,19 @@ async def main(rounds: int) -> None:
         algorithm="EdDSA",
         headers={"kid": "bench"},
     )
-    server = start_server()
-    base = f"http://127.0.0.1:{PORT}"
+    server = Service(OUT / "data", free_port())
+    base = f"http://127.0.0.1:{server.port}"
     start = T0.strftime("%Y-%m-%dT%H:%M:%SZ")
     hour = f"{base}/get?path={CAMERA}&start={start}&duration=3600&format=mp4&jwt={token}"
     fmp4 = f"{base}/get?path={CAMERA}&start={start}&duration=3600&format=fmp4&jwt={token}"
     try:
+        await server.start(
+            "media-server", "--recordings", str(RECORDINGS), "--port", str(server.port),
+            "--jwks", f"http://127.0.0.1:{jwks_port}/jwks.json",
+        )  # fmt: skip
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):
-                try:
-                    async with session.get(f"{base}/list?path={CAMERA}&jwt={token}") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
+            async with session.get(f"{base}/list?path={CAMERA}&jwt={token}") as listed:
+                assert listed.status == 200, await listed.text()
             ours, theirs, ttfb = [], [], []
             for _ in range(rounds):
                 theirs.append(await asyncio.to_thread(run_ffmpeg, segments))
@@ -199,8 +171,8 @@ async def main(rounds: int) -> None:
                 ttfb.append(await first_byte(session, fmp4))
         rss = peak_rss_mb(server.pid)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=10)
+        if server.process is not None:
+            server.kill(signal.SIGTERM)
         await runner.cleanup()
     size_mb = (OUT / "ours.mp4").stat().st_size / 1e6
     our_time, ffmpeg_time = statistics.median(ours), statistics.median(theirs)
@@ -227,5 +199,4 @@ def fmt(values: list[float]) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    os.environ.setdefault("PYTHONPATH", str(ROOT))
     asyncio.run(main(parser.parse_args().rounds))

@@ -47,126 +47,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from common import BENCH_PASSWORD as PASSWORD
 from common import api as _api
-from common import free_port, rss_mb, wait_port, write_footage
+from common import bench_service, free_port, plain_server, rss_mb, small_footage
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-PASSWORD = "bench-password"  # noqa: S105 - a throwaway account in a temp directory
 DEVICE = "bench-phone"
 api = functools.partial(_api, device=DEVICE)
 EVENT = "App\\Events\\TokenPush"
 PAD = 700  # bytes of filler in the bare server's frame, to match an archive event's size
-
-# Served by both embedded servers: full GC pauses and object counts, read over HTTP.
-GC_PROBE = """
-# Full (generation 2) garbage collections stop the loop; record how long each takes.
-import gc
-pauses, _gc_start = [], [0.0]
-def _gc_watch(phase, info):
-    if phase == "start":
-        _gc_start[0] = time.perf_counter()
-    elif info["generation"] == 2:
-        pauses.append((time.time(), (time.perf_counter() - _gc_start[0]) * 1000))
-gc.callbacks.append(_gc_watch)
-
-async def gc_pauses(request):
-    since, until = float(request.query["since"]), float(request.query.get("until", "inf"))
-    return web.json_response([ms for at, ms in pauses if since <= at < until])
-
-async def objects(request):
-    gc.collect()
-    return web.json_response(len(gc.get_objects()))
-"""
-
-BARE = (
-    """
-import asyncio, json, struct, sys, time
-from aiohttp import web
-
-sockets = {}
-
-async def ws_handler(request):
-    ws = web.WebSocketResponse()
-    await ws.prepare(request)
-    sockets[ws] = request.transport
-    try:
-        await ws.send_str('{"event":"hello","data":"{}"}')
-        async for _ in ws:
-            pass
-    finally:
-        sockets.pop(ws, None)
-    return ws
-
-async def publish(request):
-    started = time.time()
-    style = request.query.get("style", "send_str")
-    data = {"round": int(request.query["round"]), "t": started, "style": style, "pad": "x" * %d}
-    frame = json.dumps({"event": "bench", "channel": "bench", "data": json.dumps(data)})
-    if style == "write":  # the floor: one encoding, one transport.write per socket
-        payload = frame.encode()
-        wire = struct.pack("!BBH", 0x81, 126, len(payload)) + payload
-        for transport in list(sockets.values()):
-            transport.write(wire)
-    else:
-        for ws in list(sockets):
-            await ws.send_str(frame)
-    return web.json_response({"sent": len(sockets), "ms": (time.time() - started) * 1000})
-
-"""
-    + GC_PROBE
-    + """app = web.Application()
-app.router.add_get("/gc", gc_pauses)
-app.router.add_get("/objects", objects)
-app.router.add_get("/ws", ws_handler)
-app.router.add_post("/publish", publish)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
-"""
-)
-
-
-HUB = (
-    """
-import asyncio, json, sys, time
-from aiohttp import web
-from vms.push.hub import Hub
-from vms.push.signing import sign_channel
-
-KEY, SECRET, CHANNEL = "bench-key", "bench-secret", "private-token.bench"
-hub = Hub(KEY, SECRET)
-
-async def auth(request):
-    form = await request.post()
-    hub.bind_session(form["socket_id"], "bench")
-    return web.json_response({"auth": sign_channel(KEY, SECRET, form["socket_id"], CHANNEL)})
-
-async def publish(request):
-    queued = hub.stats.get("queued_sends", 0)
-    started = time.time()
-    data = {"type": "bench", "round": int(request.query["round"]), "t": started, "pad": "x" * %d}
-    sent = hub.publish(CHANNEL, "App\\\\Events\\\\TokenPush", data)
-    while hub.task_count:  # a writer task lives only while its socket has frames queued
-        await asyncio.sleep(0.002)
-    ms = (time.time() - started) * 1000
-    queued = hub.stats.get("queued_sends", 0) - queued
-    return web.json_response({"sent": sent, "ms": ms, "queued": queued})
-
-async def close(app):
-    await hub.close_all()
-
-"""
-    + GC_PROBE
-    + """app = web.Application()
-app.router.add_get("/gc", gc_pauses)
-app.router.add_get("/objects", objects)
-app.router.add_get("/ws/app/{app_key}", hub.handle)
-app.router.add_post("/broadcasting/auth", auth)
-app.router.add_post("/publish", publish)
-app.on_shutdown.append(close)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
-"""
-)
 
 
 def raise_nofile() -> int:
@@ -464,11 +352,9 @@ def publish_rounds(port: int, args: argparse.Namespace, opened: int, style: str)
 def run_plain(args: argparse.Namespace, mode: str) -> PlainRun:
     """Bare aiohttp or the Hub alone, each in its own process, with the same clients."""
     port = free_port()
-    script = (BARE if mode == "bare" else HUB) % PAD
-    server = subprocess.Popen([sys.executable, "-c", script, str(port)], cwd=ROOT)
+    server = plain_server(mode, port, str(PAD))
     clients: Clients | None = None
     try:
-        wait_port(port)
         time.sleep(0.5)
         objects_before = get_json(port, "/objects")
         before = rss_mb(server.pid)
@@ -519,29 +405,13 @@ def run_service(
     args: argparse.Namespace, work: Path
 ) -> tuple[float, list[tuple[str, str, float]], float, int]:
     """The service: (MB per connection, latencies, seconds to connect, hub connections)."""
-    python = sys.executable
     data = work / "data"
-    start = write_footage(data, 6)
-    port, media_port = free_port(), free_port()
-    env = {**os.environ, "VMS_DATA_DIR": str(data), "VMS_PORT": str(port)}
-    env |= {"VMS_MEDIA_PORT": str(media_port), "VMS_DEMO_CAMERAS": "false"}
-    for command in (
-        ["camera", "add", "1", "--name", "Gate", "--path", "camera1"],
-        ["user", "add", "bench", "--password", PASSWORD, "--admin"],
-    ):
-        subprocess.run(
-            [python, "server.py", *command], cwd=ROOT, env=env, check=True, capture_output=True
-        )
-    service = subprocess.Popen(
-        [python, "server.py", "serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    start = small_footage(data, 6)
+    port = free_port()
+    service = bench_service(data, port, VMS_MEDIA_PORT=str(free_port()))
+    service.start_blocking()
     clients: Clients | None = None
     try:
-        wait_port(port)
         answer = api(port, "POST", "/api/v1/token", None, {"login": "bench", "password": PASSWORD})
         token, session = answer["access_token"], answer["user"]["access_token_id"]
         wsurl = api(port, "GET", "/api/v1/wsurl", None)
@@ -589,8 +459,7 @@ def run_service(
     finally:
         if clients is not None:
             clients.kill()
-        service.send_signal(signal.SIGTERM)
-        service.wait(timeout=60)
+        service.kill(signal.SIGTERM)
 
 
 def profile(pid: int, target: Path) -> subprocess.Popen[bytes]:

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -27,11 +24,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from common import BENCH_PASSWORD as PASSWORD
 from common import api as _api
-from common import free_port, nginx_media_server, require_tools, rss_mb, wait_port
+from common import bench_service, free_port, nginx_media_server, require_tools, rss_mb
 
-ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "bench-password"  # noqa: S105 - a throwaway account in a temp directory
 DEVICE = "bench-phone"
 
 api = functools.partial(_api, device=DEVICE)
@@ -120,32 +116,15 @@ def main() -> None:
 
 def run(work: Path, args: argparse.Namespace) -> None:
     """The benchmark proper, inside a temporary directory."""
-    python = sys.executable
     mp4 = make_mp4(work, args.clip_seconds)
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=23)
     data = work / "data"
     archives = data / "archives"
     with nginx_media_server(work, mp4, start, archives=archives) as nginx_port:
-        port = free_port()
-        env = {**os.environ, "VMS_DATA_DIR": str(data), "VMS_PORT": str(port)}
-        env |= {"VMS_MEDIA_PORT": "0", "VMS_DEMO_CAMERAS": "false"}
         media = f"http://127.0.0.1:{nginx_port}"
-        for command in (
-            ["camera", "add", "1", "--name", "Gate", "--media-server", media, "--path", "camera1"],
-            ["user", "add", "bench", "--password", PASSWORD, "--admin"],
-        ):
-            subprocess.run(
-                [python, "server.py", *command], cwd=ROOT, env=env, check=True, capture_output=True
-            )
-        service = subprocess.Popen(
-            [python, "server.py", "serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_port(port)
+        service = bench_service(data, free_port(), media)
+        port = service.port
+        with service.running():
             login = {"login": "bench", "password": PASSWORD}
             token = api(port, "POST", "/api/v1/token", None, login)["access_token"]
             download = ready_archive(port, token, start)
@@ -164,9 +143,6 @@ def run(work: Path, args: argparse.Namespace) -> None:
                 ours_result = wrk(ours_url, args.seconds, connections, size)
                 results.append((connections, nginx_result, ours_result))
             rss_after = rss_mb(service.pid)
-        finally:
-            service.send_signal(signal.SIGTERM)
-            service.wait(timeout=30)
     print(
         f"{size / MB:.0f} MB archive, whole-file GETs with wrk for {args.seconds} s "
         "(2 threads; 1 for 1 connection), same machine, default asyncio loop"

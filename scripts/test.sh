@@ -6,4 +6,5 @@ bash scripts/setup.sh test
 .venv/bin/ruff format --check .
 .venv/bin/ruff check .
 .venv/bin/mypy
-exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
+# Two workers: most of a test's wall time is spent waiting on sockets and child processes.
+exec .venv/bin/python -m pytest -p no:cacheprovider -n 2 "$@"

@@ -17,10 +17,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.support.processes import PORT_POLL, ROOT
 from vms.passwords import verify_password
 from vms.store import MIGRATIONS, Database
 
-ROOT = Path(__file__).resolve().parents[1]
 SERVER = ROOT / "server.py"
 
 
@@ -223,7 +223,7 @@ async def _wait_port(port: int, served: Served, timeout: float = 30.0) -> None:
                 raise AssertionError("serve exited early:\n" + "".join(served.stderr)) from None
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError("serve never listened:\n" + "".join(served.stderr)) from None
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(PORT_POLL)
         else:
             writer.close()
             await writer.wait_closed()

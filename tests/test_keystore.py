@@ -12,18 +12,15 @@ from pathlib import Path
 
 import jwt
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import PASSWORD, Footage, bearer, login, rfc3339, seed
+from tests.support.service import PASSWORD, Client, Footage, bearer, login, rfc3339, seed
 from vms.app import create_app
 from vms.config import Config
 from vms.keystore import load_or_create
 from vms.logs import AccessLogger
 from vms.store import Database
 
-Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[..., Awaitable[Client]]
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
+import signal
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -13,8 +11,8 @@ import aiohttp
 import av
 import pytest
 
-from tests.conftest import Footage, rfc3339
-from tests.processes import ROOT, Service
+from tests.support.processes import Service
+from tests.support.service import Footage, rfc3339
 
 
 @pytest.fixture
@@ -29,27 +27,15 @@ async def vms_and_media(
     )
     service.cli("user", "add", "alice", "--password", "pw-alice", "--camera", "1")
     await service.start()
-    media = subprocess.Popen(
-        [
-            sys.executable, "server.py", "media-server",
-            "--recordings", str(footage.root),
-            "--port", str(media_port),
-            "--jwks", f"http://127.0.0.1:{service.port}/.well-known/jwks.json",
-        ],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    media = Service(tmp_path / "media-data", media_port)
     try:
-        for _ in range(300):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", media_port)
-                writer.close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
+        await media.start(
+            "media-server", "--recordings", str(footage.root), "--port", str(media_port),
+            "--jwks", f"http://127.0.0.1:{service.port}/.well-known/jwks.json",
+        )  # fmt: skip
         yield service, media_port
     finally:
-        media.terminate()
-        media.wait(timeout=30)
+        media.kill(signal.SIGTERM)
         service.kill()
 
 

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.archive.badserver import BadMediaServer
-from tests.archive.conftest import Client, PusherClient, wait_status
-from tests.conftest import Footage, bearer, login, rfc3339
+from tests.support.badserver import BadMediaServer
+from tests.support.pusher import PusherClient
+from tests.support.service import Client, Footage, bearer, login, rfc3339, wait_status
 from vms import appkeys
 from vms.dates import utcnow
 from vms.models import Kind

@@ -13,11 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.archive.badserver import BadMediaServer
-from tests.conftest import Footage, rfc3339
-from tests.processes import Service
+from tests.support.badserver import BadMediaServer
+from tests.support.processes import Service
+from tests.support.service import Footage, rfc3339
 
-ROOT = Path(__file__).resolve().parents[2]
 DEVICE = "phone-crash"
 
 

@@ -14,9 +14,19 @@ from urllib.parse import parse_qs, urlsplit
 import av
 import pytest
 
-from tests.archive.badserver import BadMediaServer
-from tests.archive.conftest import Client, PusherClient, wait_status
-from tests.conftest import Footage, bearer, login, rfc3339, seed
+from tests.support.badserver import BadMediaServer
+from tests.support.pusher import PusherClient
+from tests.support.service import (
+    PHONE,
+    Client,
+    Footage,
+    ask_archive,
+    bearer,
+    login,
+    rfc3339,
+    seed,
+    wait_status,
+)
 from vms import appkeys
 from vms.app import create_app
 from vms.archive.cleanup import purge_expired
@@ -24,36 +34,13 @@ from vms.config import Config
 from vms.dates import utcnow
 from vms.store import Database
 
-PHONE = "phone-1"
-
-
-def _range(footage: Footage, minutes: int = 2) -> dict[str, str]:
-    start = footage.start + timedelta(seconds=30)
-    return {"from": rfc3339(start), "to": rfc3339(start + timedelta(minutes=minutes))}
-
-
-async def _ask(
-    client: Client,
-    answer: dict[str, Any],
-    footage: Footage,
-    *,
-    camera: int = 1,
-    device: str = PHONE,
-) -> tuple[int, dict[str, Any]]:
-    response = await client.get(
-        f"/api/v1/cameras/{camera}/archive/link",
-        params=_range(footage),
-        headers=bearer(answer, device, "ios-cctv"),
-    )
-    return response.status, await response.json()
-
 
 async def test_mobile_client_gets_202_then_a_ready_archive_it_can_download(
     service: Client, footage: Footage, tmp_path: Path
 ) -> None:
     """An iOS client gets 202 queued, then the archive is ready and downloads as a real MP4."""
     answer = await login(service, device=PHONE, x_client="ios-cctv")
-    status, body = await _ask(service, answer, footage)
+    status, body = await ask_archive(service, answer, footage)
     assert status == 202
     assert body["status"] == "queued"
     download = body["download"]
@@ -93,7 +80,7 @@ async def test_archive_is_written_under_data_archives_and_no_partial_remains(
 ) -> None:
     """The finished file lives in DATA/archives and no .part file is left behind."""
     answer = await login(service, device=PHONE, x_client="android-cctv")
-    _, body = await _ask(service, answer, footage)
+    _, body = await ask_archive(service, answer, footage)
     await wait_status(service, answer, body["download"]["id"], {"ready"})
     archives = service.app[appkeys.CONFIG].archives_dir
     names = sorted(p.name for p in archives.iterdir())
@@ -105,8 +92,8 @@ async def test_same_device_same_range_gets_the_same_download_and_a_fresh_push(
 ) -> None:
     """Asking again returns the same id, and once ready the push is sent again."""
     answer = await login(service, device=PHONE, x_client="ios-cctv")
-    _, first = await _ask(service, answer, footage)
-    _, second = await _ask(service, answer, footage)
+    _, first = await ask_archive(service, answer, footage)
+    _, second = await ask_archive(service, answer, footage)
     assert second["download"]["id"] == first["download"]["id"]
     await wait_status(service, answer, first["download"]["id"], {"ready"})
 
@@ -114,7 +101,7 @@ async def test_same_device_same_range_gets_the_same_download_and_a_fresh_push(
     await pusher.subscribe(service, answer, PHONE)
     replayed = await pusher.archive_event("archive_generated")  # offline replay on subscribe
     assert replayed["data"]["download"]["id"] == first["download"]["id"]
-    status, third = await _ask(service, answer, footage)
+    status, third = await ask_archive(service, answer, footage)
     assert status == 202 and third["download"]["id"] == first["download"]["id"]
     again = await pusher.archive_event("archive_generated")
     assert again["status"] == "ok" and again["data"]["download"]["url"]
@@ -127,14 +114,14 @@ async def test_another_user_with_the_same_device_id_never_gets_the_archive(
     """B logs in with A's X-UUID and asks for the same camera and range: B gets B's own job."""
     await service.app[appkeys.DB].grant(2, 1)  # bob may see camera 1 too, as alice does
     alice = await login(service, "alice", device=PHONE, x_client="ios-cctv")
-    _, first = await _ask(service, alice, footage)
+    _, first = await ask_archive(service, alice, footage)
     await wait_status(service, alice, first["download"]["id"], {"ready"})
 
     bob = await login(service, "bob", device=PHONE, x_client="ios-cctv")
     pusher = await PusherClient.connect(service)
     await pusher.subscribe(service, bob, PHONE)
     await pusher.next_event("pusher_internal:subscription_succeeded")
-    status, second = await _ask(service, bob, footage)
+    status, second = await ask_archive(service, bob, footage)
     assert status == 202
     theirs = second["download"]
     assert theirs["id"] != first["download"]["id"]
@@ -157,7 +144,7 @@ async def test_push_announces_progress_and_the_ready_archive(
     pusher = await PusherClient.connect(service)
     await pusher.subscribe(service, answer, PHONE)
     await pusher.next_event("pusher_internal:subscription_succeeded")
-    _, body = await _ask(service, answer, footage)
+    _, body = await ask_archive(service, answer, footage)
     progress = await pusher.archive_event("archive_progress")
     assert progress["status"] == "ok"
     assert 0 <= progress["data"]["progress"] <= 100
@@ -179,7 +166,7 @@ async def test_another_device_of_the_same_user_is_not_told(
     listener = await PusherClient.connect(service)
     await listener.subscribe(service, tablet, "tablet")
     await listener.next_event("pusher_internal:subscription_succeeded")
-    _, body = await _ask(service, phone, footage)
+    _, body = await ask_archive(service, phone, footage)
     await wait_status(service, phone, body["download"]["id"], {"ready"})
     with pytest.raises(TimeoutError):
         await listener.archive_event("archive_generated", timeout=0.5)
@@ -237,7 +224,7 @@ async def test_misbehaving_media_server_fails_cleanly_with_a_readable_message(
     answer = await login(service, device=PHONE, x_client="web")
     pusher = await PusherClient.connect(service)
     await pusher.subscribe(service, answer, PHONE)
-    _, body = await _ask(service, answer, footage)
+    _, body = await ask_archive(service, answer, footage)
     failed = await wait_status(service, answer, body["download"]["id"], {"failed", "ready"})
     assert failed["status"] == "failed"
     assert failed["url"] is None and failed["is_file_exists"] is False
@@ -259,7 +246,7 @@ async def test_a_transient_5xx_is_retried_and_the_archive_completes(
     bad_camera.mode = "flaky"
     bad_camera.failures_before_success = 2
     answer = await login(service, device=PHONE, x_client="web")
-    _, body = await _ask(service, answer, footage)
+    _, body = await ask_archive(service, answer, footage)
     ready = await wait_status(service, answer, body["download"]["id"], {"ready", "failed"})
     assert ready["status"] == "ready"
     assert bad_camera.get_requests == 3
@@ -286,7 +273,7 @@ async def test_disk_full_fails_the_job_and_leaves_no_partial_file(
         answer = await login(client, device=PHONE, x_client="web")
         pusher = await PusherClient.connect(client)
         await pusher.subscribe(client, answer, PHONE)
-        _, body = await _ask(client, answer, footage)
+        _, body = await ask_archive(client, answer, footage)
         event = await pusher.archive_event("archive_generated")
         assert event["status"] == "error"
         assert event["message"] == "The server ran out of disk space."
@@ -308,7 +295,7 @@ async def test_tampered_or_foreign_download_links_are_403(
 ) -> None:
     """Any change to a signed URL, or a signature by another key, is 403 Invalid signature."""
     answer = await login(service, device=PHONE, x_client="web")
-    _, body = await _ask(service, answer, footage)
+    _, body = await ask_archive(service, answer, footage)
     ready = await wait_status(service, answer, body["download"]["id"], {"ready"})
     url = urlsplit(ready["url"])
     query = parse_qs(url.query)
@@ -354,7 +341,7 @@ async def test_expired_link_is_410_and_the_download_reads_expired_after_cleanup(
 ) -> None:
     """After the archive's lifetime the URL answers 410 and the download says expired."""
     answer = await login(service, device=PHONE, x_client="web")
-    _, body = await _ask(service, answer, footage)
+    _, body = await ask_archive(service, answer, footage)
     ready = await wait_status(service, answer, body["download"]["id"], {"ready"})
     later = utcnow() + timedelta(seconds=service.app[appkeys.CONFIG].archive_ttl + 1)
     removed = await purge_expired(service.app[appkeys.DB], service.app[appkeys.FILES], later)

@@ -14,14 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.archive.conftest import Client
-from tests.conftest import Footage, bearer, login, rfc3339
+from tests.support.processes import NODE_DIR
+from tests.support.service import Client, Footage, bearer, login, rfc3339
 from vms import appkeys
 from vms.archive.mp4check import check_mp4
 
 pytestmark = pytest.mark.node
 
-NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 SCRIPT = NODE_DIR / "archive_client.mjs"
 PHONE = "phone-e2e"
 X_CLIENT = "ios-cctv"

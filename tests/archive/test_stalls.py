@@ -6,10 +6,8 @@ import dataclasses
 
 import pytest
 
-from tests.archive.badserver import BadMediaServer
-from tests.archive.conftest import Client, wait_status
-from tests.archive.test_jobs import PHONE, _ask
-from tests.conftest import Footage, login
+from tests.support.badserver import BadMediaServer
+from tests.support.service import PHONE, Client, Footage, ask_archive, login, wait_status
 from vms.config import Config
 
 
@@ -28,7 +26,7 @@ async def test_stalled_or_trickling_body_fails_after_bounded_retries(
     """No bytes for the read timeout, or bytes below the rate floor: retried, then failed."""
     bad_camera.mode = mode
     answer = await login(service, device=PHONE, x_client="web")
-    _, body = await _ask(service, answer, footage)
+    _, body = await ask_archive(service, answer, footage)
     failed = await wait_status(service, answer, body["download"]["id"], {"failed", "ready"})
     assert failed["status"] == "failed"
     assert bad_camera.get_requests == 2

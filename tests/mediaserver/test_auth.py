@@ -14,16 +14,15 @@ import aiohttp
 import jwt
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.mediaserver.conftest import CAMERA, TokenFactory, public_jwk
+from tests.support.media import CAMERA, TokenFactory, public_jwk
+from tests.support.service import Client
 from vms.logs import RedactingFormatter
 from vms.mediaserver.app import create_media_app
 from vms.mediaserver.auth import RemoteJWKS, StaticKeys, UnknownKey, permits
-
-Client = TestClient[Any, Any]
 
 
 async def listing(client: Client, path: str = CAMERA, **kwargs: Any) -> aiohttp.ClientResponse:

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import pytest
 from aiohttp import web
 
-from tests.mediaserver.conftest import CAMERA, GOP, TokenFactory, at, rfc3339
+from tests.support.media import CAMERA, GOP, TokenFactory, at, rfc3339
 from vms.mediaserver.app import create_media_app
 from vms.mediaserver.auth import StaticKeys
 

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.mediaserver.conftest import (
+from tests.support.media import (
     CAMERA,
     FPS,
     GOP,
@@ -28,12 +28,12 @@ from tests.mediaserver.conftest import (
     rfc3339,
     segment,
 )
+from tests.support.service import Client
 from vms.mediaserver import recordings, remux
 from vms.mediaserver.app import PLAYBACK, create_media_app
 from vms.mediaserver.auth import StaticKeys
 from vms.mediaserver.synthetic import decode_stripe
 
-Client = TestClient[Any, Any]
 FRAME = 1 / FPS
 
 

@@ -9,13 +9,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from aiohttp.test_utils import TestClient
 
-from tests.mediaserver.conftest import CAMERA, TokenFactory, at, rfc3339, segment
+from tests.support.media import CAMERA, TokenFactory, at, rfc3339, segment
+from tests.support.service import Client
 from vms.mediaserver.app import create_media_app
 from vms.mediaserver.auth import StaticKeys
-
-Client = TestClient[Any, Any]
 
 
 async def test_lists_spans_merging_small_gaps(client: Client, token: TokenFactory) -> None:

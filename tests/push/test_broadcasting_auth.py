@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.archive.conftest import Client
-from tests.conftest import bearer, login
+from tests.support.service import Client, bearer, login
 
 
 @pytest.mark.parametrize("path", ["/broadcasting/auth", "/api/v1/broadcasting/auth"])

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.support.processes import NODE_DIR
 from vms.push.hub import Hub
 from vms.push.signing import sign_channel
 
 pytestmark = pytest.mark.node
 
-NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 SCRIPT = NODE_DIR / "pusher_client.mjs"
 APP_KEY, APP_SECRET = "vms-test-key", "vms-test-secret"
 CHANNEL = "private-token.abc"

@@ -1,76 +1,25 @@
-"""Fixtures for the browser pages: a cookie-keeping browser stand-in and seeded downloads."""
+"""Fixtures for the browser pages: independent browsers and a gated media proxy."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import re
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
-from yarl import URL
 
-from tests.conftest import PASSWORD, Footage, bearer, login, rfc3339
+from tests.support.pages import Browser, SlowMedia
+from tests.support.service import Client
 from vms import appkeys
 from vms.config import Config
-from vms.models import Download, Kind, Status
-
-Client = TestClient[web.Request, web.Application]
-_CSRF = re.compile(r'name="_csrf" value="([0-9a-f]{64})"')
 
 
 @pytest.fixture
 def config(config: Config) -> Config:
     """The shared settings, with a read timeout long enough to hold an archive mid-way."""
     return dataclasses.replace(config, fetch_read_timeout=30.0)
-
-
-def csrf_of(html: str) -> str:
-    """The CSRF token a page's forms carry."""
-    match = _CSRF.search(html)
-    assert match, "the page has no CSRF field"
-    return match.group(1)
-
-
-class Browser:
-    """A separate cookie jar on the service, like one person's browser, without JavaScript."""
-
-    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
-        self.session = session
-        self.base = base
-
-    async def get(self, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
-        """GET without following redirects."""
-        return await self.session.get(self.base + path, allow_redirects=False, **kwargs)
-
-    async def post(self, path: str, data: dict[str, str]) -> aiohttp.ClientResponse:
-        """POST a form without following redirects."""
-        return await self.session.post(self.base + path, data=data, allow_redirects=False)
-
-    async def csrf(self, path: str = "/login") -> str:
-        """Open a page and read its form token."""
-        response = await self.get(path)
-        return csrf_of(await response.text())
-
-    async def login(self, user: str, password: str = PASSWORD) -> aiohttp.ClientResponse:
-        """Fill in and send the login form."""
-        token = await self.csrf()
-        return await self.post("/login", {"login": user, "password": password, "_csrf": token})
-
-    def cookie(self) -> str:
-        """The value of the pages' session cookie in this browser."""
-        return self.session.cookie_jar.filter_cookies(URL(self.base))["vms_web"].value
-
-    async def page(self, path: str) -> str:
-        """The HTML of a page that must answer 200."""
-        response = await self.get(path)
-        assert response.status == 200, (response.status, response.headers.get("Location"))
-        return await response.text()
 
 
 @pytest.fixture
@@ -87,101 +36,6 @@ async def browsers(service: Client) -> AsyncIterator[Callable[[], Browser]]:
     yield make
     for session in sessions:
         await session.close()
-
-
-async def signed_in(browsers: Callable[[], Browser], user: str) -> Browser:
-    """A browser where `user` has logged in."""
-    browser = browsers()
-    response = await browser.login(user)
-    assert response.status == 303, await response.text()
-    return browser
-
-
-async def thick_link(client: Client, footage: Footage, user: str, minutes: tuple[int, int]) -> None:
-    """Ask for a thick-client link through the API, which records it in the history."""
-    answer = await login(client, user, device=f"{user}-pc")
-    camera = 1 if user in ("alice", "admin") else 2
-    response = await client.get(
-        f"/api/v1/cameras/{camera}/archive/link",
-        params={
-            "from": rfc3339(footage.start + timedelta(minutes=minutes[0])),
-            "to": rfc3339(footage.start + timedelta(minutes=minutes[1])),
-        },
-        headers=bearer(answer, f"{user}-pc"),
-    )
-    assert response.status == 200, await response.text()
-
-
-async def add_downloads(
-    client: Client,
-    user_id: int,
-    camera_id: int,
-    count: int,
-    *,
-    kind: str = Kind.LINK,
-    status: str = Status.READY,
-    start: datetime | None = None,
-) -> list[Download]:
-    """Store `count` downloads of one user straight in the real database, a minute apart."""
-    app = client.app
-    user = await app[appkeys.DB].user(user_id)
-    camera = await app[appkeys.DB].camera(camera_id)
-    assert user is not None and camera is not None
-    issued = await app[appkeys.AUTH].issue(user, f"seed-{user_id}", "ios-cctv", datetime.now(UTC))
-    begin = start or datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-    made = []
-    for index in range(count):
-        made.append(
-            await app[appkeys.DB].create_download(
-                kind=Kind(kind),
-                user=user,
-                session=issued.principal.session,
-                camera=camera,
-                range_from=begin + timedelta(minutes=index),
-                range_to=begin + timedelta(minutes=index, seconds=30),
-                status=Status(status),
-                now=begin + timedelta(minutes=index),
-            )
-        )
-    return made
-
-
-class SlowMedia:
-    """A real HTTP proxy before the real media server that holds /get bodies at a gate."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.gate = asyncio.Event()
-        self.holding = asyncio.Event()
-
-    def app(self) -> web.Application:
-        """The proxy's application."""
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", self._forward)
-        return app
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(self.upstream + request.path_qs, headers=headers) as upstream,
-        ):
-            body = await upstream.read()
-            status, content_type = upstream.status, upstream.content_type
-        if request.path != "/get" or status != 200:
-            return web.Response(body=body, status=status, content_type=content_type)
-        response = web.StreamResponse(headers={"Content-Type": content_type})
-        response.content_length = len(body)
-        await response.prepare(request)
-        step = max(1, len(body) // 10)
-        await response.write(body[:step])
-        self.holding.set()
-        await self.gate.wait()
-        for offset in range(step, len(body), step):
-            await response.write(body[offset : offset + step])
-            await asyncio.sleep(0.25)
-        await response.write_eof()
-        return response
 
 
 @pytest.fixture

@@ -11,18 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from tests.conftest import PASSWORD, Footage, bearer, login, rfc3339
-from tests.web.conftest import SlowMedia, add_downloads, thick_link
+from tests.support.pages import SlowMedia, add_downloads, thick_link
+from tests.support.service import PASSWORD, Client, Footage, bearer, login, rfc3339
 from vms import appkeys
 from vms.models import Kind, Status
 from vms.resources import download_name
 
 pw = pytest.importorskip("playwright.async_api")
 
-Client = TestClient[web.Request, web.Application]
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
     "--headless",

@@ -11,11 +11,19 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from tests.archive.conftest import wait_status
-from tests.conftest import PASSWORD, Footage, Seeded, bearer, login, rfc3339, seed
-from tests.web.conftest import Browser, add_downloads, csrf_of, signed_in, thick_link
+from tests.support.pages import Browser, add_downloads, csrf_of, signed_in, thick_link
+from tests.support.service import (
+    PASSWORD,
+    Client,
+    Footage,
+    Seeded,
+    bearer,
+    login,
+    rfc3339,
+    seed,
+    wait_status,
+)
 from vms import appkeys
 from vms.app import create_app
 from vms.config import Config
@@ -24,7 +32,6 @@ from vms.store import Database
 from vms.web.errors import page_errors
 from vms.web.routes import setup_pages
 
-Client = TestClient[web.Request, web.Application]
 Browsers = Callable[[], Browser]
 
 

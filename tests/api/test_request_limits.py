@@ -8,8 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.archive.conftest import Client
-from tests.conftest import Footage, bearer, login, rfc3339
+from tests.support.service import Client, Footage, bearer, login, rfc3339
 
 DEVICE = "device-a"
 DEEP = "[" * 3000

@@ -11,8 +11,7 @@ import aiohttp
 import jwt
 import pytest
 
-from tests.archive.conftest import Client
-from tests.conftest import Footage, bearer, login, rfc3339
+from tests.support.service import Client, Footage, bearer, login, rfc3339
 from vms import appkeys
 from vms.dates import utcnow
 

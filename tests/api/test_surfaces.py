@@ -13,15 +13,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.archive.conftest import Client, wait_status
-from tests.conftest import Footage, bearer, login, rfc3339
+from tests.support.service import Client, Footage, bearer, login, rfc3339, wait_status
 from vms import appkeys
 from vms.logs import RedactingFormatter
 
 JSON_SURFACES = [
     ("GET", "/api/nowhere", 404, "Not Found."),
     ("GET", "/api", 404, "Not Found."),
-    ("POST", "/api/v1/downloads", 405, "Method Not Allowed."),
+    ("PUT", "/api/v1/downloads", 405, "Method Not Allowed."),
     ("DELETE", "/api/v1/token", 405, "Method Not Allowed."),
     ("GET", "/archive/download/1/x", 404, "Not Found."),
     ("POST", "/archive/download/1", 405, "Method Not Allowed."),

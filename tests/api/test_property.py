@@ -7,14 +7,10 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Footage, bearer, login, rfc3339
-
-Client = TestClient[web.Request, web.Application]
+from tests.support.service import Client, Footage, bearer, login, rfc3339
 
 ALLOWED = {200, 202, 401, 404, 422}
 # Property runs share one service per test: the fixtures are set up once, not per example.

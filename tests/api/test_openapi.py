@@ -10,8 +10,7 @@ import pytest
 from aiohttp import ClientResponse, web
 from jsonschema import Draft202012Validator
 
-from tests.archive.conftest import Client
-from tests.conftest import Footage, bearer, login, rfc3339
+from tests.support.service import Client, Footage, bearer, login, rfc3339
 
 
 def _validator(doc: dict[str, Any], path: str, method: str, status: int) -> Draft202012Validator:

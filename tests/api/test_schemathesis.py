@@ -15,8 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
 
-from tests.archive.conftest import Client
-from tests.conftest import Footage, bearer, login, rfc3339
+from tests.support.service import Client, Footage, bearer, login, rfc3339
 from vms.openapi import document
 
 DEVICE = "schemathesis-device"
@@ -26,6 +25,8 @@ _BEARER_PATHS = [
     "/api/v1/downloads",
     "/api/v1/downloads/{id}",
     "/api/v1/broadcasting/auth",
+    "/api/v1/cameras",
+    "/api/admin/v1/downloads/{id}/repeat",
 ]
 
 CONFIG = schemathesis.Config.from_dict(
@@ -64,9 +65,14 @@ CONFIG = schemathesis.Config.from_dict(
                 "parameters": {"path.camera": "1"},
             },
             # Well-formed but wrong credentials, and ranges in the future, too long or without
-            # footage, are 422s the document cannot rule out by shape.
+            # footage (or cameras the caller may not see), are 422s the document cannot rule
+            # out by shape.
             {
-                "include-path": ["/api/v1/token", "/api/v1/cameras/{camera}/archive/link"],
+                "include-path": [
+                    "/api/v1/token",
+                    "/api/v1/cameras/{camera}/archive/link",
+                    "/api/v1/downloads",
+                ],
                 "checks": {
                     "positive_data_acceptance": {
                         "expected-statuses": ["2xx", "401", "404", "422", "429"]

@@ -15,18 +15,15 @@ from typing import Any
 
 import jwt
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from multidict import CIMultiDict
 
-from tests.conftest import Footage, bearer, login, rfc3339
+from tests.support.service import Client, Footage, bearer, login, rfc3339
 from vms import appkeys
 from vms.dates import utcnow
 
-Client = TestClient[web.Request, web.Application]
 UNAUTHENTICATED = {"message": "Unauthenticated."}
 DEVICE = "device-a"
 

@@ -8,12 +8,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from tests.conftest import Footage, bearer, login, rfc3339
-
-Client = TestClient[web.Request, web.Application]
+from tests.support.service import Client, Footage, bearer, login, rfc3339
 
 DOWNLOAD_KEYS = {
     "id",

@@ -11,15 +11,12 @@ from typing import Any
 
 import jwt
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from tests.conftest import PASSWORD, bearer, login
+from tests.support.service import PASSWORD, Client, bearer, login
 from vms import appkeys
 from vms.app import create_app
 from vms.config import Config
 
-Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[..., Awaitable[Client]]
 
 CREDENTIALS = "These credentials do not match our records."
@@ -360,7 +357,11 @@ async def test_another_users_session_is_404_and_keeps_working(service: Client) -
     assert (await service.get("/api/v1/downloads", headers=bearer(bob, "b"))).status == 200
 
 
-@pytest.mark.parametrize("session_id", [secrets.token_hex(40), "abc", "1", "..%2F" + "a" * 10])
+@pytest.mark.parametrize(
+    "session_id",
+    [secrets.token_hex(40), "abc", "1", "..%2F" + "a" * 10],
+    ids=["random-80-hex", "abc", "1", "traversal"],  # the same ids in every xdist worker
+)
 async def test_unknown_session_id_is_404(service: Client, session_id: str) -> None:
     """Ending a session that does not exist is 404 and leaves the caller logged in."""
     answer = await login(service)

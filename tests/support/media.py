@@ -1,0 +1,74 @@
+"""Helpers for media-server tests: recordings made by PyAV at known times, and token keys."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import jwt
+import numpy as np
+
+from vms.mediaserver.synthetic import write_segment
+
+T0 = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
+FPS = 10
+GOP = 2.0
+SIZE = (640, 360)
+CAMERA = "cam1"
+
+TokenFactory = Callable[..., str]
+
+
+def at(seconds: float) -> datetime:
+    """The library's recording time `seconds` after T0."""
+    return T0 + timedelta(seconds=seconds)
+
+
+def rfc3339(moment: datetime) -> str:
+    """A UTC RFC 3339 string as the VMS sends it."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def segment(root: Path, path: str, start: float, seconds: float, gop: float = GOP) -> Path:
+    """Write one recorded segment of `path` starting `start` seconds after T0."""
+    return write_segment(root / path, path, at(start), seconds, fps=FPS, size=SIZE, gop_seconds=gop)
+
+
+def noise_segment(root: Path, path: str, start: float, frames: int, fps: int = 25) -> Path:
+    """A short segment of random noise: a few megabytes quickly, for streaming tests."""
+    directory = root / path
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / (at(start).strftime("%Y-%m-%d_%H-%M-%S-%f") + ".mp4")
+    rng = np.random.default_rng(7)
+    with av.open(
+        str(target),
+        "w",
+        format="mp4",
+        options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},
+    ) as container:
+        stream = container.add_stream(
+            "libx264", rate=fps, options={"preset": "ultrafast", "crf": "10", "g": str(fps)}
+        )
+        stream.width, stream.height = 640, 360
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, fps)
+        for index in range(frames):
+            pixels = rng.integers(0, 255, (360, 640, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return target
+
+
+def public_jwk(key: Any, kid: str, alg: str) -> dict[str, Any]:
+    """The public JWK of a cryptography private key, as the VMS publishes it."""
+    algorithm = jwt.get_algorithm_by_name(alg)
+    entry: dict[str, Any] = json.loads(algorithm.to_jwk(key.public_key()))
+    entry.update(kid=kid, alg=alg, use="sig")
+    return entry
