@@ -711,3 +711,7 @@ def document() -> dict[str, Any]:
 async def openapi_json(request: web.Request) -> web.Response:
     """GET /api/openapi.json."""
     return web.json_response(document())
+
+
+# The DOWNLOAD schema, shared with the AsyncAPI document of the push events.
+DOWNLOAD_SCHEMA: dict[str, Any] = _SCHEMAS["Download"]

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from vms import openapi, urls
+from vms import asyncapi, openapi, urls
 from vms.api import archive, files, mediamtx, push, sessions
 from vms.api.errors import api_errors
 
@@ -41,6 +41,7 @@ def api_surface() -> web.Application:
             web.get("/v1/wsurl", push.wsurl),
             web.post("/v1/broadcasting/auth", push.broadcasting_auth),
             web.get("/openapi.json", openapi.openapi_json),
+            web.get("/asyncapi.json", asyncapi.asyncapi_json),
         ]
     )
 
