@@ -320,13 +320,15 @@ async def test_idle_sockets_beyond_the_file_limit_do_not_silence_the_api_or_floo
                 )
 
         await asyncio.gather(*(hold() for _ in range(600)))
-        assert await _answers(api) < 0.5
+        # Unflooded it answers in milliseconds; the old code did not answer at all (5 s). The
+        # bound leaves room for a loaded machine.
+        assert await _answers(api) < 2.0
         assert len(sockets) > 512
         # The header timeout is 1 s; the margin is for a loaded machine (two test workers on
         # two cores) that accepts the backlog in rounds; still well below aiohttp's own 75 s.
         closed = await asyncio.gather(*(_closed_after(reader, 30.0) for reader, _ in sockets))
         assert max(closed) < 25.0, "an idle socket outlived the header timeout"
-        assert await _answers(api) < 0.5
+        assert await _answers(api) < 2.0
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 20) == 0
     finally:

@@ -113,12 +113,8 @@ def document() -> dict[str, Any]:
         },
         "components": {
             "messages": {
-                "archiveGenerated": {
-                    **message,
-                    "title": "archive_generated",
-                    "payload": _GENERATED,
-                },
-                "archiveProgress": {**message, "title": "archive_progress", "payload": _PROGRESS},
+                "archiveGenerated": generated,
+                "archiveProgress": progress,
             },
             "schemas": {"Download": DOWNLOAD_SCHEMA},
         },

@@ -49,6 +49,19 @@ _CAMERA_IDS: dict[str, Any] = {
 }
 
 
+def _queued(description: str) -> dict[str, Any]:
+    """202 `{"status": "queued", "download": DOWNLOAD}`."""
+    return _json(
+        {
+            "type": "object",
+            "required": ["status", "download"],
+            "additionalProperties": False,
+            "properties": {"status": {"const": "queued"}, "download": _ref("Download")},
+        },
+        description,
+    )
+
+
 def _download_id() -> dict[str, Any]:
     """The `{id}` of a download in a path: anything but digits names none (404)."""
     return {"name": "id", "in": "path", "required": True, "schema": _RECORD_ID}
@@ -376,18 +389,7 @@ def _paths() -> dict[str, Any]:
                         },
                         "Direct link (thick-legal).",
                     ),
-                    "202": _json(
-                        {
-                            "type": "object",
-                            "required": ["status", "download"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "status": {"const": "queued"},
-                                "download": _ref("Download"),
-                            },
-                        },
-                        "Archive queued or already underway (other clients).",
-                    ),
+                    "202": _queued("Archive queued or already underway (other clients)."),
                     "401": unauthenticated,
                     "404": _error("No such camera, or not the caller's."),
                     "422": invalid,
@@ -510,18 +512,7 @@ def _paths() -> dict[str, Any]:
                 "security": _BEARER,
                 "parameters": [_download_id(), *_DEVICE_HEADERS],
                 "responses": {
-                    "202": _json(
-                        {
-                            "type": "object",
-                            "required": ["status", "download"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "status": {"const": "queued"},
-                                "download": _ref("Download"),
-                            },
-                        },
-                        "Queued.",
-                    ),
+                    "202": _queued("Queued."),
                     "401": unauthenticated,
                     "403": _error("Not an operator, or the original is a history record."),
                     "404": _error("No such download."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -12,7 +13,7 @@ from vms.api.inputs import authenticated, header_values, parse_id, query_values,
 from vms.archive.actions import DownloadNotFound, NotAllowed
 from vms.archive.mediaclient import MediaUnavailable
 from vms.archive.requests import CameraNotFound, InvalidCameras, NoRecording, TooManyPending
-from vms.models import THICK_CLIENT, Kind
+from vms.models import THICK_CLIENT, Download, Kind, User
 from vms.pagination import Page
 from vms.validation import ValidationFailed
 
@@ -158,15 +159,7 @@ async def remove_download(request: web.Request) -> web.Response:
     """DELETE /api/v1/downloads/{id}: cancel a queued or running archive, or delete its file."""
     app = request.config_dict
     principal = await authenticated(request)
-    download_id = parse_id(request.match_info["id"])
-    if download_id is None:
-        raise ApiError(404, DOWNLOAD_NOT_FOUND)
-    try:
-        download = await app[appkeys.ACTIONS].remove(principal.user, download_id)
-    except DownloadNotFound:
-        raise ApiError(404, DOWNLOAD_NOT_FOUND) from None
-    except NotAllowed:
-        raise ApiError(403) from None
+    download = await _act(request, principal.user, app[appkeys.ACTIONS].remove)
     return web.json_response({"data": app[appkeys.RESOURCES].download(download)})
 
 
@@ -176,14 +169,21 @@ async def repeat_download(request: web.Request) -> web.Response:
     principal = await authenticated(request)
     if not principal.user.is_admin:
         raise ApiError(403)
+    again = await _act(request, principal.user, app[appkeys.ACTIONS].repeat)
+    resource = app[appkeys.RESOURCES].download(again)
+    return web.json_response({"status": "queued", "download": resource}, status=202)
+
+
+async def _act(
+    request: web.Request, user: User, action: Callable[[User, int], Awaitable[Download]]
+) -> Download:
+    """Run an action on the download named in the URL: 404 if it is none of the caller's."""
     download_id = parse_id(request.match_info["id"])
     if download_id is None:
         raise ApiError(404, DOWNLOAD_NOT_FOUND)
     try:
-        again = await app[appkeys.ACTIONS].repeat(principal.user, download_id)
+        return await action(user, download_id)
     except DownloadNotFound:
         raise ApiError(404, DOWNLOAD_NOT_FOUND) from None
     except NotAllowed:
         raise ApiError(403) from None
-    resource = app[appkeys.RESOURCES].download(again)
-    return web.json_response({"status": "queued", "download": resource}, status=202)

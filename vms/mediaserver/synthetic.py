@@ -3,6 +3,9 @@
 Every frame shows the camera name and the UTC wall-clock time it stands for, as digits for a
 person and as a stripe of large black/white blocks for a program (see docs/STRIPE.md).
 Segment files are named by the UTC time of their first frame.
+
+One cohesive thing, kept whole: the stripe is written and read back by the same code, so the
+two can never disagree (tests decode what the demo recorder encoded).
 """
 
 from __future__ import annotations
