@@ -79,7 +79,9 @@ def _worker_settings(config: Config) -> WorkerSettings:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     config, db, auth = app[appkeys.CONFIG], app[appkeys.DB], app[appkeys.AUTH]
     keystore = app[appkeys.KEYSTORE]
-    hub = app[appkeys.HUB] = Hub(keystore.app_key, keystore.app_secret)
+    hub = app[appkeys.HUB] = Hub(
+        keystore.app_key, keystore.app_secret, activity_timeout=config.push_activity_timeout
+    )
     app[appkeys.SESSIONS] = Sessions(config, db, auth, on_ended=hub.disconnect_session)
     app[appkeys.WSURL_THROTTLE] = wsurl_throttle()
     app[appkeys.LINK_SCHEMA] = ArchiveLinkSchema(config.tz, config.max_range)
@@ -186,7 +188,9 @@ def create_app(config: Config, *, on_start: StartHook | None = None) -> web.Appl
         "/broadcasting/": routes.broadcasting_surface(),
         "/.well-known/": routes.well_known_surface(),
         "/archive/": routes.files_surface(),
-        f"{urls.WS_PATH}/": routes.push_surface(_websocket),
+        f"{urls.WS_PATH}/": routes.push_surface(_websocket, "/app/{app_key}"),
+        # Pusher's own path, which clients without a path option use (Android, pysher).
+        "/app/": routes.push_surface(_websocket, "/{app_key}"),
     }
     for prefix, surface in surfaces.items():
         app.add_subapp(prefix, surface)

@@ -67,6 +67,9 @@ class Config:
     login_attempts: int = 5
     login_window: float = 60.0
     demo_cameras: bool = True
+    # Pusher's activity_timeout: a quiet socket is pinged after this; below the 60 s a proxy
+    # (nginx's default) gives an idle connection.
+    push_activity_timeout: float = 30.0
     # Fetching archives from media servers: stall timeout, attempts, first retry delay.
     fetch_read_timeout: float = 30.0
     fetch_attempts: int = 4
@@ -144,6 +147,7 @@ _PARSERS: dict[str, Any] = {
     "login_attempts": lambda v, n: _parse_int(v, n, 1, 1000),
     "login_window": parse_duration,
     "demo_cameras": lambda v, n: _parse_bool(v, n),
+    "push_activity_timeout": parse_duration,
     "fetch_read_timeout": parse_duration,
     "fetch_attempts": lambda v, n: _parse_int(v, n, 1, 20),
     "fetch_backoff": parse_duration,

@@ -60,11 +60,12 @@ def test_wrong_signatures_are_rejected(socket_id: str, channel: str, auth: str) 
         ("7.0", CloseCode.INVALID_VERSION_FORMAT),
         ("-7", CloseCode.INVALID_VERSION_FORMAT),
         ("٧", CloseCode.INVALID_VERSION_FORMAT),
-        ("6", CloseCode.UNSUPPORTED_PROTOCOL),
+        ("4", CloseCode.UNSUPPORTED_PROTOCOL),
         ("8", CloseCode.UNSUPPORTED_PROTOCOL),
+        ("0007", CloseCode.UNSUPPORTED_PROTOCOL),
     ],
 )
-def test_protocol_versions_other_than_7_are_refused(value: str | None, code: int) -> None:
+def test_protocol_versions_other_than_5_to_7_are_refused(value: str | None, code: int) -> None:
     """Missing, malformed and unsupported versions get Pusher's 4008, 4006 and 4007."""
     refusal = protocol.protocol_refusal(value)
     assert refusal is not None and refusal[0] == code
@@ -191,3 +192,9 @@ def test_encoded_frames_are_final_unmasked_text_frames(size: int, header: bytes)
     out = protocol.encode(text)
     assert out.payload == text.encode("utf-8") and len(out.payload) == size
     assert out.wire == header + out.payload
+
+
+@pytest.mark.parametrize("value", ["5", "6", "7"])
+def test_protocols_5_to_7_are_served(value: str) -> None:
+    """Pusher still serves 5 and 6 (pysher speaks 6); so does this server."""
+    assert protocol.protocol_refusal(value) is None

@@ -61,6 +61,6 @@ def files_surface() -> web.Application:
     return json_surface([web.get("/download/{id}", files.download_archive, name=urls.ARCHIVE_FILE)])
 
 
-def push_surface(websocket: Handler) -> web.Application:
-    """/ws: the Pusher protocol endpoint `/ws/app/{app_key}`."""
-    return json_surface([web.get("/app/{app_key}", websocket)])
+def push_surface(websocket: Handler, path: str) -> web.Application:
+    """The Pusher protocol endpoint: `/ws/app/{app_key}` and `/app/{app_key}`."""
+    return json_surface([web.get(path, websocket)])

@@ -37,7 +37,6 @@ class Connection:
         "sessions",
         "socket_id",
         "stopped",
-        "throttled",
         "tokens",
         "transport",
         "writer",
@@ -62,7 +61,6 @@ class Connection:
         self.closing = False  # a close is queued or the peer is gone: nothing more is accepted
         self.stopped = False  # the reader is done: the writer quits at once
         self.awaiting_pong = False
-        self.throttled = False
         self.tokens = float(burst)
         self.refilled = now
         self.writer: asyncio.Task[None] | None = None  # only while frames are backed up

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 SubscribedHook = Callable[[str, str], Awaitable[None]]
 
 
+_RATE_LIMITED = "Rate limit exceeded"
 _PING = protocol.encode(protocol.ping())
 _PONG = protocol.encode(protocol.pong())
 
@@ -43,7 +44,7 @@ class Hub:
         app_key: str,
         app_secret: str,
         *,
-        activity_timeout: float = 120.0,
+        activity_timeout: float = 30.0,
         max_queue: int = 256,
         max_frame: int = 10_240,
         max_channels: int = 100,
@@ -422,6 +423,8 @@ class Hub:
             elif msg.type is WSMsgType.BINARY:
                 if self._take_token(conn):
                     self._send_error(conn, None, "Binary frames are not supported")
+                else:
+                    self._send_error(conn, CloseCode.CLIENT_EVENT_REJECTED, _RATE_LIMITED)
             else:
                 return  # CLOSE, CLOSING, CLOSED or ERROR (e.g. a frame over max_frame)
 
@@ -435,28 +438,29 @@ class Hub:
         conn.refilled = now
         if conn.tokens >= 1.0:
             conn.tokens -= 1.0
-            conn.throttled = False
             return True
         self._counters["throttled_messages"] += 1
-        if not conn.throttled:  # one error per burst, not one per dropped message
-            conn.throttled = True
-            self._send_error(conn, CloseCode.CLIENT_EVENT_REJECTED, "Rate limit exceeded")
         return False
 
     async def _on_text(self, conn: Connection, text: str) -> None:
-        if conn.closing or not self._take_token(conn):
+        if conn.closing:
             return
+        allowed = self._take_token(conn)
         try:
             frame = protocol.parse_frame(text)
         except FrameError as exc:
-            self._send_error(conn, None, str(exc))
+            self._send_error(conn, None, str(exc) if allowed else _RATE_LIMITED)
             return
+        # Past the rate every frame is still answered, never dropped without a word: a ping
+        # with its pong (the client would reconnect otherwise), a subscribe with its error.
         if frame.event == "pusher:ping":
             self._send(conn, _PONG)
         elif frame.event == "pusher:pong":
             pass
         elif frame.event == "pusher:subscribe":
-            await self._subscribe(conn, frame)
+            await self._subscribe(conn, frame, allowed=allowed)
+        elif not allowed:
+            self._send_error(conn, CloseCode.CLIENT_EVENT_REJECTED, _RATE_LIMITED)
         elif frame.event == "pusher:unsubscribe":
             self._unsubscribe(conn, frame)
         elif frame.event.startswith("client-"):
@@ -464,20 +468,21 @@ class Hub:
         else:
             self._send_error(conn, None, "Unsupported event")
 
-    async def _subscribe(self, conn: Connection, frame: protocol.Frame) -> None:
+    async def _subscribe(
+        self, conn: Connection, frame: protocol.Frame, *, allowed: bool = True
+    ) -> None:
         try:
             request = protocol.parse_subscribe(frame)
         except FrameError as exc:
-            self._send_error(conn, None, str(exc))
+            self._send_error(conn, None, str(exc))  # no channel to answer on
             return
         name = request.channel
-        if not protocol.valid_channel_name(name):
-            self._send_error(conn, None, "Invalid channel name")
-            return
-        refusal = self._subscription_refusal(conn, name, request)
+        refusal = self._subscription_refusal(conn, name, request, allowed=allowed)
         if refusal is not None:
             self._counters["refused_subscriptions"] += 1
-            self._send(conn, protocol.encode(protocol.subscription_error(name, *refusal)))
+            # Echo's .error() and pusher-js's subscription_error handler see it on the channel.
+            shown = name[: protocol.MAX_CHANNEL_NAME]
+            self._send(conn, protocol.encode(protocol.subscription_error(shown, *refusal)))
             return
         if name in conn.channels:
             self._send(conn, protocol.encode(protocol.subscription_succeeded(name)))
@@ -493,8 +498,12 @@ class Hub:
             log_unexpected(log, f"push: subscribe hook for socket {conn.socket_id}", exc)
 
     def _subscription_refusal(
-        self, conn: Connection, name: str, request: protocol.Subscribe
+        self, conn: Connection, name: str, request: protocol.Subscribe, *, allowed: bool
     ) -> tuple[str, str, int] | None:
+        if not allowed:
+            return "LimitReached", _RATE_LIMITED, 429
+        if not protocol.valid_channel_name(name):
+            return "InvalidChannel", "Invalid channel name", 400
         if not protocol.is_private_channel(name):
             return "AuthError", "Only private channels are available", 403
         if name not in conn.channels and len(conn.channels) >= self._max_channels:

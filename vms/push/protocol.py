@@ -13,6 +13,9 @@ from typing import Any
 from vms import jsontext
 
 PROTOCOL_VERSION = 7
+# Pusher still serves older clients; pysher speaks 6. Their frames are the same for what this
+# server does (private channels, pings, errors).
+ACCEPTED_PROTOCOLS = frozenset({5, 6, 7})
 MAX_CHANNEL_NAME = 164  # Pusher's documented limit
 MAX_EVENT_NAME = 200
 
@@ -64,12 +67,12 @@ class Subscribe:
 
 
 def protocol_refusal(protocol: str | None) -> tuple[CloseCode, str] | None:
-    """Why a connection asking for `?protocol=...` is refused, or None when it is 7."""
+    """Why a connection asking for `?protocol=...` is refused, or None when it is 5, 6 or 7."""
     if protocol is None or protocol == "":
         return CloseCode.NO_PROTOCOL, "No protocol version supplied"
     if not protocol.isascii() or not protocol.isdigit():
         return CloseCode.INVALID_VERSION_FORMAT, "Invalid version string format"
-    if int(protocol) != PROTOCOL_VERSION:
+    if len(protocol) > 3 or int(protocol) not in ACCEPTED_PROTOCOLS:
         return CloseCode.UNSUPPORTED_PROTOCOL, "Unsupported protocol version"
     return None
 
