@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.badserver import BadMediaServer
 from tests.support.processes import NODE_DIR
-from tests.support.service import Client, Footage, bearer, login, rfc3339
+from tests.support.service import Client, Footage, bearer, login, rfc3339, wait_status
 from vms import appkeys
 from vms.archive.mp4check import check_mp4
 
@@ -172,3 +173,36 @@ async def test_ending_the_session_closes_pusher_js_for_good(
                 if r["client"] == client and r["type"] == "state"
             ]
             assert states == [("connecting", "connected"), ("connected", "disconnected")]
+
+
+async def test_a_connection_cut_mid_job_still_gets_the_archive_after_reconnecting(
+    node: str, service: Client, footage: Footage, tmp_path: Path, bad_camera: BadMediaServer
+) -> None:
+    """The network drops pusher-js's socket while the archive is fetched; it reconnects,
+    resubscribes, and archive_generated reaches it when the archive is ready."""
+    bad_camera.mode = "stall"
+    answer = await login(service, device=PHONE, x_client=X_CLIENT)
+    hub = service.app[appkeys.HUB]
+    async with phone(node, service, answer, tmp_path) as device:
+        start = footage.start + timedelta(seconds=30)
+        response = await service.get(
+            "/api/v1/cameras/1/archive/link",
+            params={"from": rfc3339(start), "to": rfc3339(start + timedelta(minutes=1))},
+            headers=bearer(answer, PHONE, X_CLIENT),
+        )
+        assert response.status == 202
+        download_id = (await response.json())["download"]["id"]
+        await wait_status(service, answer, download_id, {"in progress"}, device=PHONE)
+        # A cut cable: the TCP connections die without a closing handshake.
+        for conn in list(hub._connections.values()):
+            conn.abort()
+        await device.next("pusher", "state", lambda r: r["current"] != "connected")
+        await device.next("pusher", "state", lambda r: r["current"] == "connected")
+        await device.next("pusher", "subscribed")
+        bad_camera.mode = "ok"  # the media server recovers: the retry fetches it whole
+        bad_camera.release.set()
+        pushed = (await device.next("pusher", "event", _generated))["data"]
+        assert pushed["status"] == "ok"
+        assert pushed["data"]["download"]["id"] == download_id
+        assert (await device.next("pusher", "download"))["status"] == 200
+        assert await device.quit() == 0
