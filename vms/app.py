@@ -17,7 +17,7 @@ from datetime import timedelta
 import aiohttp
 from aiohttp import web
 
-from vms import appkeys, urls
+from vms import appkeys, health, urls
 from vms.api import routes
 from vms.api.push import wsurl_throttle
 from vms.archive.actions import ArchiveActions
@@ -72,6 +72,7 @@ def _worker_settings(config: Config) -> WorkerSettings:
             read_timeout=config.fetch_read_timeout,
             min_rate=config.fetch_min_rate,
             rate_window=config.fetch_rate_window,
+            min_free_disk=config.min_free_disk,
         ),
     )
 
@@ -104,6 +105,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             resources,
             hub,
             max_pending_per_device=config.max_pending_per_device,
+            min_free_disk=config.min_free_disk,
         )
         app[appkeys.ACTIONS] = ArchiveActions(db, files, worker)
         hub.on_subscribed = requests.replay
@@ -151,6 +153,7 @@ async def _media_server(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sockets(app: web.Application) -> None:
+    app[health.SHUTTING_DOWN].set()
     await app[appkeys.HUB].close_all()
 
 
@@ -176,6 +179,7 @@ def create_app(config: Config, *, on_start: StartHook | None = None) -> web.Appl
         handler_args={"max_line_size": 128 * 1024},
     )
     app[appkeys.CONFIG] = config
+    app[health.SHUTTING_DOWN] = asyncio.Event()
     app.cleanup_ctx.append(_database)
     if on_start is not None:
         app.cleanup_ctx.append(_on_start(on_start))
@@ -195,6 +199,8 @@ def create_app(config: Config, *, on_start: StartHook | None = None) -> web.Appl
     for prefix, surface in surfaces.items():
         app.add_subapp(prefix, surface)
     setup_pages(app)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
     named: dict[str, web.AbstractResource] = {}
     for router in (app.router, *(surface.router for surface in surfaces.values())):
         named.update(router.named_resources())

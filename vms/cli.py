@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from aiohttp import web
 
 from vms import admin
 from vms.bootstrap import OPERATOR_LOGIN, ensure_operator
-from vms.config import Config, ConfigError, load_config
+from vms.config import Config, ConfigError, load_config, unknown_environment
 from vms.dates import utcnow
 from vms.logs import AccessLogger, setup_logging
 
@@ -135,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
     args = build_parser().parse_args(argv)
     setup_logging()
+    for name in unknown_environment(os.environ):
+        log.warning("%s is not a setting and is ignored (the README lists them)", name)
     try:
         config = config_from(args)
     except ConfigError as exc:

@@ -37,6 +37,36 @@ def parse_duration(value: object, name: str) -> float:
     return seconds
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)?\s*\Z", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+}
+
+
+def parse_size(value: object, name: str) -> int:
+    """Bytes from a number or a string like `1GiB`, `500MB`, `1048576`."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}: expected a size, got {value!r}")
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ConfigError(f"{name}: expected bytes or a size like 1GiB, 500MB")
+    return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """`VMS_*` variables that name no setting (a typo such as VMS_PROT), sorted."""
+    known = {f"VMS_{key.upper()}" for key in _PARSERS}
+    return sorted(name for name in environ if name.startswith("VMS_") and name not in known)
+
+
 def _parse_int(value: object, name: str, minimum: int, maximum: int = 1 << 31) -> int:
     try:
         number = int(str(value).strip())
@@ -70,6 +100,8 @@ class Config:
     # Pusher's activity_timeout: a quiet socket is pinged after this; below the 60 s a proxy
     # (nginx's default) gives an idle connection.
     push_activity_timeout: float = 30.0
+    # New archives are refused (507), and a fetch fails, below this much free space.
+    min_free_disk: int = 1 << 30
     # Fetching archives from media servers: stall timeout, attempts, first retry delay.
     fetch_read_timeout: float = 30.0
     fetch_attempts: int = 4
@@ -148,6 +180,7 @@ _PARSERS: dict[str, Any] = {
     "login_window": parse_duration,
     "demo_cameras": lambda v, n: _parse_bool(v, n),
     "push_activity_timeout": parse_duration,
+    "min_free_disk": lambda v, n: parse_size(v, n),
     "fetch_read_timeout": parse_duration,
     "fetch_attempts": lambda v, n: _parse_int(v, n, 1, 20),
     "fetch_backoff": parse_duration,

@@ -304,5 +304,7 @@ async def _serve(app: web.Application, config: Config, runner_kwargs: dict[str, 
             site = await start_site(runner, config.host, config.port)
             log.info("======== Running on %s ========", site.name)
             await stop.wait()
+            log.info("stopping: closing sockets, letting downloads resume at the next start")
         finally:
             await runner.cleanup()
+        log.info("stopped")

@@ -11,8 +11,15 @@ from vms import appkeys, urls
 from vms.api.errors import ApiError
 from vms.api.inputs import authenticated, header_values, parse_id, query_values, read_body
 from vms.archive.actions import DownloadNotFound, NotAllowed
+from vms.archive.fetcher import LOW_DISK_MESSAGE
 from vms.archive.mediaclient import MediaUnavailable
-from vms.archive.requests import CameraNotFound, InvalidCameras, NoRecording, TooManyPending
+from vms.archive.requests import (
+    CameraNotFound,
+    InvalidCameras,
+    NoRecording,
+    NotEnoughDisk,
+    TooManyPending,
+)
 from vms.models import THICK_CLIENT, Download, Kind, User
 from vms.pagination import Page
 from vms.validation import ValidationFailed
@@ -49,6 +56,8 @@ async def archive_link(request: web.Request) -> web.Response:
         raise ApiError(502, "The camera's media server is unavailable.") from None
     except TooManyPending:
         raise ApiError(429, retry_after=_PENDING_RETRY_AFTER) from None
+    except NotEnoughDisk:
+        raise ApiError(507, LOW_DISK_MESSAGE) from None
     if asked.link is not None:
         return web.json_response({"link": asked.link})
     resource = app[appkeys.RESOURCES].download(asked.download)
@@ -142,6 +151,8 @@ async def ask_batch(request: web.Request) -> web.Response:
         raise ApiError(502, "The camera's media server is unavailable.") from None
     except TooManyPending:
         raise ApiError(429, retry_after=_PENDING_RETRY_AFTER) from None
+    except NotEnoughDisk:
+        raise ApiError(507, LOW_DISK_MESSAGE) from None
     resources = app[appkeys.RESOURCES]
     items = [resources.download(asked.download) for asked in made]
     if data["client"] == THICK_CLIENT:

@@ -25,6 +25,7 @@ _REASONS = {
     500: "Server Error.",
     502: "Bad Gateway.",
     503: "Service Unavailable.",
+    507: "Insufficient Storage.",
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -58,6 +59,15 @@ class FetchLimits:
     # A body slower than min_rate bytes/s over a whole window counts as stalled.
     min_rate: int = 8 * 1024
     rate_window: float = 30.0
+    # The disk under the archive must keep this many bytes free (VMS_MIN_FREE_DISK).
+    min_free_disk: int = 0
+
+
+LOW_DISK_MESSAGE = "Not enough disk space for new archives."
+
+
+class _LowDisk(Exception):
+    """Writing the next batch would take the disk below the configured free space."""
 
 
 async def fetch_archive(
@@ -88,6 +98,8 @@ async def fetch_archive(
         duration = await loop.run_in_executor(None, check_mp4, partial)
         await loop.run_in_executor(None, fsync_and_publish, partial, final)
         return Fetched(received, duration, digest.hexdigest())
+    except _LowDisk:
+        raise FetchError(LOW_DISK_MESSAGE, retryable=False) from None
     except IncompleteMP4:
         raise FetchError("The media server sent an incomplete video.", retryable=True) from None
     except aiohttp.ClientPayloadError:
@@ -108,8 +120,16 @@ class _Digest(Protocol):
     def update(self, data: bytes, /) -> None: ...
 
 
-def _write(handle: BufferedWriter, digest: _Digest, batch: list[bytes]) -> None:
+def free_bytes(path: Path | int) -> int:
+    """Bytes free for unprivileged writers on the file system holding `path` (or an fd)."""
+    stats = os.statvfs(path) if isinstance(path, Path) else os.fstatvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+def _write(handle: BufferedWriter, digest: _Digest, batch: list[bytes], min_free: int = 0) -> None:
     """Write a batch and add it to the digest: one executor call, one pass over the bytes."""
+    if min_free and free_bytes(handle.fileno()) - sum(map(len, batch)) < min_free:
+        raise _LowDisk
     for chunk in batch:
         digest.update(chunk)
     handle.writelines(batch)
@@ -137,7 +157,9 @@ async def _receive(
             if batch_size >= WRITE_BATCH:
                 if writing is not None:
                     await writing
-                writing = loop.run_in_executor(None, _write, handle, digest, batch)
+                writing = loop.run_in_executor(
+                    None, _write, handle, digest, batch, limits.min_free_disk
+                )
                 batch, batch_size = [], 0
             received += len(chunk)
             window_bytes += len(chunk)
@@ -154,7 +176,7 @@ async def _receive(
             await writing
             writing = None
         if batch:
-            await loop.run_in_executor(None, _write, handle, digest, batch)
+            await loop.run_in_executor(None, _write, handle, digest, batch, limits.min_free_disk)
     finally:
         # Never close the file under a write still running in the executor.
         if writing is not None:

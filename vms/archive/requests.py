@@ -15,6 +15,7 @@ from datetime import datetime
 
 from vms.archive import events
 from vms.archive.events import Publisher
+from vms.archive.fetcher import free_bytes
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
 from vms.archive.mediaclient import MediaClient
@@ -41,6 +42,10 @@ class NoRecording(Exception):
 
 class TooManyPending(Exception):
     """The device already has as many archives queued or running as it may."""
+
+
+class NotEnoughDisk(Exception):
+    """The archive disk is below its free-space floor: no new archives until it is not."""
 
 
 class InvalidCameras(Exception):
@@ -76,6 +81,7 @@ class ArchiveRequests:
         publisher: Publisher,
         *,
         max_pending_per_device: int,
+        min_free_disk: int = 0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._db = db
@@ -86,6 +92,7 @@ class ArchiveRequests:
         self._resources = resources
         self._publisher = publisher
         self._max_pending = max_pending_per_device
+        self._min_free_disk = min_free_disk
         self._clock = clock
         self._visible: dict[tuple[int, int], tuple[float, Camera | None]] = {}
         self._lock = asyncio.Lock()
@@ -181,6 +188,8 @@ class ArchiveRequests:
             pending = await self._db.count_pending(principal.user.id, session.device)
             if new and pending + len(new) > self._max_pending:
                 raise TooManyPending
+            if new and not await self._disk_has_room():
+                raise NotEnoughDisk
             created = {}
             for camera in new:
                 created[camera.id] = await self._create(
@@ -192,6 +201,14 @@ class ArchiveRequests:
         for download in created.values():
             self._worker.enqueue(download.id)
         return [existing.get(c.id) or created[c.id] for c in cameras]
+
+    async def _disk_has_room(self) -> bool:
+        if not self._min_free_disk:
+            return True
+        loop = asyncio.get_running_loop()
+        self._files.root.mkdir(parents=True, exist_ok=True)
+        free = await loop.run_in_executor(None, free_bytes, self._files.root)
+        return free >= self._min_free_disk
 
     async def _create(
         self,
