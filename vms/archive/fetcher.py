@@ -1,9 +1,9 @@
 """Streaming one archive from a media server's /get into a file: no database, no push.
 
 The body is read as it arrives and written in batches on an executor thread while the next
-batch is received, and hashed (SHA-256) in the same pass; a slow trickle is cut by a rate
-floor, a silence by the read timeout. The file is written under a partial name, checked to be
-a whole MP4, made durable and renamed.
+batch is received, and hashed (SHA-256) in the same pass on a second executor thread; a slow
+trickle is cut by a rate floor, a silence by the read timeout. The file is written under a
+partial name, checked to be a whole MP4, made durable and renamed.
 """
 
 from __future__ import annotations
@@ -126,13 +126,34 @@ def free_bytes(path: Path | int) -> int:
     return stats.f_bavail * stats.f_frsize
 
 
-def _write(handle: BufferedWriter, digest: _Digest, batch: list[bytes], min_free: int = 0) -> None:
-    """Write a batch and add it to the digest: one executor call, one pass over the bytes."""
-    if min_free and free_bytes(handle.fileno()) - sum(map(len, batch)) < min_free:
-        raise _LowDisk
+def _hash(digest: _Digest, batch: list[bytes]) -> None:
     for chunk in batch:
         digest.update(chunk)
+
+
+def _write(handle: BufferedWriter, batch: list[bytes], min_free: int) -> None:
+    """Write a batch, unless it would take the disk below `min_free` bytes free."""
+    if min_free and free_bytes(handle.fileno()) - sum(map(len, batch)) < min_free:
+        raise _LowDisk
     handle.writelines(batch)
+
+
+async def _hash_and_write(
+    handle: BufferedWriter, digest: _Digest, batch: list[bytes], min_free: int
+) -> None:
+    """Hash a batch on one executor thread while another writes it (both release the GIL).
+
+    Returns only when both are done, so the file is never closed under a write.
+    """
+    loop = asyncio.get_running_loop()
+    results = await asyncio.gather(
+        loop.run_in_executor(None, _hash, digest, batch),
+        loop.run_in_executor(None, _write, handle, batch, min_free),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 async def _receive(
@@ -144,21 +165,20 @@ async def _receive(
     on_progress: ProgressCallback,
 ) -> int:
     """Copy the body to `handle`, reading the next batch while the last one is written."""
-    loop = asyncio.get_running_loop()
     received = 0
     window_start = last_report = time.monotonic()  # the first report waits a second
     window_bytes = batch_size = 0
     batch: list[bytes] = []
-    writing: asyncio.Future[None] | None = None
+    writing: asyncio.Task[None] | None = None
     try:
         async for chunk in response.content.iter_any():
             batch.append(chunk)
             batch_size += len(chunk)
             if batch_size >= WRITE_BATCH:
                 if writing is not None:
-                    await writing
-                writing = loop.run_in_executor(
-                    None, _write, handle, digest, batch, limits.min_free_disk
+                    await asyncio.shield(writing)
+                writing = asyncio.create_task(
+                    _hash_and_write(handle, digest, batch, limits.min_free_disk)
                 )
                 batch, batch_size = [], 0
             received += len(chunk)
@@ -173,12 +193,16 @@ async def _receive(
                 last_report = now
                 await on_progress(received, total)
         if writing is not None:
-            await writing
-            writing = None
+            await asyncio.shield(writing)
         if batch:
-            await loop.run_in_executor(None, _write, handle, digest, batch, limits.min_free_disk)
+            writing = asyncio.create_task(
+                _hash_and_write(handle, digest, batch, limits.min_free_disk)
+            )
+            await asyncio.shield(writing)
+        writing = None
     finally:
-        # Never close the file under a write still running in the executor.
+        # Never close the file under a write still running in the executor (hence the
+        # shields: a cancelled await must not cancel the task that waits for the threads).
         if writing is not None:
             await asyncio.gather(writing, return_exceptions=True)
     return received
