@@ -1,5 +1,6 @@
-// Live status of the history page: polls /history/status and updates rows in place.
-// The page is complete without this script; it only saves a reload.
+// The history page's helpers: times in the browser's zone, the player, the request form's
+// zone, and live status (polls /history/status, swaps changed rows, inserts new ones).
+// The page is complete without this script; it only saves reloads.
 (function () {
   "use strict";
 
@@ -12,115 +13,225 @@
   var newerText = root.querySelector("[data-newer-text]");
   var signedOut = root.querySelector("[data-signed-out]");
   var announce = root.querySelector("[data-announce]");
+  var table = root.querySelector("[data-table]");
   var FAST = 1500;
   var SLOW = 5000;
   var timer = null;
   var stopped = false;
+  var zone = window.Intl ? Intl.DateTimeFormat().resolvedOptions().timeZone : "";
 
-  function svgIcon(path) {
-    var ns = "http://www.w3.org/2000/svg";
-    var svg = document.createElementNS(ns, "svg");
-    svg.setAttribute("class", "icon");
-    svg.setAttribute("viewBox", "0 0 24 24");
-    svg.setAttribute("aria-hidden", "true");
-    var shape = document.createElementNS(ns, "path");
-    shape.setAttribute("d", path);
-    svg.appendChild(shape);
-    return svg;
+  // Times: the server wrote its own zone; show the browser's, keep the server's on hover.
+
+  var formats = {};
+  function format(style) {
+    if (!window.Intl) {
+      return null;
+    }
+    if (!formats[style]) {
+      var options = {
+        datetime: { day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit" },
+        time: { hour: "2-digit", minute: "2-digit", second: "2-digit" },
+        daytime: { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit" },
+        day: { day: "numeric", month: "short", year: "numeric" },
+      }[style];
+      formats[style] = new Intl.DateTimeFormat(undefined, options);
+    }
+    return formats[style];
   }
+
+  function localTimes(scope) {
+    Array.prototype.forEach.call(scope.querySelectorAll("time[data-local]"), function (node) {
+      var moment = new Date(node.getAttribute("datetime"));
+      var fmt = format(node.getAttribute("data-local"));
+      if (fmt && !isNaN(moment)) {
+        node.textContent = fmt.format(moment);
+      }
+    });
+    Array.prototype.forEach.call(scope.querySelectorAll("[data-range]"), function (range) {
+      var first = range.querySelector("time[data-local]");
+      var day = range.querySelector("[data-range-day]");
+      var fmt = format("day");
+      if (first && day && fmt) {
+        day.textContent = fmt.format(new Date(first.getAttribute("datetime")));
+      }
+    });
+  }
+
+  function localZoneNotes() {
+    var note = document.querySelector("[data-tz-note]");
+    if (note && zone) {
+      note.textContent =
+        "Times are shown in your time zone (" + zone + "); point at a time to see it in the server's (" +
+        note.getAttribute("data-server-zone") + ").";
+    }
+    Array.prototype.forEach.call(root.querySelectorAll("[data-zone]"), function (label) {
+      label.textContent = zone ? "(" + zone + ")" : "";
+    });
+  }
+
+  // The request form: its times are typed in the browser's zone, and its offset goes along.
+
+  function pad(n) {
+    return (n < 10 ? "0" : "") + n;
+  }
+
+  function inputValue(moment) {
+    return (
+      moment.getFullYear() + "-" + pad(moment.getMonth() + 1) + "-" + pad(moment.getDate()) +
+      "T" + pad(moment.getHours()) + ":" + pad(moment.getMinutes()) + ":" + pad(moment.getSeconds())
+    );
+  }
+
+  function askForm() {
+    var form = root.querySelector("[data-ask]");
+    if (!form) {
+      return;
+    }
+    var inputs = form.querySelectorAll("input[type=datetime-local]");
+    Array.prototype.forEach.call(inputs, function (input) {
+      var moment = new Date(input.getAttribute("data-utc") || "");
+      if (!isNaN(moment)) {
+        input.value = inputValue(moment);
+      }
+    });
+    form.addEventListener("submit", function () {
+      var start = new Date(inputs[0].value);
+      if (!isNaN(start)) {
+        form.querySelector("[data-offset]").value = String(-start.getTimezoneOffset());
+      }
+    });
+  }
+
+  // A second click on a form's button while the first is on its way does nothing.
+  root.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (form.getAttribute("data-sent")) {
+      event.preventDefault();
+      return;
+    }
+    form.setAttribute("data-sent", "1");
+    setTimeout(function () {
+      form.removeAttribute("data-sent");
+    }, 5000);
+  });
+
+  // The player: a row under the archive, opened by Play (without script, by its #anchor).
+
+  root.addEventListener("click", function (event) {
+    var play = event.target.closest("[data-role=play]");
+    var close = event.target.closest("[data-role=close]");
+    if (play) {
+      event.preventDefault();
+      var item = play.closest("[data-item]");
+      var row = item && item.querySelector("[data-player]");
+      if (!row) {
+        return;
+      }
+      var opening = !row.classList.contains("is-open");
+      row.classList.toggle("is-open", opening);
+      var video = row.querySelector("video");
+      if (opening) {
+        video.preload = "auto";
+        var started = video.play();
+        if (started && started.catch) {
+          started.catch(function () {});
+        }
+        row.scrollIntoView({ block: "nearest" });
+      } else {
+        video.pause();
+      }
+    } else if (close) {
+      event.preventDefault();
+      var player = close.closest("[data-player]");
+      player.classList.remove("is-open");
+      player.querySelector("video").pause();
+      if (window.location.hash) {
+        history.replaceState(null, "", window.location.pathname + window.location.search);
+      }
+    }
+  });
+
+  // Filters fold away on a phone unless some are set.
+  var filters = root.querySelector("[data-filters]");
+  if (filters && window.matchMedia && window.matchMedia("(max-width: 760px)").matches) {
+    if (!new URLSearchParams(window.location.search).toString().match(/(camera|status|from|to|user)=/)) {
+      filters.open = false;
+    }
+  }
+
+  // Live status.
 
   function pendingRows() {
     return Array.prototype.slice.call(root.querySelectorAll("tr[data-pending]"));
   }
 
-  function setProgress(cell, item) {
-    var box = cell.querySelector("[data-role=progress]");
-    if (!item.pending) {
-      if (box) {
-        box.remove();
-      }
-      return;
-    }
-    if (!box) {
-      box = document.createElement("span");
-      box.className = "progress";
-      box.setAttribute("data-role", "progress");
-      var bar = document.createElement("progress");
-      bar.max = 100;
-      bar.setAttribute("aria-label", "Progress of " + item.name);
-      var text = document.createElement("span");
-      text.className = "progress-text";
-      text.setAttribute("data-role", "percent");
-      box.appendChild(bar);
-      box.appendChild(text);
-      cell.appendChild(box);
-    }
-    box.querySelector("progress").value = item.progress;
-    box.querySelector("[data-role=percent]").textContent = item.progress + "%";
+  function fragment(html) {
+    var box = document.createElement("table");
+    box.innerHTML = html;
+    return box.querySelector("tbody");
   }
 
-  function setMessage(cell, item) {
-    var note = cell.querySelector("[data-role=message]");
-    if (!item.message) {
-      if (note) {
-        note.remove();
-      }
-      return;
+  function setProgress(row, item) {
+    var bar = row.querySelector("[data-role=progress] progress");
+    var text = row.querySelector("[data-role=percent]");
+    if (bar && text) {
+      bar.value = item.progress;
+      text.textContent = item.progress + "%";
     }
-    if (!note) {
-      note = document.createElement("span");
-      note.className = "status-note";
-      note.setAttribute("data-role", "message");
-      cell.appendChild(note);
-    }
-    note.textContent = item.message;
-  }
-
-  function setAction(cell, item) {
-    var link = cell.querySelector("[data-role=download]");
-    if (!item.url) {
-      if (link) {
-        link.remove();
-      }
-      return;
-    }
-    if (!link) {
-      link = document.createElement("a");
-      link.className = "btn btn-primary btn-small";
-      link.setAttribute("data-role", "download");
-      link.setAttribute("download", "");
-      link.appendChild(svgIcon("M12 3v12M7 10l5 5 5-5M4 20h16"));
-      var label = document.createElement("span");
-      label.textContent = "Download";
-      link.appendChild(label);
-      cell.appendChild(link);
-    }
-    link.href = item.url;
   }
 
   function update(item) {
-    var row = root.querySelector('tr[data-id="' + item.id + '"]');
-    if (!row || row.getAttribute("data-kind") !== "archive") {
+    var current = root.querySelector('tbody[data-item="' + item.id + '"]');
+    if (!current) {
       return;
     }
-    var status = row.querySelector("[data-role=status]");
-    var badge = status.querySelector("[data-role=badge]");
-    var changed = badge.textContent !== item.label;
-    badge.className = "badge badge-" + item.status.replace(/ /g, "-");
-    badge.textContent = item.label;
-    setProgress(status, item);
-    setMessage(status, item);
-    var left = row.querySelector("[data-role=left]");
-    left.textContent = item.time_left || "—";
-    left.classList.toggle("is-empty", !item.time_left);
-    setAction(row.querySelector("[data-role=action]"), item);
-    if (item.pending) {
-      row.setAttribute("data-pending", "");
-    } else {
-      row.removeAttribute("data-pending");
+    var badge = current.querySelector("[data-role=badge]");
+    if (badge && badge.textContent === item.label) {
+      setProgress(current, item);
+      return;
     }
-    if (changed && announce) {
+    var fresh = fragment(item.html);
+    if (fresh) {
+      localTimes(fresh);
+      current.parentNode.replaceChild(fresh, current);
+    }
+    if (announce) {
       announce.textContent = item.name + ": " + item.label;
+    }
+  }
+
+  function onFirstPage() {
+    var page = new URLSearchParams(window.location.search).get("page");
+    return !page || page === "1";
+  }
+
+  function insert(added) {
+    var list = root.querySelector(".downloads");
+    var head = list && list.querySelector("thead");
+    if (!head) {
+      return;
+    }
+    added
+      .slice()
+      .reverse()
+      .forEach(function (item) {
+        if (root.querySelector('tbody[data-item="' + item.id + '"]')) {
+          return;
+        }
+        var fresh = fragment(item.html);
+        if (fresh) {
+          localTimes(fresh);
+          fresh.classList.add("is-new");
+          head.parentNode.insertBefore(fresh, head.nextSibling);
+        }
+      });
+    table.hidden = false;
+    var empty = root.querySelector("[data-empty]");
+    if (empty) {
+      empty.hidden = true;
+    }
+    if (announce && added.length) {
+      announce.textContent = added.length === 1 ? "1 new download." : added.length + " new downloads.";
     }
   }
 
@@ -146,7 +257,6 @@
       return;
     }
     var params = new URLSearchParams(window.location.search);
-    params.delete("page");
     var ids = pendingRows().map(function (row) {
       return row.getAttribute("data-id");
     });
@@ -167,8 +277,14 @@
         return response.ok ? response.json() : null;
       })
       .then(function (body) {
-        if (body) {
-          body.data.forEach(update);
+        if (!body) {
+          return;
+        }
+        body.data.forEach(update);
+        if (onFirstPage()) {
+          insert(body.added || []);
+          since = body.since || since;
+        } else {
           showNewer(body.newer);
         }
       })
@@ -178,6 +294,9 @@
       .then(schedule);
   }
 
+  localTimes(root);
+  localZoneNotes();
+  askForm();
   document.addEventListener("visibilitychange", function () {
     if (!document.hidden && !stopped) {
       poll();

@@ -155,3 +155,48 @@ class SlowMedia:
             await asyncio.sleep(0.25)
         await response.write_eof()
         return response
+
+
+def form_time(moment: datetime) -> str:
+    """A moment as the request form's `datetime-local` field sends it, in UTC (the server's)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+async def submit(
+    browser: Browser, action: str, data: dict[str, str], page: str = "/history"
+) -> aiohttp.ClientResponse:
+    """Send one of the history page's forms with the page's CSRF token, as a click would."""
+    token = await browser.csrf(page)
+    return await browser.post(action, {"_csrf": token, **data})
+
+
+async def wait_download(
+    client: Client, download_id: int, wanted: set[str], timeout: float = 20.0
+) -> Download:
+    """Poll the real database until the download's status is one of `wanted`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        download = await client.app[appkeys.DB].download(download_id)
+        assert download is not None
+        if download.status in wanted:
+            return download
+        if loop.time() > deadline:
+            raise AssertionError(f"download {download_id} stuck in {download.status!r}")
+        await asyncio.sleep(0.02)
+
+
+async def archives_of(client: Client, login_name: str) -> list[Download]:
+    """The server-side archives of one user, newest first."""
+    db = client.app[appkeys.DB]
+    user = next(u for u in await db.users() if u.login == login_name)
+    found, _total = await db.list_downloads(
+        user_id=user.id, kinds=(Kind.ARCHIVE,), limit=100, offset=0
+    )
+    return found
+
+
+def note_of(response: aiohttp.ClientResponse) -> str:
+    """The key of the note an action left for the next page."""
+    cookie = response.cookies.get("vms_note")
+    return cookie.value if cookie is not None else ""

@@ -399,10 +399,11 @@ async def test_pagination_keeps_the_filters(service: Client, browsers: Browsers)
 
 
 async def test_empty_history_says_what_to_do(browsers: Browsers) -> None:
-    """A user with no downloads is told how records get here."""
+    """A user with no downloads is told to ask for an archive on this very page."""
     page = await (await signed_in(browsers, "bob")).page("/history")
     assert "No downloads yet" in page
-    assert "mobile app" in page and "thick client" in page
+    assert "Ask for an archive" in page and "mobile app" not in page
+    assert 'action="/history/request"' in page
 
 
 async def test_the_list_works_without_javascript(

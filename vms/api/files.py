@@ -13,6 +13,7 @@ from vms.api.inputs import parse_id
 from vms.archive.files import ArchiveFiles, BadSignature, Expired, content_disposition
 from vms.dates import utcnow
 from vms.models import Kind, Status
+from vms.web.errors import archive_link_page, prefers_html
 
 _INVALID = "Invalid signature."
 _EXPIRED = "This archive has expired."
@@ -23,22 +24,22 @@ async def download_archive(request: web.Request) -> web.StreamResponse:
     app = request.config_dict
     download_id = parse_id(request.match_info["id"])
     if download_id is None:
-        return json_error(403, _INVALID)
+        return _refused(request, 403, _INVALID)
     files = app[appkeys.FILES]
     try:
         files.check(
             download_id, request.query.get("expires"), request.query.get("signature"), utcnow()
         )
     except BadSignature:
-        return json_error(403, _INVALID)
+        return _refused(request, 403, _INVALID)
     except Expired:
-        return json_error(410, _EXPIRED)
+        return _refused(request, 410, _EXPIRED)
     download = await app[appkeys.DB].download(download_id)
     if download is None or download.kind != Kind.ARCHIVE:
-        return json_error(403, _INVALID)
+        return _refused(request, 403, _INVALID)
     path = files.path(download_id)
     if download.status != Status.READY or not path.is_file():
-        return json_error(410, _EXPIRED)
+        return _refused(request, 410, _EXPIRED)
     return _TrackedFileResponse(
         files,
         download_id,
@@ -51,6 +52,13 @@ async def download_archive(request: web.Request) -> web.StreamResponse:
             "X-Content-Type-Options": "nosniff",
         },
     )
+
+
+def _refused(request: web.Request, status: int, message: str) -> web.Response:
+    """JSON for apps; a page for a person who opened the link in a browser."""
+    if prefers_html(request.headers.get("Accept", "")):
+        return archive_link_page(request, status)
+    return json_error(status, message)
 
 
 class _TrackedFileResponse(web.FileResponse):

@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; font-src 'self'; manifest-src 'self'; form-action 'self'; "
+    "media-src 'self'; connect-src 'self'; font-src 'self'; manifest-src 'self'; "
+    "form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
 _HEADERS = {
@@ -78,3 +79,51 @@ async def page_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         log_unexpected(log, f"{request.method} {request.path}", exc)
         response = error_page(request, 500)
     return _secure(response, request.path)
+
+
+_LINK_TITLES = {
+    403: (
+        "This link does not work",
+        "The archive link is incomplete or was changed. Open the archive again from the "
+        "downloads page to get a working link.",
+    ),
+    410: (
+        "This archive has expired",
+        "Its file has been deleted. On the downloads page you can ask for the same recording "
+        "again while the camera's server still keeps it.",
+    ),
+}
+
+
+def prefers_html(accept: str) -> bool:
+    """True if an Accept header ranks text/html above application/json (as browsers send)."""
+    html = json = 0.0
+    for part in accept.split(",")[:50]:
+        media, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = max(0.0, min(1.0, float(value)))
+                except ValueError:
+                    quality = 0.0
+        media = media.strip().lower()
+        if media in ("text/html", "text/*", "*/*"):
+            html = max(html, quality if media == "text/html" else quality * 0.999)
+        if media in ("application/json", "application/*", "*/*"):
+            json = max(json, quality if media == "application/json" else quality * 0.999)
+    return html > json
+
+
+def archive_link_page(request: web.Request, status: int) -> web.Response:
+    """The HTML answer to a browser that opened an expired or invalid archive link."""
+    title, text = _LINK_TITLES.get(status, _LINK_TITLES[403])
+    response = aiohttp_jinja2.render_template(
+        "error.html",
+        request,
+        {"status": status, "title": title, "text": text, "user": None, "tz_name": ""},
+        status=status,
+    )
+    _secure(response, request.path)
+    return response

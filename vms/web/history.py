@@ -24,6 +24,13 @@ STATUS_LABELS = {
 _ID = re.compile(r"^\d{1,12}\Z")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 _MAX_PAGE = 1_000_000
+# The status filter's value for thick-client links, which have no archive status of their own.
+LINKS = "link"
+FILTER_LABELS = {**{str(k): v for k, v in STATUS_LABELS.items()}, LINKS: "Thick-client link"}
+# Footage this much shorter than asked for is worth a warning (a second or two is rounding).
+_PARTIAL_RATIO = 0.9
+_PARTIAL_SLACK = 2.0
+AGAIN = frozenset({Status.FAILED, Status.CANCELLED, Status.EXPIRED})
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class Filters:
     camera_id: int | None = None
     user_id: int | None = None
     status: Status | None = None
+    links: bool = False
     day_from: date | None = None
     day_to: date | None = None
     page: int = 1
@@ -41,17 +49,29 @@ class Filters:
     @property
     def active(self) -> bool:
         """True if anything narrows the list."""
-        return any(
-            v is not None
-            for v in (self.camera_id, self.user_id, self.status, self.day_from, self.day_to)
+        return (
+            any(
+                v is not None
+                for v in (self.camera_id, self.user_id, self.status, self.day_from, self.day_to)
+            )
+            or self.links
         )
+
+    @property
+    def kinds(self) -> tuple[Kind, ...]:
+        """The kinds of record listed: a status filter means archives, `link` means links."""
+        if self.links:
+            return (Kind.LINK,)
+        if self.status is not None:
+            return (Kind.ARCHIVE,)
+        return (Kind.LINK, Kind.ARCHIVE)
 
     def params(self) -> dict[str, str]:
         """The non-empty filters as query parameters, page excluded."""
         values = {
             "camera": self.camera_id,
             "user": self.user_id,
-            "status": self.status,
+            "status": LINKS if self.links else self.status,
             "from": self.day_from.isoformat() if self.day_from else None,
             "to": self.day_to.isoformat() if self.day_to else None,
         }
@@ -98,7 +118,9 @@ def parse_filters(query: Mapping[str, str], *, operator: bool) -> Filters:
                 problems.append(f"The {name} filter was not understood and is ignored.")
     status = query.get("status", "").strip()
     if status:
-        if status in STATUS_LABELS:
+        if status == LINKS:
+            values["links"] = True
+        elif status in STATUS_LABELS:
             values["status"] = Status(status)
         else:
             problems.append("The status filter was not understood and is ignored.")
@@ -126,12 +148,19 @@ class Row:
     id: int
     kind: Kind
     name: str
+    camera_id: int
     camera_name: str
+    user_id: int
     login: str
     created_text: str
     created_iso: str
     range_text: str
+    range_start_text: str
+    range_end_text: str
+    same_day: bool
     range_day: str
+    range_from_iso: str
+    range_to_iso: str
     duration_text: str
     status: Status
     label: str
@@ -139,7 +168,25 @@ class Row:
     url: str | None
     time_left: str
     message: str | None
+    recorded_text: str = ""
+    size_text: str = ""
+    partial: str = ""
     pending: bool = field(default=False)
+
+    @property
+    def can_cancel(self) -> bool:
+        """A queued or running archive can be stopped."""
+        return self.pending
+
+    @property
+    def can_delete(self) -> bool:
+        """A ready archive's file can be deleted before its time."""
+        return self.kind == Kind.ARCHIVE and self.url is not None
+
+    @property
+    def can_ask_again(self) -> bool:
+        """A failed, cancelled or expired archive can be made again."""
+        return self.kind == Kind.ARCHIVE and self.status in AGAIN
 
     def live(self) -> dict[str, Any]:
         """The fields the page's script refreshes in place."""
@@ -160,7 +207,8 @@ def _when(moment: datetime) -> str:
     return f"{moment.day} {moment:%b %Y, %H:%M}"
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """`1 h 5 min`, `4 min 30 s`, `0 s`: a length of footage."""
     total = round(seconds)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
@@ -168,6 +216,26 @@ def _duration(seconds: float) -> str:
     if secs and not hours:
         parts.append(f"{secs} s")
     return " ".join(p for p in parts if p) or "0 s"
+
+
+def size_text(size: int) -> str:
+    """`812 KB`, `4.2 MB`, `1.3 GB`: a file size in decimal units, as file managers show it."""
+    if size < 1000:
+        return f"{size} B"
+    for unit, scale in (("KB", 1e3), ("MB", 1e6), ("GB", 1e9)):
+        value = size / scale
+        if value < 999.5 or unit == "GB":
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def partial_note(asked: float, recorded: float | None) -> str:
+    """A warning when the file holds clearly less footage than the range asked for."""
+    if recorded is None or asked <= 0:
+        return ""
+    if recorded >= asked * _PARTIAL_RATIO or asked - recorded <= _PARTIAL_SLACK:
+        return ""
+    return f"Only {duration_text(recorded)} of the {duration_text(asked)} asked for was recorded."
 
 
 def time_left(expires_at: datetime | None, now: datetime) -> str:
@@ -191,14 +259,16 @@ def describe(download: Download, resources: Resources, now: datetime) -> Row:
     tz = resources.tz
     start, end = download.range_from.astimezone(tz), download.range_to.astimezone(tz)
     created = download.created_at.astimezone(tz)
-    if start.date() == end.date():
-        range_text = f"{start:%H:%M:%S} – {end:%H:%M:%S}"
-    else:
-        range_text = f"{start:%H:%M:%S} – {end.day} {end:%b %H:%M:%S}"
+    same_day = start.date() == end.date()
+    start_text = f"{start:%H:%M:%S}"
+    end_text = f"{end:%H:%M:%S}" if same_day else f"{end.day} {end:%b %H:%M:%S}"
     url: str | None = None
     left = ""
     facts = resources.facts(download)
     status = facts.status
+    asked = (download.range_to - download.range_from).total_seconds()
+    # A file was made (its facts are known) even if it has been deleted since.
+    made = download.kind == Kind.ARCHIVE and download.duration is not None
     if download.kind == Kind.LINK:
         label = "Link issued"
     else:
@@ -212,19 +282,29 @@ def describe(download: Download, resources: Resources, now: datetime) -> Row:
         id=download.id,
         kind=download.kind,
         name=resources.name(download),
+        camera_id=download.camera_id,
         camera_name=download.camera_name,
+        user_id=download.user_id,
         login=download.login,
         created_text=_when(created),
         created_iso=created.isoformat(timespec="seconds"),
-        range_text=range_text,
+        range_text=f"{start_text} – {end_text}",
+        range_start_text=start_text,
+        range_end_text=end_text,
+        same_day=same_day,
         range_day=f"{start.day} {start:%b %Y}",
-        duration_text=_duration((download.range_to - download.range_from).total_seconds()),
+        range_from_iso=start.isoformat(timespec="seconds"),
+        range_to_iso=end.isoformat(timespec="seconds"),
+        duration_text=duration_text(asked),
         status=status,
         label=label,
         progress=download.progress,
         url=url,
         time_left=left,
         message=download.message if status in (Status.FAILED, Status.CANCELLED) else None,
+        recorded_text=duration_text(download.duration or 0) if made else "",
+        size_text=size_text(download.size) if made else "",
+        partial=partial_note(asked, download.duration) if made else "",
         pending=download.kind == Kind.ARCHIVE and status in PENDING,
     )
 

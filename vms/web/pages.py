@@ -14,12 +14,13 @@ from aiohttp import web
 from vms import appkeys, urls
 from vms.auth import Principal
 from vms.dates import format_stamp, parse_stamp, utcnow
-from vms.models import Download, Kind
+from vms.models import Download
 from vms.pagination import Page
 from vms.sessions import CREDENTIALS_MESSAGE, InvalidCredentials, Throttled
+from vms.web.forms import default_range, forget_note, read_note
 from vms.web.history import (
+    FILTER_LABELS,
     PER_PAGE,
-    STATUS_LABELS,
     Filters,
     describe,
     parse_filters,
@@ -175,28 +176,55 @@ async def history(request: web.Request) -> web.StreamResponse:
     if signed_in is None:
         return _redirect(links.path(urls.LOGIN, {"next": request.path_qs}))
     state, principal = signed_in
+    path = links.path(urls.HISTORY)
+    response = await history_page(request, state, principal, note=read_note(request))
+    forget_note(request, response, path)
+    return response
+
+
+async def history_page(
+    request: web.Request,
+    state: CookieState,
+    principal: Principal,
+    *,
+    query: Mapping[str, str] | None = None,
+    form: Mapping[str, str] | None = None,
+    errors: Mapping[str, list[str]] | None = None,
+    note: str | None = None,
+    problem: str | None = None,
+    status: int = 200,
+) -> web.Response:
+    """The history page; the request form refilled with `form` and its `errors` if given."""
     app = request.config_dict
-    db, resources = app[appkeys.DB], app[appkeys.RESOURCES]
+    db, resources, config = app[appkeys.DB], app[appkeys.RESOURCES], app[appkeys.CONFIG]
     user = principal.user
-    filters = parse_filters(request.query, operator=user.is_admin)
+    filters = parse_filters(request.query if query is None else query, operator=user.is_admin)
     now = utcnow()
     downloads, total = await _list(request, principal, filters, PER_PAGE)
     rows = [describe(d, resources, now) for d in downloads]
-    cameras = await db.cameras()
-    if not user.is_admin:
-        granted = set(await db.grants(user.id))
-        cameras = [c for c in cameras if c.id in granted or c.id == filters.camera_id]
+    visible = await db.visible_cameras(user)
+    cameras = list(visible)
+    if filters.camera_id is not None and all(c.id != filters.camera_id for c in cameras):
+        chosen = await db.camera(filters.camera_id)
+        cameras += [chosen] if chosen is not None else []
+    path = app[appkeys.URLS].path(urls.HISTORY)
     context = {
         "rows": rows,
         "filters": filters,
         "page": Page(filters.page, total, PER_PAGE),
         "cameras": cameras,
+        "request_cameras": visible,
         "users": await db.users() if user.is_admin else [],
-        "statuses": STATUS_LABELS,
+        "statuses": FILTER_LABELS,
         "since": format_stamp(now),
-        "path": links.path(urls.HISTORY),
+        "path": path,
+        "back": filters.url(path, filters.page),
+        "form": form or default_range(now, config.tz),
+        "errors": errors or {},
+        "note": note,
+        "problem": problem,
     }
-    return render(request, "history.html", context, state, user=principal)
+    return render(request, "history.html", context, state, user=principal, status=status)
 
 
 async def _list(
@@ -214,7 +242,7 @@ async def _list(
         created_from = max(created_from, since) if created_from else since
     return await app[appkeys.DB].list_downloads(
         user_id=filters.user_id if user.is_admin else user.id,
-        kinds=(Kind.LINK, Kind.ARCHIVE),
+        kinds=filters.kinds,
         created_from=created_from,
         created_to=created_to,
         camera_id=filters.camera_id,
@@ -225,31 +253,64 @@ async def _list(
 
 
 async def history_status(request: web.Request) -> web.StreamResponse:
-    """GET /history/status?ids=1,2&since=STAMP: live fields of visible rows, and new-row count."""
+    """GET /history/status?ids=1,2&since=STAMP: visible rows' live fields, and the new rows.
+
+    Each row comes with its HTML, so the page's script can swap a row whose actions changed
+    and insert new ones at the top without a reload. `since` moves on to the newest row sent.
+    """
     signed_in = await _signed_in(request)
     if signed_in is None:
         return web.json_response({"message": "Unauthenticated."}, status=401)
-    _state, principal = signed_in
+    state, principal = signed_in
     app = request.config_dict
     user = principal.user
+    resources = app[appkeys.RESOURCES]
     now = utcnow()
+    filters = parse_filters(request.query, operator=user.is_admin)
+    back = filters.url(app[appkeys.URLS].path(urls.HISTORY), filters.page)
     downloads = await app[appkeys.DB].downloads_by_ids(parse_ids(request.query.get("ids", "")))
-    rows = [
-        describe(download, app[appkeys.RESOURCES], now).live()
+    shown = [
+        describe(download, resources, now)
         for download in downloads
         if user.is_admin or download.user_id == user.id
     ]
-    newer = 0
-    since = _stamp(request.query.get("since", ""))
+    rows = [
+        {**row.live(), "html": _items_html(request, state, principal, [row], back)} for row in shown
+    ]
+    newer, added, latest = 0, [], request.query.get("since", "")
+    since = _stamp(latest)
     if since is not None:
-        filters = parse_filters({**request.query, "page": "1"}, operator=user.is_admin)
+        first = parse_filters({**request.query, "page": "1"}, operator=user.is_admin)
         # Strictly after the page was drawn: created_at is stored to the microsecond.
-        _rows, newer = await _list(
-            request, principal, filters, 0, since=since + timedelta(microseconds=1)
+        fresh, newer = await _list(
+            request, principal, first, PER_PAGE, since=since + timedelta(microseconds=1)
         )
+        if fresh:
+            latest = format_stamp(fresh[0].created_at)
+        for download in fresh:
+            row = describe(download, resources, now)
+            added.append(
+                {"id": row.id, "html": _items_html(request, state, principal, [row], back)}
+            )
     return web.json_response(
-        {"data": rows, "newer": newer}, headers={"Cache-Control": "private, no-store"}
+        {"data": rows, "newer": newer, "added": added, "since": latest},
+        headers={"Cache-Control": "private, no-store"},
     )
+
+
+def _items_html(
+    request: web.Request, state: CookieState, principal: Principal, rows: list[Any], back: str
+) -> str:
+    """The table body of `rows`, as the page draws it."""
+    context = {
+        "csrf_field": CSRF_FIELD,
+        "csrf": csrf_token(request, state),
+        "user": principal.user,
+        "tz_name": request.config_dict[appkeys.CONFIG].timezone,
+        "rows": rows,
+        "back": back,
+    }
+    return aiohttp_jinja2.render_string("_items.html", request, context).strip()
 
 
 def _stamp(text: str) -> datetime | None:

@@ -11,12 +11,18 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from vms import urls
-from vms.web import pages
+from vms.web import actions, pages
 from vms.web.errors import page_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates"
 STATIC = ROOT / "static"
+
+# Names of the history page's form targets (built in templates with `route_url`).
+REQUEST = "history-request"
+CANCEL = "history-cancel"
+DELETE = "history-delete"
+AGAIN = "history-again"
 
 
 def _static_versions(root: Path) -> dict[str, str]:
@@ -45,6 +51,11 @@ def setup_pages(app: web.Application) -> None:
         lstrip_blocks=True,
     )
     env.globals["static_url"] = static_url
+
+    def route_url(name: str, **parts: object) -> str:
+        return str(app.router[name].url_for(**{k: str(v) for k, v in parts.items()}))
+
+    env.globals["route_url"] = route_url
     app.middlewares.append(page_errors)
     app.router.add_get("/", pages.home)
     app.router.add_get("/login", pages.login_form, name=urls.LOGIN)
@@ -52,6 +63,11 @@ def setup_pages(app: web.Application) -> None:
     app.router.add_post("/logout", pages.logout)
     app.router.add_get("/history", pages.history, name=urls.HISTORY)
     app.router.add_get("/history/status", pages.history_status)
+    app.router.add_post("/history/request", actions.request_archive, name=REQUEST)
+    one = "/history/downloads/{id:[0-9]{1,12}}"
+    app.router.add_post(f"{one}/cancel", actions.cancel_archive, name=CANCEL)
+    app.router.add_post(f"{one}/delete", actions.delete_archive, name=DELETE)
+    app.router.add_post(f"{one}/again", actions.ask_again, name=AGAIN)
     app.router.add_get("/static/{name:[A-Za-z0-9._-]+}", _static_handler(versions))
 
 
