@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -19,12 +19,10 @@ def mp4_body() -> bytes:
 
 
 @pytest.fixture
-async def bad_media(
-    mp4_body: bytes, unused_tcp_port_factory: Callable[[], int]
-) -> AsyncIterator[tuple[BadMediaServer, str]]:
+async def bad_media(mp4_body: bytes) -> AsyncIterator[tuple[BadMediaServer, str]]:
     """A media server on loopback whose /get misbehaves as its `mode` says."""
     server = BadMediaServer(body=mp4_body)
-    generator = serve(server, unused_tcp_port_factory())
+    generator = serve(server)
     url = await generator.__anext__()
     yield server, url
     await generator.aclose()

@@ -100,14 +100,18 @@ class BadMediaServer:
         return response
 
 
-async def serve(server: BadMediaServer, port: int) -> AsyncGenerator[str, None]:
-    """Run `server` on 127.0.0.1:`port` until the generator is closed; yields its URL."""
+async def serve(server: BadMediaServer, port: int = 0) -> AsyncGenerator[str, None]:
+    """Run `server` on 127.0.0.1:`port` until the generator is closed; yields its URL.
+
+    Port 0 lets the kernel pick one, so parallel test workers can never collide.
+    """
     runner = web.AppRunner(server.app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
+    bound = runner.addresses[0][1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{bound}"
     finally:
         server.release.set()
         await runner.cleanup()

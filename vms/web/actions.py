@@ -21,7 +21,7 @@ from yarl import URL
 from vms import appkeys, urls
 from vms.archive.actions import DownloadNotFound, NotAllowed
 from vms.archive.mediaclient import MediaUnavailable
-from vms.archive.requests import CameraNotFound, NoRecording, TooManyPending
+from vms.archive.requests import CameraNotFound, NoRecording, NotEnoughDisk, TooManyPending
 from vms.auth import Principal
 from vms.dates import parse_date, utcnow
 from vms.models import PENDING, Download, Kind, Status
@@ -146,6 +146,8 @@ async def request_archive(request: web.Request) -> web.StreamResponse:
         return await again(422, errors={"from": [NO_RECORDING]})
     except TooManyPending:
         return await again(429, problem=NOTES["busy"])
+    except NotEnoughDisk:
+        return await again(507, problem=NOTES["disk"])
     except MediaUnavailable:
         return await again(502, problem=NOTES["media"])
     log.info("user %d asked for archive %d on the web", principal.user.id, asked.download.id)
@@ -222,6 +224,8 @@ async def ask_again(request: web.Request) -> web.StreamResponse:
         return _done(request, posted, "no-recording")
     except TooManyPending:
         return _done(request, posted, "busy")
+    except NotEnoughDisk:
+        return _done(request, posted, "disk")
     except MediaUnavailable:
         return _done(request, posted, "media")
     except DownloadNotFound:

@@ -28,6 +28,7 @@ NOTES = {
     "no-recording": "There is no recording left in that range, so it cannot be made again.",
     "busy": "You already have as many archives in progress as you may. Try again later.",
     "media": "The camera's media server is unavailable. Try again in a moment.",
+    "disk": "The server is short of disk space for new archives. Try again later.",
     "camera": "That camera is no longer available to you.",
 }
 
