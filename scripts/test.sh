@@ -7,4 +7,13 @@ bash scripts/setup.sh test
 .venv/bin/ruff check .
 .venv/bin/mypy
 # Two workers: most of a test's wall time is spent waiting on sockets and child processes.
-exec .venv/bin/python -m pytest -p no:cacheprovider -n 2 "$@"
+echo "== tests (two workers)"
+.venv/bin/python -m pytest -p no:cacheprovider -n 2 -m "not serial" "$@"
+# Floods and file-limit tests measure how fast the service answers: they run alone.
+echo "== tests that need the machine to themselves"
+status=0
+.venv/bin/python -m pytest -p no:cacheprovider -m serial "$@" || status=$?
+# 5 is pytest's "no test selected", when the arguments name none of them.
+if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
+  exit "$status"
+fi

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.support.processes import NODE_DIR
+from tests.support.processes import NODE_DIR, worker_port
 from tests.support.service import PASSWORD, Client, Footage, seed, write_footage
 from vms.app import create_app
 from vms.config import Config
@@ -20,6 +20,18 @@ from vms.mediaserver.app import create_media_app
 from vms.mediaserver.auth import StaticKeys
 from vms.passwords import hash_password
 from vms.store import Database
+
+
+@pytest.fixture
+def unused_tcp_port_factory() -> Callable[[], int]:
+    """pytest-asyncio's fixture, but from this xdist worker's own range of ports."""
+    return worker_port
+
+
+@pytest.fixture
+def unused_tcp_port() -> int:
+    """One port from this worker's own range."""
+    return worker_port()
 
 
 @pytest.fixture(scope="session")

@@ -288,6 +288,7 @@ async def _answers(port: int) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.serial
 async def test_idle_sockets_beyond_the_file_limit_do_not_silence_the_api_or_flood_the_log(
     tmp_path: Path, unused_tcp_port_factory: Callable[[], int]
 ) -> None:

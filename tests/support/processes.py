@@ -20,8 +20,10 @@ PORT_POLL = 0.02
 
 
 def free_port(first: int = 0) -> int:
-    """A TCP port nobody listens on right now: any, or the first free one from `first` up."""
-    for port in range(first, first + 100) if first else [0]:
+    """A TCP port nobody listens on right now: this worker's next, or the first from `first` up."""
+    if not first:
+        return worker_port()
+    for port in range(first, first + 100):
         with socket.socket() as sock:
             # As servers bind: a port left in TIME_WAIT by an earlier run is free.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -31,6 +33,35 @@ def free_port(first: int = 0) -> int:
                 continue
             return int(sock.getsockname()[1])
     raise RuntimeError(f"no free port in {first}-{first + 99}")
+
+
+def _worker_ports() -> Iterator[int]:
+    """Ports for this test worker only: each xdist worker scans a range of its own.
+
+    The kernel hands out the same "free" port to two processes that ask at the same moment,
+    and a test binds it a little later; separate ranges mean two workers never collide.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = 20000 + (int(worker) if worker.isdigit() else 0) % 8 * 5000
+    while True:
+        yield from range(base, base + 5000)
+
+
+_PORTS = _worker_ports()
+
+
+def worker_port() -> int:
+    """A port nobody listens on, from this worker's own range."""
+    for _ in range(5000):
+        port = next(_PORTS)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this worker's range")
 
 
 def port_open(port: int) -> bool:
