@@ -54,14 +54,17 @@ class ArchiveActions:
         self._clock = clock
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
 
-    async def remove(self, user: User, download_id: int) -> Download:
-        """Cancel a queued or running archive, or delete a ready one's file."""
+    async def remove(self, user: User, download_id: int, *, cancel_only: bool = False) -> Download:
+        """Cancel a queued or running archive, or delete a ready one's file.
+
+        With `cancel_only` (a Cancel button) an archive that is ready by now is left as it is.
+        """
         download = _visible(user, await self._db.download(download_id))
         if download.kind != Kind.ARCHIVE:
             raise NotAllowed  # a history record is kept
         # One action at a time per archive: a double click cancels once and pushes once.
         async with self._one_at_a_time(download_id):
-            return await self._remove(user, download_id)
+            return await self._remove(user, download_id, cancel_only)
 
     @contextlib.asynccontextmanager
     async def _one_at_a_time(self, download_id: int) -> AsyncIterator[None]:
@@ -77,7 +80,7 @@ class ArchiveActions:
             else:
                 self._locks[download_id] = (lock, holders - 1)
 
-    async def _remove(self, user: User, download_id: int) -> Download:
+    async def _remove(self, user: User, download_id: int, cancel_only: bool) -> Download:
         download = _visible(user, await self._db.download(download_id))
         if download.status in PENDING:
             await self._worker.cancel(download_id)
@@ -101,7 +104,7 @@ class ArchiveActions:
                 return cancelled
             # It became ready while being stopped: delete it as a ready one.
             download = _visible(user, await self._db.download(download_id))
-        if download.status == Status.READY:
+        if download.status == Status.READY and not cancel_only:
             await self._delete_files(download_id)
             expired = await self._db.update_download(
                 download_id, self._clock(), expect={Status.READY}, status=Status.EXPIRED

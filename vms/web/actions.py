@@ -173,7 +173,7 @@ async def cancel_archive(request: web.Request) -> web.StreamResponse:
         return _done(request, posted, "finished" if status == Status.READY else "nothing")
     try:
         after = await request.config_dict[appkeys.ACTIONS].remove(
-            posted.principal.user, download.id
+            posted.principal.user, download.id, cancel_only=True
         )
     except DownloadNotFound:
         raise web.HTTPNotFound() from None
