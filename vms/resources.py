@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from pathlib import Path
 from typing import Any
 
 from vms.archive.files import ArchiveFiles
@@ -59,6 +60,14 @@ class Resources:
         if status == Status.READY and download.expires_at is not None:
             url = self._files.signed_url(download.id, download.expires_at)
         return DownloadFacts(status, url, exists)
+
+    def has_poster(self, download: Download) -> bool:
+        """Whether a poster frame of the archive is on disk."""
+        return download.kind == Kind.ARCHIVE and self._files.poster_path(download.id).is_file()
+
+    def poster_path(self, download: Download) -> Path:
+        """Where the archive's poster frame is."""
+        return self._files.poster_path(download.id)
 
     def name(self, download: Download) -> str:
         """The download's human-readable file name."""

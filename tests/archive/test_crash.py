@@ -114,7 +114,8 @@ async def test_kill_9_mid_download_then_restart_completes_and_pushes(
             assert response.status == 200
             assert await response.read() == server.body
         assert service.kill(signal.SIGTERM) == 0
-    assert sorted(p.name for p in (service.data / "archives").iterdir()) == [f"{download_id}.mp4"]
+    names = sorted(p.name for p in (service.data / "archives").iterdir())
+    assert names == [f"{download_id}.mp4", f"{download_id}.poster.jpg"]
 
 
 async def test_sigterm_closes_sockets_with_1001_and_exits_cleanly(

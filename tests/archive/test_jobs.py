@@ -84,7 +84,8 @@ async def test_archive_is_written_under_data_archives_and_no_partial_remains(
     await wait_status(service, answer, body["download"]["id"], {"ready"})
     archives = service.app[appkeys.CONFIG].archives_dir
     names = sorted(p.name for p in archives.iterdir())
-    assert names == [f"{body['download']['id']}.mp4"]
+    download_id = body["download"]["id"]
+    assert names == [f"{download_id}.mp4", f"{download_id}.poster.jpg"]  # and its poster frame
 
 
 async def test_same_device_same_range_gets_the_same_download_and_a_fresh_push(

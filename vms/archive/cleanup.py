@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
-from vms.archive.files import PART_SUFFIX, ArchiveFiles
+from vms.archive.files import PART_SUFFIX, POSTER_SUFFIX, ArchiveFiles
 from vms.dates import utcnow
 from vms.models import PENDING, Status
 from vms.store import Database
@@ -30,13 +30,19 @@ def _delete(paths: Iterable[Path]) -> int:
     return removed
 
 
-def _owner(name: str) -> tuple[int, bool] | None:
-    """The download id a file in DATA/archives belongs to, and whether it is partial."""
+def _owner(name: str) -> tuple[int, str] | None:
+    """The download id a file in DATA/archives belongs to, and what it is: file, partial, poster."""
+    if name.endswith(POSTER_SUFFIX):
+        stem = name[: -len(POSTER_SUFFIX)]
+        return (int(stem), "poster") if stem.isdigit() else None
     partial = name.endswith(PART_SUFFIX)
     stem = name[: -len(PART_SUFFIX)] if partial else name
+    if partial and stem.endswith(POSTER_SUFFIX):  # a poster being written when it crashed
+        stem = stem[: -len(POSTER_SUFFIX)]
+        return (int(stem), "partial") if stem.isdigit() else None
     if not stem.endswith(".mp4") or not stem[:-4].isdigit():
         return None
-    return int(stem[:-4]), partial
+    return int(stem[:-4]), "partial" if partial else "file"
 
 
 def _list_names(root: Path) -> list[str]:
@@ -59,6 +65,7 @@ async def purge_expired(db: Database, files: ArchiveFiles, now: datetime) -> int
     for index in range(0, len(due), _BATCH):
         batch = due[index : index + _BATCH]
         removed += await loop.run_in_executor(None, _delete, [files.path(i) for i in batch])
+        await loop.run_in_executor(None, _delete, [files.poster_path(i) for i in batch])
         await db.mark_expired(batch, now)
 
     # List before reading statuses: a job renames its file before it records READY, so a
@@ -71,13 +78,13 @@ async def purge_expired(db: Database, files: ArchiveFiles, now: datetime) -> int
         owner = _owner(name)
         if owner is None:
             continue
-        download_id, partial = owner
+        download_id, kind = owner
         status = statuses.get(download_id)
-        if not partial:
+        if kind == "file":
             present.add(download_id)
         if download_id in busy or status in PENDING:
             continue
-        if partial or status != Status.READY:
+        if kind == "partial" or status != Status.READY:
             orphans.append(files.root / name)
     for index in range(0, len(orphans), _BATCH):
         removed += await loop.run_in_executor(None, _delete, orphans[index : index + _BATCH])

@@ -15,6 +15,7 @@ from urllib.parse import quote
 from vms.urls import Urls
 
 PART_SUFFIX = ".part"
+POSTER_SUFFIX = ".poster.jpg"
 
 
 class BadSignature(Exception):
@@ -50,9 +51,14 @@ class ArchiveFiles:
             count += 1
         return count
 
+    def poster_path(self, download_id: int) -> Path:
+        """The poster frame (JPEG) of a ready archive."""
+        return self.root / f"{int(download_id)}{POSTER_SUFFIX}"
+
     def delete(self, download_id: int) -> None:
-        """Remove a download's file and any partial one. Blocking."""
+        """Remove a download's file, its poster and any partial file. Blocking."""
         self.path(download_id).unlink(missing_ok=True)
+        self.poster_path(download_id).unlink(missing_ok=True)
         self.partial_path(download_id).unlink(missing_ok=True)
 
     def exists(self, download_id: int) -> bool:

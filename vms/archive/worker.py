@@ -20,6 +20,7 @@ from vms.archive.events import Publisher
 from vms.archive.fetcher import Fetched, FetchError, FetchLimits, fetch_archive
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
+from vms.archive.poster import make_poster
 from vms.dates import utcnow
 from vms.logs import log_unexpected
 from vms.models import PENDING, Download, Status
@@ -206,6 +207,7 @@ class ArchiveWorker:
         )
 
     async def _ready(self, download_id: int, fetched: Fetched) -> None:
+        await self._poster(download_id)
         # The lifetime counts from the moment the file is there.
         expires = self._clock() + timedelta(seconds=self._settings.archive_ttl)
         ready = await self._db.update_download(
@@ -230,6 +232,15 @@ class ArchiveWorker:
                 fetched.size,
             )
             self.announce(ready)
+
+    async def _poster(self, download_id: int) -> None:
+        """Decode one keyframe for the page's player, off the loop; an archive needs none."""
+        loop = asyncio.get_running_loop()
+        path, poster = self._files.path(download_id), self._files.poster_path(download_id)
+        try:
+            await loop.run_in_executor(None, make_poster, path, poster)
+        except Exception as exc:  # a file without a poster is still a whole archive
+            log.warning("archive %d: no poster frame (%s)", download_id, type(exc).__name__)
 
     async def _fail(self, download_id: int, message: str) -> None:
         failed = await self._db.update_download(

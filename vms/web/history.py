@@ -172,6 +172,7 @@ class Row:
     size_text: str = ""
     partial: str = ""
     pending: bool = field(default=False)
+    poster: bool = False  # a poster frame was made for the player
 
     @property
     def can_cancel(self) -> bool:
@@ -306,6 +307,7 @@ def describe(download: Download, resources: Resources, now: datetime) -> Row:
         size_text=size_text(download.size) if made else "",
         partial=partial_note(asked, download.duration) if made else "",
         pending=download.kind == Kind.ARCHIVE and status in PENDING,
+        poster=status == Status.READY and resources.has_poster(download),
     )
 
 

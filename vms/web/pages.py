@@ -14,7 +14,7 @@ from aiohttp import web
 from vms import appkeys, urls
 from vms.auth import Principal
 from vms.dates import format_stamp, parse_stamp, utcnow
-from vms.models import Download
+from vms.models import Download, Status
 from vms.pagination import Page
 from vms.sessions import CREDENTIALS_MESSAGE, InvalidCredentials, Throttled
 from vms.web.forms import default_range, forget_note, read_note
@@ -320,3 +320,22 @@ def _stamp(text: str) -> datetime | None:
         return parse_stamp(text)
     except ValueError:
         return None
+
+
+async def poster(request: web.Request) -> web.StreamResponse:
+    """GET /history/downloads/{id}/poster: the player's poster frame of a ready archive."""
+    signed_in = await _signed_in(request)
+    text = request.match_info["id"]
+    if signed_in is None or not (text.isascii() and text.isdigit() and len(text) <= 12):
+        raise web.HTTPNotFound()
+    user = signed_in[1].user
+    download = await request.config_dict[appkeys.DB].download(int(text))
+    if download is None or not (user.is_admin or download.user_id == user.id):
+        raise web.HTTPNotFound()
+    resources = request.config_dict[appkeys.RESOURCES]
+    if resources.facts(download).status != Status.READY or not resources.has_poster(download):
+        raise web.HTTPNotFound()
+    return web.FileResponse(
+        resources.poster_path(download),
+        headers={"Content-Type": "image/jpeg", "Cache-Control": "private, max-age=3600"},
+    )

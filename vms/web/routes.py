@@ -23,6 +23,7 @@ REQUEST = "history-request"
 CANCEL = "history-cancel"
 DELETE = "history-delete"
 AGAIN = "history-again"
+POSTER = "history-poster"
 
 
 def _static_versions(root: Path) -> dict[str, str]:
@@ -68,6 +69,7 @@ def setup_pages(app: web.Application) -> None:
     app.router.add_post(f"{one}/cancel", actions.cancel_archive, name=CANCEL)
     app.router.add_post(f"{one}/delete", actions.delete_archive, name=DELETE)
     app.router.add_post(f"{one}/again", actions.ask_again, name=AGAIN)
+    app.router.add_get(f"{one}/poster", pages.poster, name=POSTER)
     app.router.add_get("/static/{name:[A-Za-z0-9._-]+}", _static_handler(versions))
 
 
