@@ -14,6 +14,7 @@ from tests.support.badserver import BadMediaServer
 from tests.support.pusher import PusherClient
 from tests.support.service import Client, Footage, bearer, login, rfc3339, wait_status
 from vms import appkeys
+from vms.archive.cleanup import purge_expired
 from vms.dates import utcnow
 from vms.models import Kind
 
@@ -342,3 +343,46 @@ async def test_an_operator_repeats_an_archive_for_its_device(
     missing = await service.post("/api/admin/v1/downloads/999999/repeat", headers=bearer(admin))
     assert missing.status == 404
     await pusher.ws.close()
+
+
+async def test_delete_racing_the_cleanup_timer_ends_expired_without_an_error(
+    service: Client, footage: Footage
+) -> None:
+    """DELETE and the timer's purge of the same archive at once: expired, no file, no error."""
+    answer = await login(service, device=PHONE, x_client="ios-cctv")
+    ready = await wait_status(
+        service, answer, (await _ask(service, answer, footage))["id"], {"ready"}
+    )
+    later = utcnow() + timedelta(seconds=service.app[appkeys.CONFIG].archive_ttl + 1)
+    files = service.app[appkeys.FILES]
+    response, _ = await asyncio.gather(
+        service.delete(
+            f"/api/v1/downloads/{ready['id']}", headers=bearer(answer, PHONE, "ios-cctv")
+        ),
+        purge_expired(service.app[appkeys.DB], files, later),
+    )
+    assert response.status == 200
+    assert (await response.json())["data"]["status"] == "expired"
+    assert not files.exists(ready["id"]) and not files.poster_path(ready["id"]).exists()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.005, 0.01, 0.02, 0.04, 0.08])
+async def test_delete_racing_the_fetchs_last_write_leaves_no_file(
+    service: Client, footage: Footage, bad_camera: BadMediaServer, delay: float
+) -> None:
+    """A fetch takes milliseconds here: whether DELETE lands before, during or just after the
+    file is written, renamed and recorded, no file is left behind and the row agrees."""
+    answer = await login(service, device=PHONE, x_client="ios-cctv")
+    asked = await _ask(service, answer, footage)
+    await asyncio.sleep(delay)
+    response = await service.delete(
+        f"/api/v1/downloads/{asked['id']}", headers=bearer(answer, PHONE, "ios-cctv")
+    )
+    status = (await response.json())["data"]["status"]
+    assert status in ("cancelled", "expired")
+    await asyncio.sleep(0.5)  # whatever the job was doing has ended by now
+    files = service.app[appkeys.FILES]
+    leftovers = [p.name for p in files.root.iterdir() if p.name.startswith(f"{asked['id']}.")]
+    assert leftovers == []
+    final = await wait_status(service, answer, asked["id"], {"cancelled", "expired"})
+    assert final["status"] == status

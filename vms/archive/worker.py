@@ -17,7 +17,7 @@ import aiohttp
 
 from vms.archive import events
 from vms.archive.events import Publisher
-from vms.archive.fetcher import Fetched, FetchError, FetchLimits, fetch_archive
+from vms.archive.fetcher import Fetched, FetchError, FetchLimits, fetch_archive, in_thread
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
 from vms.archive.poster import make_poster
@@ -235,10 +235,9 @@ class ArchiveWorker:
 
     async def _poster(self, download_id: int) -> None:
         """Decode one keyframe for the page's player, off the loop; an archive needs none."""
-        loop = asyncio.get_running_loop()
         path, poster = self._files.path(download_id), self._files.poster_path(download_id)
         try:
-            await loop.run_in_executor(None, make_poster, path, poster)
+            await in_thread(make_poster, path, poster)
         except Exception as exc:  # a file without a poster is still a whole archive
             log.warning("archive %d: no poster frame (%s)", download_id, type(exc).__name__)
 
