@@ -11,21 +11,29 @@ if [ "$mode" = test ]; then
   command -v chromium >/dev/null || need+=(chromium)
   command -v node >/dev/null || need+=(nodejs)
   command -v npm >/dev/null || need+=(npm)
+  # The Playwright driver's own node needs libatomic, which a minimal Debian lacks.
+  ldconfig -p 2>/dev/null | grep -q 'libatomic.so.1 ' || need+=(libatomic1)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run as root, or apt-get install them)" >&2
     exit 1
   fi
+  echo "setup: installing Debian packages: ${need[*]} (a few minutes on a fresh machine)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating the virtual environment in .venv"
+  python3 -m venv .venv
+fi
+echo "setup: installing Python packages"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 if [ "$mode" = test ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
   if [ -f tests/node/package-lock.json ]; then
+    echo "setup: installing pusher-js and Laravel Echo for the browser-side tests"
     (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
   fi
 else
