@@ -48,6 +48,24 @@ def _check(doc: dict[str, Any], frame: dict[str, Any], channel: str) -> str:
     return str(data["type"])
 
 
+async def _ask_subscribed(
+    service: Client, footage: Footage
+) -> tuple[dict[str, Any], dict[str, Any], PusherClient, str, aiohttp.ClientResponse]:
+    """The document, then a phone subscribed to its channel asking for one minute."""
+    doc = await (await service.get("/api/asyncapi.json")).json()
+    answer = await login(service, device=PHONE, x_client="ios-cctv")
+    pusher = await PusherClient.connect(service)
+    channel = await pusher.subscribe(service, answer, PHONE)
+    await pusher.next_event("pusher_internal:subscription_succeeded")
+    start = footage.start + timedelta(seconds=30)
+    response = await service.get(
+        "/api/v1/cameras/1/archive/link",
+        params={"from": rfc3339(start), "to": rfc3339(start + timedelta(minutes=1))},
+        headers=bearer(answer, PHONE, "ios-cctv"),
+    )
+    return doc, answer, pusher, channel, response
+
+
 async def test_the_document_is_served_and_names_the_event(service: Client) -> None:
     """GET /api/asyncapi.json: AsyncAPI 3 with the token channel and both messages."""
     response = await service.get("/api/asyncapi.json")
@@ -66,17 +84,7 @@ async def test_real_progress_and_ready_frames_match_the_document(
     service: Client, footage: Footage
 ) -> None:
     """archive_progress then archive_generated (ok), each as the document describes it."""
-    doc = await (await service.get("/api/asyncapi.json")).json()
-    answer = await login(service, device=PHONE, x_client="ios-cctv")
-    pusher = await PusherClient.connect(service)
-    channel = await pusher.subscribe(service, answer, PHONE)
-    await pusher.next_event("pusher_internal:subscription_succeeded")
-    start = footage.start + timedelta(seconds=30)
-    response = await service.get(
-        "/api/v1/cameras/1/archive/link",
-        params={"from": rfc3339(start), "to": rfc3339(start + timedelta(minutes=1))},
-        headers=bearer(answer, PHONE, "ios-cctv"),
-    )
+    doc, _answer, pusher, channel, response = await _ask_subscribed(service, footage)
     assert response.status == 202
     kinds = [_check(doc, frame, channel) for frame in await _frames(pusher, 2)]
     assert kinds == ["archive_progress", "archive_generated"]
@@ -88,17 +96,7 @@ async def test_a_failed_archive_frame_matches_the_document(
 ) -> None:
     """The error variant (status error, message, url null) is described as well."""
     bad_camera.mode = "notfound"
-    doc = await (await service.get("/api/asyncapi.json")).json()
-    answer = await login(service, device=PHONE, x_client="ios-cctv")
-    pusher = await PusherClient.connect(service)
-    channel = await pusher.subscribe(service, answer, PHONE)
-    await pusher.next_event("pusher_internal:subscription_succeeded")
-    start = footage.start + timedelta(seconds=30)
-    response = await service.get(
-        "/api/v1/cameras/1/archive/link",
-        params={"from": rfc3339(start), "to": rfc3339(start + timedelta(minutes=1))},
-        headers=bearer(answer, PHONE, "ios-cctv"),
-    )
+    doc, answer, pusher, channel, response = await _ask_subscribed(service, footage)
     download = (await response.json())["download"]
     frames = await _frames(pusher, 2)
     assert [_check(doc, frame, channel) for frame in frames] == [

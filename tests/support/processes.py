@@ -24,15 +24,20 @@ def free_port(first: int = 0) -> int:
     if not first:
         return worker_port()
     for port in range(first, first + 100):
-        with socket.socket() as sock:
-            # As servers bind: a port left in TIME_WAIT by an earlier run is free.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
+        if _bindable(port):
+            return port
     raise RuntimeError(f"no free port in {first}-{first + 99}")
+
+
+def _bindable(port: int) -> bool:
+    """Whether a server could bind 127.0.0.1:port now (TIME_WAIT counts as free, as for them)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _worker_ports() -> Iterator[int]:
@@ -54,12 +59,7 @@ def worker_port() -> int:
     """A port nobody listens on, from this worker's own range."""
     for _ in range(5000):
         port = next(_PORTS)
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        if _bindable(port):
             return port
     raise RuntimeError("no free port in this worker's range")
 

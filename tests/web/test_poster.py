@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from PIL import Image
 
@@ -17,14 +18,20 @@ from vms.dates import utcnow
 Browsers = Callable[[], Browser]
 
 
+async def _ready_archive(service: Client, footage: Footage) -> tuple[dict[str, Any], int]:
+    """Alice's phone login and a ready archive it asked for."""
+    phone = await login(service, "alice", device="phone", x_client="ios-cctv")
+    _, body = await ask_archive(service, phone, footage, device="phone")
+    download_id: int = body["download"]["id"]
+    await wait_status(service, phone, download_id, {"ready"}, device="phone")
+    return phone, download_id
+
+
 async def test_a_ready_archive_has_a_poster_its_owner_sees_in_the_player(
     service: Client, footage: Footage, browsers: Browsers
 ) -> None:
     """The JPEG is a frame of the video; the page's player names it; others get 404."""
-    phone = await login(service, "alice", device="phone", x_client="ios-cctv")
-    _, body = await ask_archive(service, phone, footage, device="phone")
-    download_id = body["download"]["id"]
-    await wait_status(service, phone, download_id, {"ready"}, device="phone")
+    _phone, download_id = await _ready_archive(service, footage)
     poster = service.app[appkeys.FILES].poster_path(download_id)
     with Image.open(poster) as image:
         assert image.format == "JPEG"
@@ -48,10 +55,7 @@ async def test_deleting_an_archive_removes_its_poster(
     service: Client, footage: Footage, browsers: Browsers
 ) -> None:
     """Delete takes the poster with the file; the poster URL is then 404."""
-    phone = await login(service, "alice", device="phone", x_client="ios-cctv")
-    _, body = await ask_archive(service, phone, footage, device="phone")
-    download_id = body["download"]["id"]
-    await wait_status(service, phone, download_id, {"ready"}, device="phone")
+    phone, download_id = await _ready_archive(service, footage)
     poster = service.app[appkeys.FILES].poster_path(download_id)
     assert poster.is_file()
     response = await service.delete(
@@ -72,10 +76,7 @@ async def test_cleanup_takes_the_poster_with_the_expired_file(
     service: Client, footage: Footage
 ) -> None:
     """Past the archive's lifetime the timer removes the file and the poster, counting one."""
-    phone = await login(service, "alice", device="phone", x_client="ios-cctv")
-    _, body = await ask_archive(service, phone, footage, device="phone")
-    download_id = body["download"]["id"]
-    await wait_status(service, phone, download_id, {"ready"}, device="phone")
+    _phone, download_id = await _ready_archive(service, footage)
     files = service.app[appkeys.FILES]
     later = utcnow() + timedelta(seconds=service.app[appkeys.CONFIG].archive_ttl + 1)
     assert await purge_expired(service.app[appkeys.DB], files, later) == 1
