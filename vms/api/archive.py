@@ -10,15 +10,10 @@ from aiohttp import web
 from vms import appkeys, urls
 from vms.api.errors import ApiError
 from vms.api.inputs import authenticated, header_values, parse_id, query_values, read_body
-from vms.archive.actions import DownloadNotFound, NotAllowed
-from vms.archive.fetcher import LOW_DISK_MESSAGE
-from vms.archive.mediaclient import MediaUnavailable
 from vms.archive.requests import (
     CameraNotFound,
     InvalidCameras,
     NoRecording,
-    NotEnoughDisk,
-    TooManyPending,
 )
 from vms.models import THICK_CLIENT, Download, Kind, User
 from vms.pagination import Page
@@ -28,8 +23,6 @@ NO_RECORDING = "No recording found between from and to."
 DOWNLOAD_NOT_FOUND = "Download not found."
 _LIST_PARAMETERS = ("page", "per_page", "from", "to", "kind")
 _KINDS = {"link": (Kind.LINK,), "archive": (Kind.ARCHIVE,), "all": (Kind.LINK, Kind.ARCHIVE)}
-# A queued archive takes tens of seconds; asking again sooner is pointless.
-_PENDING_RETRY_AFTER = 30
 
 
 async def archive_link(request: web.Request) -> web.Response:
@@ -52,12 +45,6 @@ async def archive_link(request: web.Request) -> web.Response:
         )
     except NoRecording:
         raise ValidationFailed({"from": [NO_RECORDING]}) from None
-    except MediaUnavailable:
-        raise ApiError(502, "The camera's media server is unavailable.") from None
-    except TooManyPending:
-        raise ApiError(429, retry_after=_PENDING_RETRY_AFTER) from None
-    except NotEnoughDisk:
-        raise ApiError(507, LOW_DISK_MESSAGE) from None
     if asked.link is not None:
         return web.json_response({"link": asked.link})
     resource = app[appkeys.RESOURCES].download(asked.download)
@@ -147,12 +134,6 @@ async def ask_batch(request: web.Request) -> web.Response:
         raise ValidationFailed(
             {f"ids.{i}": [_camera_problem(i, why)] for i, why in sorted(exc.problems.items())}
         ) from None
-    except MediaUnavailable:
-        raise ApiError(502, "The camera's media server is unavailable.") from None
-    except TooManyPending:
-        raise ApiError(429, retry_after=_PENDING_RETRY_AFTER) from None
-    except NotEnoughDisk:
-        raise ApiError(507, LOW_DISK_MESSAGE) from None
     resources = app[appkeys.RESOURCES]
     items = [resources.download(asked.download) for asked in made]
     if data["client"] == THICK_CLIENT:
@@ -192,9 +173,4 @@ async def _act(
     download_id = parse_id(request.match_info["id"])
     if download_id is None:
         raise ApiError(404, DOWNLOAD_NOT_FOUND)
-    try:
-        return await action(user, download_id)
-    except DownloadNotFound:
-        raise ApiError(404, DOWNLOAD_NOT_FOUND) from None
-    except NotAllowed:
-        raise ApiError(403) from None
+    return await action(user, download_id)

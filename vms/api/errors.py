@@ -8,6 +8,10 @@ from collections.abc import Mapping
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from vms.archive.actions import DownloadNotFound, NotAllowed
+from vms.archive.fetcher import LOW_DISK_MESSAGE
+from vms.archive.mediaclient import MediaUnavailable
+from vms.archive.requests import NotEnoughDisk, TooManyPending
 from vms.auth import Unauthenticated
 from vms.logs import log_unexpected
 from vms.validation import ValidationFailed, error_body
@@ -53,6 +57,26 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
+# The use cases' refusals that read the same wherever they come from: one map, one place.
+# (CameraNotFound, NoRecording and InvalidCameras differ by endpoint and stay in handlers.)
+_DOMAIN: tuple[tuple[type[Exception], int, str | None], ...] = (
+    (MediaUnavailable, 502, "The camera's media server is unavailable."),
+    (TooManyPending, 429, None),
+    (NotEnoughDisk, 507, LOW_DISK_MESSAGE),
+    (DownloadNotFound, 404, "Download not found."),
+    (NotAllowed, 403, None),
+)
+# A queued archive takes tens of seconds; asking again sooner is pointless.
+PENDING_RETRY_AFTER = 30
+
+
+def _domain_error(exc: Exception) -> web.Response | None:
+    for kind, status, message in _DOMAIN:
+        if isinstance(exc, kind):
+            return too_many(PENDING_RETRY_AFTER) if status == 429 else json_error(status, message)
+    return None
+
+
 @web.middleware
 async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure of a JSON surface into Laravel's shape, never a stack trace."""
@@ -72,6 +96,9 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return json_error(
             exc.status, None, {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         )
-    except Exception as exc:  # the last line of defence: log it whole, answer 500
+    except Exception as exc:  # a known refusal, or the last line of defence
+        known = _domain_error(exc)
+        if known is not None:
+            return known
         log_unexpected(log, f"{request.method} {request.path}", exc)
         return json_error(500)
