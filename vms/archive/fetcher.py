@@ -17,19 +17,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from io import BufferedWriter
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
 import aiohttp
 
 from vms.archive.files import fsync_and_publish
 from vms.archive.mp4check import IncompleteMP4, check_mp4
+from vms.threads import run_blocking
 
 # Bytes gathered before one write: few executor round trips, and one batch is written
 # while the next is received.
 WRITE_BATCH = 4 << 20
 PROGRESS_EVERY = 1.0
 
-T = TypeVar("T")
 
 # Called with the bytes received so far and the expected total (None if unknown).
 ProgressCallback = Callable[[int, int | None], Awaitable[None]]
@@ -42,20 +42,6 @@ class Fetched:
     size: int
     duration: float
     sha256: str
-
-
-async def in_thread(func: Callable[..., T], *args: Any) -> T:
-    """Run blocking `func` on the executor; if cancelled, let the thread finish first.
-
-    A cancelled await does not stop the thread: without this, a file could be renamed or
-    written after the task that started it has ended and its canceller has cleaned up.
-    """
-    future = asyncio.get_running_loop().run_in_executor(None, func, *args)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.wait({future})
-        raise
 
 
 class FetchError(Exception):
@@ -111,8 +97,8 @@ async def fetch_archive(
             await loop.run_in_executor(None, handle.close)
         if total is not None and received != total:
             raise FetchError("The media server sent an incomplete video.", retryable=True)
-        duration = await in_thread(check_mp4, partial)
-        await in_thread(fsync_and_publish, partial, final)
+        duration = await run_blocking(None, check_mp4, partial)
+        await run_blocking(None, fsync_and_publish, partial, final)
         return Fetched(received, duration, digest.hexdigest())
     except _LowDisk:
         raise FetchError(LOW_DISK_MESSAGE, retryable=False) from None

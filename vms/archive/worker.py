@@ -17,7 +17,7 @@ import aiohttp
 
 from vms.archive import events
 from vms.archive.events import Publisher
-from vms.archive.fetcher import Fetched, FetchError, FetchLimits, fetch_archive, in_thread
+from vms.archive.fetcher import Fetched, FetchError, FetchLimits, fetch_archive
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
 from vms.archive.poster import make_poster
@@ -26,6 +26,7 @@ from vms.logs import log_unexpected
 from vms.models import PENDING, Download, Status
 from vms.resources import Resources
 from vms.store import Database
+from vms.threads import run_blocking
 from vms.urls import media_get
 
 log = logging.getLogger(__name__)
@@ -237,7 +238,7 @@ class ArchiveWorker:
         """Decode one keyframe for the page's player, off the loop; an archive needs none."""
         path, poster = self._files.path(download_id), self._files.poster_path(download_id)
         try:
-            await in_thread(make_poster, path, poster)
+            await run_blocking(None, make_poster, path, poster)
         except Exception as exc:  # a file without a poster is still a whole archive
             log.warning("archive %d: no poster frame (%s)", download_id, type(exc).__name__)
 

@@ -11,13 +11,14 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Final, ParamSpec, TypeVar
+from typing import Final
 
 import av
 
 from vms.dates import as_utc, utcnow
 from vms.mediaserver.recordings import segments_in
 from vms.mediaserver.synthetic import EPOCH, FrameRenderer, SegmentWriter, trim_partial_tail
+from vms.threads import run_blocking
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,6 @@ CRF: Final = 32
 # Frames encoded per executor call: short enough that cancelling is prompt during a backfill.
 CHUNK_FRAMES: Final = 300
 RETRY_DELAY: Final = 10.0
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -280,11 +278,11 @@ class DemoRecorder:
         backfilling = camera.path not in self._backfilled_paths
         try:
             now = self.clock()
-            start = await _blocking(executor, track.resume, now, self.history)
+            start = await run_blocking(executor, track.resume, now, self.history)
             log.info("demo camera %s: recording from %s", camera.path, start.isoformat())
             began = time.monotonic()
             while True:
-                caught_up = await _blocking(executor, track.advance, self.clock(), CHUNK_FRAMES)
+                caught_up = await run_blocking(executor, track.advance, self.clock(), CHUNK_FRAMES)
                 if not caught_up:
                     continue
                 if backfilling:
@@ -301,25 +299,4 @@ class DemoRecorder:
                 wait = (track.next_keyframe_time() - self.clock()).total_seconds()
                 await asyncio.sleep(min(max(wait, 0.01), self.gop_seconds))
         finally:
-            await _blocking(executor, track.close)
-
-
-async def _blocking(
-    executor: Executor, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs
-) -> T:
-    """Run `func` in `executor`; if cancelled, still wait for it before re-raising."""
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(executor, lambda: func(*args, **kwargs))
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        # A thread cannot be interrupted; its piece of work is short, and waiting for it means
-        # no thread (and no half-closed segment) outlives the recorder.
-        while not future.done():
-            try:
-                await asyncio.wait([future])
-            except asyncio.CancelledError:
-                continue
-        if not future.cancelled():
-            future.exception()  # retrieved: the cancellation is what the caller should see
-        raise
+            await run_blocking(executor, track.close)
