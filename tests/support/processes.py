@@ -45,11 +45,15 @@ def _worker_ports() -> Iterator[int]:
 
     The kernel hands out the same "free" port to two processes that ask at the same moment,
     and a test binds it a little later; separate ranges mean two workers never collide.
+    `TEST_PORT_BASE` and `TEST_PORT_SPAN` move the ranges, so that test runs of two clones
+    on one machine stay apart too.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    base = 20000 + (int(worker) if worker.isdigit() else 0) % 8 * 5000
+    first = int(os.environ.get("TEST_PORT_BASE", "20000"))
+    span = int(os.environ.get("TEST_PORT_SPAN", "5000"))
+    base = first + (int(worker) if worker.isdigit() else 0) % 8 * span
     while True:
-        yield from range(base, base + 5000)
+        yield from range(base, base + span)
 
 
 _PORTS = _worker_ports()
