@@ -4,6 +4,8 @@ the totals kept beside the rows stay right as rows are added and change status."
 
 from __future__ import annotations
 
+import html
+import re
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -17,6 +19,7 @@ from vms.archive.cleanup import purge_expired
 from vms.config import Config
 from vms.models import Kind, Status
 from vms.store import MIGRATIONS, Database
+from vms.web.history import PER_PAGE
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 _PAGE_QUERIES = [
@@ -35,6 +38,8 @@ _PAGE_QUERIES = [
     "from=2026-03-01",
     "from=2026-03-01&to=2026-03-01&user={alice}&status=link",
     "to=2026-03-01&camera=2&page=2",
+    "page=2&before=30",
+    "page=2&after=10&status=link",
 ]
 _API_QUERIES = [
     "",
@@ -73,7 +78,10 @@ async def _seed(service: Client) -> dict[str, int]:
     users = {u.login: u.id for u in await db.users()}
     start = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
     await add_downloads(service, users["alice"], 1, 30, start=start)
-    await add_downloads(service, users["alice"], 1, 5, kind=Kind.ARCHIVE, start=start)
+    # No ready archives: the service's cleanup expires a ready archive that has no file.
+    await add_downloads(
+        service, users["alice"], 1, 5, kind=Kind.ARCHIVE, status=Status.CANCELLED, start=start
+    )
     await add_downloads(service, users["bob"], 2, 30, start=start + timedelta(hours=30))
     await add_downloads(
         service, users["bob"], 2, 4, kind=Kind.ARCHIVE, status=Status.FAILED, start=start
@@ -160,7 +168,7 @@ async def test_totals_follow_new_rows_and_status_changes(
     assert await _page_total(operator, "") == 72
     assert await _page_total(operator, "status=failed") == 5
     assert await _page_total(operator, "status=expired&camera=1") == 2
-    assert await _page_total(operator, "status=ready&camera=1") == 5
+    assert await _page_total(operator, "status=cancelled&camera=1") == 5
 
 
 async def test_an_existing_history_gets_its_totals_when_migrated(config: Config) -> None:
@@ -188,3 +196,55 @@ async def test_an_existing_history_gets_its_totals_when_migrated(config: Config)
         assert total == 7 and [r.id for r in rows] == [2, 1]
     finally:
         await db.close()
+
+
+def _ids(page: str) -> list[int]:
+    return [int(i) for i in re.findall(r'<tr data-id="(\d+)"', page)]
+
+
+def _link(page: str, rel: str) -> str:
+    match = re.search(rf'rel="{rel}" href="([^"]+)"', page)
+    assert match, f"no {rel} link"
+    return html.unescape(match.group(1))
+
+
+async def test_older_and_newer_links_walk_the_same_pages_by_cursor(
+    service: Client, browsers: Callable[[], Browser]
+) -> None:
+    """Following Older and Newer shows exactly the rows the numbered pages hold."""
+    await _seed(service)
+    operator = await signed_in(browsers, "admin")
+    numbered = [_ids(await operator.page(f"/history?page={n}")) for n in (1, 2, 3)]
+    assert [len(p) for p in numbered] == [PER_PAGE, PER_PAGE, 19]
+    second_url = _link(await operator.page("/history"), "next")
+    assert "before=" in second_url
+    second = await operator.page(second_url)
+    assert _ids(second) == numbered[1] and "26–50 of 69" in second
+    third = await operator.page(_link(second, "next"))
+    assert _ids(third) == numbered[2] and "51–69 of 69" in third
+    back_url = _link(third, "prev")
+    assert "after=" in back_url
+    assert _ids(await operator.page(back_url)) == numbered[1]
+
+
+@pytest.mark.parametrize("cursor", ["before=abc", "before=999999", "after=-1", "before=1e3"])
+async def test_a_bad_or_unknown_cursor_falls_back_to_the_page_number(
+    service: Client, browsers: Callable[[], Browser], cursor: str
+) -> None:
+    """A cursor that is not a row id, or names no row, leaves the numbered page as it was."""
+    await _seed(service)
+    operator = await signed_in(browsers, "admin")
+    plain = _ids(await operator.page("/history?page=2"))
+    assert _ids(await operator.page(f"/history?page=2&{cursor}")) == plain
+
+
+async def test_a_cursor_on_someone_elses_row_is_not_used(
+    service: Client, browsers: Callable[[], Browser]
+) -> None:
+    """Alice's pages ignore a cursor naming Bob's row: she sees her own page 2."""
+    await _seed(service)
+    alice = await signed_in(browsers, "alice")
+    plain = _ids(await alice.page("/history?page=2"))
+    bobs = await service.app[appkeys.DB].list_downloads(user_id=None, kinds=tuple(Kind), limit=1)
+    assert bobs[0][0].login == "bob"
+    assert _ids(await alice.page(f"/history?page=2&before={bobs[0][0].id}")) == plain

@@ -375,26 +375,26 @@ class Database:
         status: Status | None = None,
         limit: int,
         offset: int = 0,
-        before: Cursor | None = None,
+        cursor: Cursor | None = None,
     ) -> tuple[list[Download], int]:
         """One page of downloads, newest first, and the total matching; user None means all.
 
-        With `before`, the page starts after that row (keyset) and `offset` counts from there;
-        the total is still of the whole filter. Cost follows the page: the total is read from
-        the kept counts (or an index range), and a page nearer the end is read from that end.
+        With `cursor`, the page is the `limit` rows next to that row (keyset; `offset` is
+        ignored); the total is still of the whole filter. Cost follows the page: the total is
+        read from the kept counts (or an index range), a page is read from its nearer end.
         """
         query = HistoryQuery(user_id, kinds, created_from, created_to, camera_id, status)
         total_sql, total_params = query.total_sql()
         total = int((await self._one(total_sql, total_params))[0])
-        if before is not None:
-            window = (limit, offset, False) if limit > 0 else None
+        if cursor is not None:
+            window = (limit, 0, cursor.newer) if limit > 0 else None
         else:
             window = page_window(total, limit, offset)
         if window is None:
             return [], total
         count, skip, oldest_first = window
         ids_sql, params = query.ids_sql(
-            limit=count, offset=skip, oldest_first=oldest_first, cursor=before
+            limit=count, offset=skip, oldest_first=oldest_first, cursor=cursor
         )
         found = await self._all(
             f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM} WHERE d.id IN ({ids_sql})",

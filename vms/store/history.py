@@ -21,10 +21,11 @@ ALL_KINDS = frozenset(Kind)
 
 @dataclass(frozen=True)
 class Cursor:
-    """A position in the newest-first order: the row with this creation stamp and id."""
+    """A keyset position: rows older than the row with this stamp and id (newer if `newer`)."""
 
     created_at: datetime
     id: int
+    newer: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,10 @@ class HistoryQuery:
         if cursor is not None:
             # The range term walks the index; the second only drops ties already shown.
             stamp = format_stamp(cursor.created_at)
-            terms.append("d.created_at <= ? AND (d.created_at < ? OR d.id < ?)")
+            if cursor.newer:
+                terms.append("d.created_at >= ? AND (d.created_at > ? OR d.id > ?)")
+            else:
+                terms.append("d.created_at <= ? AND (d.created_at < ? OR d.id < ?)")
             params += [stamp, stamp, cursor.id]
         return " AND ".join(terms) or "1", params
 

@@ -44,6 +44,9 @@ class Filters:
     day_from: date | None = None
     day_to: date | None = None
     page: int = 1
+    # A keyset cursor from the pager: the page starts just older (or newer) than this row.
+    older_than: int | None = None
+    newer_than: int | None = None
     problems: tuple[str, ...] = ()
 
     @property
@@ -77,11 +80,20 @@ class Filters:
         }
         return {k: str(v) for k, v in values.items() if v is not None}
 
-    def url(self, path: str, page: int = 1) -> str:
-        """`path` with these filters and `page` in the query (page 1 left out)."""
+    def url(
+        self,
+        path: str,
+        page: int = 1,
+        *,
+        older_than: int | None = None,
+        newer_than: int | None = None,
+    ) -> str:
+        """`path` with these filters, `page` (1 left out) and a cursor, if any, in the query."""
         params = self.params()
         if page > 1:
             params["page"] = str(page)
+            cursor = {"before": older_than, "after": newer_than}
+            params.update({k: str(v) for k, v in cursor.items() if v is not None})
         return f"{path}?{urlencode(params)}" if params else path
 
     def created_range(self, tz: tzinfo) -> tuple[datetime | None, datetime | None]:
@@ -138,6 +150,12 @@ def parse_filters(query: Mapping[str, str], *, operator: bool) -> Filters:
     page_text = query.get("page", "").strip()
     if page_text.isdigit() and len(page_text) < 8 and 1 <= int(page_text) <= _MAX_PAGE:
         values["page"] = int(page_text)
+        # A cursor only means something on a later page; a bad one is just not used.
+        for name, key in (("before", "older_than"), ("after", "newer_than")):
+            text = query.get(name, "").strip()
+            if values["page"] > 1 and _ID.match(text):
+                values[key] = int(text)
+                break
     return Filters(problems=tuple(problems), **values)
 
 
