@@ -136,8 +136,10 @@ class Database:
                 async with self._write_lock:
                     await self._conn.execute("BEGIN IMMEDIATE")
                     try:
-                        await self._conn.executemany(rows.INSERT_DOWNLOAD, [v for v, _ in batch])
+                        values = [v for v, _ in batch]
+                        await self._conn.executemany(rows.INSERT_DOWNLOAD, values)
                         last = await self._written_one("SELECT last_insert_rowid()")
+                        await self._conn.executemany(rows.ADD_TOTALS, rows.totals(values))
                         await self._conn.execute("COMMIT")
                     except BaseException:
                         await self._conn.execute("ROLLBACK")

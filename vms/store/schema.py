@@ -78,8 +78,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Field-size history (a year of rows): every list, filter and sort of the API and the
     # history page reads an index in its own order (equality columns, then created_at; the
-    # rowid breaks ties), so a page costs its rows; totals come from download_totals, which
-    # triggers keep in step with the rows; cleanup finds due archives by expiry.
+    # rowid breaks ties), so a page costs its rows; totals come from download_totals, kept in
+    # step by triggers on update and delete, and on insert by the store's group commit (one
+    # upsert per batch, not one per row); cleanup finds due archives by expiry.
     """
     CREATE INDEX downloads_created ON downloads(created_at);
     CREATE INDEX downloads_kind_created ON downloads(kind, created_at);
@@ -108,11 +109,6 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX download_totals_camera ON download_totals(camera_id, kind, status);
     INSERT INTO download_totals (user_id, camera_id, kind, status, n)
         SELECT user_id, camera_id, kind, status, count(*) FROM downloads GROUP BY 1, 2, 3, 4;
-    CREATE TRIGGER download_totals_insert AFTER INSERT ON downloads BEGIN
-        INSERT INTO download_totals (user_id, camera_id, kind, status, n)
-            VALUES (new.user_id, new.camera_id, new.kind, new.status, 1)
-            ON CONFLICT DO UPDATE SET n = n + 1;
-    END;
     CREATE TRIGGER download_totals_delete AFTER DELETE ON downloads BEGIN
         UPDATE download_totals SET n = n - 1
             WHERE user_id = old.user_id AND camera_id = old.camera_id
