@@ -248,3 +248,16 @@ async def test_a_cursor_on_someone_elses_row_is_not_used(
     bobs = await service.app[appkeys.DB].list_downloads(user_id=None, kinds=tuple(Kind), limit=1)
     assert bobs[0][0].login == "bob"
     assert _ids(await alice.page(f"/history?page=2&before={bobs[0][0].id}")) == plain
+
+
+async def test_the_user_filter_lists_every_user_escaped_with_the_chosen_one_selected(
+    service: Client, browsers: Callable[[], Browser], password_hash: str
+) -> None:
+    """The operator's user picker names each user safely and keeps the filtered one chosen."""
+    db = service.app[appkeys.DB]
+    odd = await db.create_user("o'neil", "<b>Odd</b> & Co", password_hash, is_admin=False, now=NOW)
+    operator = await signed_in(browsers, "admin")
+    page = await operator.page(f"/history?user={odd.id}")
+    assert f'<option value="{odd.id}" selected>&lt;b&gt;Odd&lt;/b&gt; &amp; Co (o&#39;neil)' in page
+    assert "<b>Odd</b>" not in page
+    assert page.count("<option value=") >= 4 and page.count(" selected>") >= 1

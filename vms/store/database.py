@@ -191,6 +191,10 @@ class Database:
             for r in await self._all(f"SELECT {rows.USER_COLUMNS} FROM users ORDER BY id")
         ]
 
+    async def user_choices(self) -> list[tuple[int, str, str]]:
+        """(id, name, login) of every user, by id: just what a user picker shows."""
+        return [tuple(r) for r in await self._all("SELECT id, name, login FROM users ORDER BY id")]
+
     async def count_users(self) -> int:
         """How many users exist."""
         row = await self._one("SELECT count(*) FROM users")

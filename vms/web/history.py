@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlencode
+
+from markupsafe import Markup, escape
 
 from vms.models import PENDING, Download, Kind, Status
 from vms.resources import Resources
@@ -327,6 +329,19 @@ def describe(download: Download, resources: Resources, now: datetime) -> Row:
         pending=download.kind == Kind.ARCHIVE and status in PENDING,
         poster=status == Status.READY and resources.has_poster(download),
     )
+
+
+def user_options(choices: Sequence[tuple[int, str, str]], selected: int | None) -> Markup:
+    """The user filter's `<option>`s, built in one pass.
+
+    An operator's page lists every user; as a template loop a thousand of them cost more than
+    the rest of the page together.
+    """
+    parts = []
+    for user_id, name, login in choices:
+        mark = " selected" if user_id == selected else ""
+        parts.append(f'<option value="{user_id}"{mark}>{escape(name)} ({escape(login)})</option>')
+    return Markup("\n".join(parts))  # noqa: S704 - every text in it went through escape()
 
 
 def parse_ids(text: str, limit: int = 100) -> list[int]:

@@ -26,6 +26,7 @@ from vms.web.history import (
     describe,
     parse_filters,
     parse_ids,
+    user_options,
 )
 from vms.web.session import (
     CSRF_FIELD,
@@ -224,7 +225,9 @@ async def history_page(
         "page_links": page_links,
         "cameras": cameras,
         "request_cameras": visible,
-        "users": await db.users() if user.is_admin else [],
+        "user_options": (
+            user_options(await db.user_choices(), filters.user_id) if user.is_admin else ""
+        ),
         "statuses": FILTER_LABELS,
         "since": format_stamp(now),
         "path": path,
