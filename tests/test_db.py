@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sqlite3
+import threading
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,3 +128,22 @@ async def test_two_connections_see_each_others_writes(tmp_path: Path) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_lookup_is_answered_while_a_long_read_is_running(tmp_path: Path) -> None:
+    """Reads have connections of their own: one held mid-query does not hold up another."""
+    db = await Database.open(tmp_path / "vms.sqlite3")
+    release = threading.Event()
+    try:
+        user = await db.create_user("alice", "Alice", "hash", is_admin=False, now=NOW)
+        for conn in db._readers:  # a query that runs until the test lets it finish
+            await conn.create_function("held", 0, lambda: release.wait(10))
+        long_read = asyncio.create_task(db._all("SELECT held()"))
+        await asyncio.sleep(0.1)
+        found = await asyncio.wait_for(db.user(user.id), timeout=5)
+        assert found is not None and found.login == "alice"
+        assert not long_read.done()
+    finally:
+        release.set()
+        await asyncio.gather(long_read, return_exceptions=True)
+        await db.close()

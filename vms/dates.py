@@ -10,6 +10,7 @@ _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})([Tt])(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z"
 )
 _LOCAL = re.compile(r"^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})\Z")
+_STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z", re.ASCII)
 
 
 def utcnow() -> datetime:
@@ -86,8 +87,12 @@ def format_stamp(moment: datetime) -> str:
 
 
 def parse_stamp(text: str) -> datetime:
-    """Read back a value written by format_stamp."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """Read back a value written by format_stamp; ValueError for anything else."""
+    # fromisoformat is some 30x quicker than strptime, which showed on pages that read a
+    # thousand users; the pattern keeps it to exactly format_stamp's form.
+    if not _STAMP.match(text):
+        raise ValueError(f"not a stored timestamp: {text[:40]!r}")
+    return datetime.fromisoformat(text)
 
 
 def format_rfc3339(moment: datetime) -> str:

@@ -153,9 +153,9 @@ async def test_a_page_of_the_download_list_is_one_query(service: Client, footage
         assert response.status == 200
     statements: list[str] = []
     db = service.app[appkeys.DB]
-    await db._conn.set_trace_callback(statements.append)
+    await db.set_trace_callback(statements.append)
     response = await service.get("/api/v1/downloads", headers=bearer(answer))
-    await db._conn.set_trace_callback(None)  # type: ignore[arg-type]
+    await db.set_trace_callback(None)
     body = await response.json()
     assert len(body["data"]) == 25 and body["meta"]["total"] == 26
     assert all(row["url"] for row in body["data"])  # each link still carries a fresh URL

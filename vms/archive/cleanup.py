@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
-from vms.archive.files import PART_SUFFIX, POSTER_SUFFIX, ArchiveFiles
+from vms.archive.files import PART_SUFFIX, POSTER_SUFFIX, ArchiveFiles, file_name, poster_name
 from vms.dates import utcnow
 from vms.models import PENDING, Status
 from vms.store import Database
@@ -27,6 +27,24 @@ def _delete(paths: Iterable[Path]) -> int:
             removed += 1
         except FileNotFoundError:
             pass
+    return removed
+
+
+def _delete_listed(root: Path, ids: Iterable[int], listed: set[str]) -> int:
+    """Delete the file and poster of each download, if `listed` has them; files removed.
+
+    Names found are taken out of `listed`, which the orphan pass reads afterwards. Absent
+    files cost no system call: after a restart most due archives may have none.
+    """
+    removed = 0
+    for download_id in ids:
+        name, poster = file_name(download_id), poster_name(download_id)
+        if name in listed:
+            listed.discard(name)
+            removed += _delete([root / name])
+        if poster in listed:
+            listed.discard(poster)
+            _delete([root / poster])
     return removed
 
 
@@ -60,21 +78,22 @@ async def purge_expired(db: Database, files: ArchiveFiles, now: datetime) -> int
     """
     loop = asyncio.get_running_loop()
     busy = files.busy()
+    # One listing serves the sweep: due archives lose only the files it shows, and what is
+    # left is checked for orphans. It is taken before statuses are read: a job renames its
+    # file before it records READY, so a final file whose job still reads as pending is left
+    # alone rather than taken for an orphan.
+    listed = set(await loop.run_in_executor(None, _list_names, files.root))
     due = [i for i in await db.archives_due(now) if i not in busy]
     removed = 0
     for index in range(0, len(due), _BATCH):
         batch = due[index : index + _BATCH]
-        removed += await loop.run_in_executor(None, _delete, [files.path(i) for i in batch])
-        await loop.run_in_executor(None, _delete, [files.poster_path(i) for i in batch])
+        removed += await loop.run_in_executor(None, _delete_listed, files.root, batch, listed)
         await db.mark_expired(batch, now)
 
-    # List before reading statuses: a job renames its file before it records READY, so a
-    # final file whose job still reads as pending is left alone rather than taken for an orphan.
-    names = await loop.run_in_executor(None, _list_names, files.root)
     statuses = await db.archive_statuses()
     orphans: list[Path] = []
     present: set[int] = set()
-    for name in names:
+    for name in sorted(listed):
         owner = _owner(name)
         if owner is None:
             continue

@@ -26,6 +26,16 @@ class Expired(Exception):
     """The URL was signed but its time is up."""
 
 
+def file_name(download_id: int) -> str:
+    """The name of a download's finished file in DATA/archives."""
+    return f"{int(download_id)}.mp4"
+
+
+def poster_name(download_id: int) -> str:
+    """The name of a ready archive's poster frame in DATA/archives."""
+    return f"{int(download_id)}{POSTER_SUFFIX}"
+
+
 class ArchiveFiles:
     """Names files under DATA/archives and signs the URLs that serve them."""
 
@@ -37,7 +47,7 @@ class ArchiveFiles:
 
     def path(self, download_id: int) -> Path:
         """The finished file of a download."""
-        return self.root / f"{int(download_id)}.mp4"
+        return self.root / file_name(download_id)
 
     def partial_path(self, download_id: int) -> Path:
         """Where a download is written before it is complete."""
@@ -53,7 +63,7 @@ class ArchiveFiles:
 
     def poster_path(self, download_id: int) -> Path:
         """The poster frame (JPEG) of a ready archive."""
-        return self.root / f"{int(download_id)}{POSTER_SUFFIX}"
+        return self.root / poster_name(download_id)
 
     def delete(self, download_id: int) -> None:
         """Remove a download's file, its poster and any partial file. Blocking."""

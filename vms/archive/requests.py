@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -95,7 +96,9 @@ class ArchiveRequests:
         self._min_free_disk = min_free_disk
         self._clock = clock
         self._visible: dict[tuple[int, int], tuple[float, Camera | None]] = {}
-        self._lock = asyncio.Lock()
+        # One lock per (user, device): the cap and the de-duplication are decided per device,
+        # so devices never wait for each other. A lock lives while someone holds or awaits it.
+        self._device_locks: dict[tuple[int, str], tuple[asyncio.Lock, int]] = {}
 
     async def camera_for(self, principal: Principal, camera_id: int | None) -> Camera:
         """The camera if the caller may see it; CameraNotFound otherwise."""
@@ -176,7 +179,7 @@ class ArchiveRequests:
         self, principal: Principal, cameras: list[Camera], start: datetime, end: datetime
     ) -> list[Download]:
         session = principal.session
-        async with self._lock:
+        async with self._device_lock(principal.user.id, session.device):
             existing: dict[int, Download] = {}
             for camera in cameras:
                 found = await self._db.pending_archive(session.id, camera.id, start, end)
@@ -201,6 +204,21 @@ class ArchiveRequests:
         for download in created.values():
             self._worker.enqueue(download.id)
         return [existing.get(c.id) or created[c.id] for c in cameras]
+
+    @asynccontextmanager
+    async def _device_lock(self, user_id: int, device: str) -> AsyncIterator[None]:
+        key = (user_id, device)
+        lock, users = self._device_locks.get(key) or (asyncio.Lock(), 0)
+        self._device_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._device_locks[key]
+            if users == 1:
+                del self._device_locks[key]
+            else:
+                self._device_locks[key] = (lock, users - 1)
 
     async def _disk_has_room(self) -> bool:
         if not self._min_free_disk:

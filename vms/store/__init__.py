@@ -2,6 +2,7 @@
 
 from vms.store.database import Database
 from vms.store.errors import Conflict, NotFound, StoreError
+from vms.store.history import Cursor
 from vms.store.schema import MIGRATIONS
 
-__all__ = ["MIGRATIONS", "Conflict", "Database", "NotFound", "StoreError"]
+__all__ = ["MIGRATIONS", "Conflict", "Cursor", "Database", "NotFound", "StoreError"]

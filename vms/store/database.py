@@ -1,4 +1,4 @@
-"""The SQLite store: one aiosqlite connection in WAL mode, and every query the service makes.
+"""The SQLite store: one writer and a few readers (WAL), and every query the service makes.
 
 One cohesive thing: the class is the store's whole interface (users, cameras, sessions,
 downloads), so a second engine implements exactly this; the SQL it runs is beside each method.
@@ -10,7 +10,8 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,16 +22,25 @@ from vms.dates import format_stamp, from_unix, parse_stamp
 from vms.models import Camera, Download, Kind, MediaServer, Session, Status, User
 from vms.store import rows
 from vms.store.errors import Conflict, NotFound, StoreError
+from vms.store.history import Cursor, HistoryQuery, page_window
 from vms.store.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
+# Readers beside the one writer: WAL lets them read while it writes, so a long list never
+# holds up a short lookup (each connection has its own thread).
+READERS = 4
+
 
 class Database:
-    """One aiosqlite connection in WAL mode; every statement of the service goes through here."""
+    """One writer connection and a small pool of readers in WAL mode; all the service's SQL."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, readers: Sequence[aiosqlite.Connection]) -> None:
         self._conn = conn
+        self._readers = tuple(readers)
+        self._idle: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        for reader in self._readers:
+            self._idle.put_nowait(reader)
         # Every write takes this lock, so a batch transaction never swallows another writer's
         # statement (and never rolls it back with its own).
         self._write_lock = asyncio.Lock()
@@ -38,58 +48,67 @@ class Database:
         self._inserter: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: Path) -> Database:
+    async def open(cls, path: Path, *, readers: int = READERS) -> Database:
         """Open (creating if needed) the database at `path` and bring its schema up to date."""
         path.parent.mkdir(parents=True, exist_ok=True)
         # Created 0600 up front: SQLite gives the -wal and -shm files the same mode.
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         conn = await aiosqlite.connect(path, isolation_level=None)
-        db = cls(conn)
+        opened: list[aiosqlite.Connection] = []
         try:
             await conn.execute("PRAGMA busy_timeout = 5000")
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
-            await db._migrate()
+            await _migrate(conn)
+            for _ in range(readers):
+                opened.append(await _open_reader(path))
         except BaseException:
+            for reader in opened:
+                await reader.close()
             await conn.close()
             raise
-        return db
+        return cls(conn, opened or [conn])
 
     async def close(self) -> None:
-        """Finish pending inserts and close the connection."""
+        """Finish pending inserts and close the connections."""
         if self._inserter is not None:
             await asyncio.gather(self._inserter, return_exceptions=True)
+        for reader in self._readers:
+            if reader is not self._conn:
+                await reader.close()
         await self._conn.close()
 
-    async def _migrate(self) -> None:
-        async with self._conn.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = row[0] if row else 0
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"database schema version {version} is newer than this program knows "
-                f"({len(MIGRATIONS)}); refusing to touch it"
-            )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # executescript commits on its own; BEGIN..COMMIT inside keeps each step atomic.
-            await self._conn.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-            )
-            log.info("database schema migrated to version %d", number)
+    async def set_trace_callback(self, callback: Callable[[str], object] | None) -> None:
+        """Send every statement of every connection to `callback` (None stops): for tests."""
+        for conn in {self._conn, *self._readers}:
+            await conn.set_trace_callback(callback)  # type: ignore[arg-type]
 
     async def schema_version(self) -> int:
         """The schema version stored in the file."""
         row = await self._one("PRAGMA user_version")
         return int(row[0]) if row else 0
 
+    @asynccontextmanager
+    async def _reader(self) -> AsyncIterator[aiosqlite.Connection]:
+        conn = await self._idle.get()
+        try:
+            yield conn
+        finally:
+            self._idle.put_nowait(conn)
+
     async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        async with self._conn.execute(sql, tuple(params)) as cursor:
+        async with self._reader() as conn, conn.execute(sql, tuple(params)) as cursor:
             return await cursor.fetchone()
 
     async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        async with self._conn.execute(sql, tuple(params)) as cursor:
+        async with self._reader() as conn, conn.execute(sql, tuple(params)) as cursor:
             return list(await cursor.fetchall())
+
+    async def _written_one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        """A read on the writer's connection, for a caller holding the write lock."""
+        async with self._conn.execute(sql, tuple(params)) as cursor:
+            return await cursor.fetchone()
 
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run one write statement; returns lastrowid for inserts, rowcount otherwise."""
@@ -117,8 +136,10 @@ class Database:
                 async with self._write_lock:
                     await self._conn.execute("BEGIN IMMEDIATE")
                     try:
-                        await self._conn.executemany(rows.INSERT_DOWNLOAD, [v for v, _ in batch])
-                        last = await self._one("SELECT last_insert_rowid()")
+                        values = [v for v, _ in batch]
+                        await self._conn.executemany(rows.INSERT_DOWNLOAD, values)
+                        last = await self._written_one("SELECT last_insert_rowid()")
+                        await self._conn.executemany(rows.ADD_TOTALS, rows.totals(values))
                         await self._conn.execute("COMMIT")
                     except BaseException:
                         await self._conn.execute("ROLLBACK")
@@ -169,6 +190,10 @@ class Database:
             rows.user(r)
             for r in await self._all(f"SELECT {rows.USER_COLUMNS} FROM users ORDER BY id")
         ]
+
+    async def user_choices(self) -> list[tuple[int, str, str]]:
+        """(id, name, login) of every user, by id: just what a user picker shows."""
+        return [tuple(r) for r in await self._all("SELECT id, name, login FROM users ORDER BY id")]
 
     async def count_users(self) -> int:
         """How many users exist."""
@@ -355,43 +380,35 @@ class Database:
         camera_id: int | None = None,
         status: Status | None = None,
         limit: int,
-        offset: int,
+        offset: int = 0,
+        cursor: Cursor | None = None,
     ) -> tuple[list[Download], int]:
         """One page of downloads, newest first, and the total matching; user None means all.
 
-        One statement: the total comes with the rows (a window count), and is only counted on
-        its own when the page is empty or not wanted (limit 0).
+        With `cursor`, the page is the `limit` rows next to that row (keyset; `offset` is
+        ignored); the total is still of the whole filter. Cost follows the page: the total is
+        read from the kept counts (or an index range), a page is read from its nearer end.
         """
-        where = [f"d.kind IN ({', '.join('?' * len(kinds))})"]
-        params: list[Any] = list(kinds)
-        if user_id is not None:
-            where.append("d.user_id = ?")
-            params.append(user_id)
-        if created_from is not None:
-            where.append("d.created_at >= ?")
-            params.append(format_stamp(created_from))
-        if created_to is not None:
-            where.append("d.created_at <= ?")
-            params.append(format_stamp(created_to))
-        if camera_id is not None:
-            where.append("d.camera_id = ?")
-            params.append(camera_id)
-        if status is not None:
-            where.append("d.status = ?")
-            params.append(status)
-        clause = " AND ".join(where)
-        found: list[Any] = []
-        if limit > 0:
-            found = await self._all(
-                f"SELECT {rows.DOWNLOAD_COLUMNS}, count(*) OVER ()"
-                f" {rows.DOWNLOAD_FROM} WHERE {clause}"
-                " ORDER BY d.created_at DESC, d.id DESC LIMIT ? OFFSET ?",
-                [*params, limit, offset],
-            )
-        if found:
-            return [rows.download(r) for r in found], int(found[0][-1])
-        total_row = await self._one(f"SELECT count(*) FROM downloads d WHERE {clause}", params)
-        return [], int(total_row[0])
+        query = HistoryQuery(user_id, kinds, created_from, created_to, camera_id, status)
+        total_sql, total_params = query.total_sql()
+        total = int((await self._one(total_sql, total_params))[0])
+        if cursor is not None:
+            window = (limit, 0, cursor.newer) if limit > 0 else None
+        else:
+            window = page_window(total, limit, offset)
+        if window is None:
+            return [], total
+        count, skip, oldest_first = window
+        ids_sql, params = query.ids_sql(
+            limit=count, offset=skip, oldest_first=oldest_first, cursor=cursor
+        )
+        found = await self._all(
+            f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM} WHERE d.id IN ({ids_sql})",
+            params,
+        )
+        page = [rows.download(r) for r in found]
+        page.sort(key=lambda d: (d.created_at, d.id), reverse=True)
+        return page, total
 
     async def downloads_by_ids(self, ids: Sequence[int]) -> list[Download]:
         """The downloads with these ids that exist, in one query, by id."""
@@ -428,8 +445,8 @@ class Database:
     async def count_pending(self, user_id: int, device: str) -> int:
         """How many archives this user's device has queued or running."""
         row = await self._one(
-            "SELECT count(*) FROM downloads WHERE kind = 'archive' AND user_id = ? AND device = ?"
-            " AND status IN (?, ?)",
+            "SELECT count(*) FROM downloads INDEXED BY downloads_device_status"
+            " WHERE kind = 'archive' AND user_id = ? AND device = ? AND status IN (?, ?)",
             (user_id, device, Status.QUEUED, Status.RUNNING),
         )
         return int(row[0])
@@ -489,7 +506,7 @@ class Database:
         async with self._write_lock:
             async with self._conn.execute(sql, params):
                 pass
-            row = await self._one(
+            row = await self._written_one(
                 f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM} WHERE d.id = ?",
                 (download_id,),
             )
@@ -518,8 +535,37 @@ class Database:
         for index in range(0, len(ids), 500):
             batch = list(ids[index : index + 500])
             changed += await self._write(
+                # `+kind`: the batch is found by primary key, never by the kind index.
                 f"UPDATE downloads SET status = ?, progress = 0, updated_at = ?"
-                f" WHERE kind = 'archive' AND id IN ({', '.join('?' * len(batch))})",
+                f" WHERE id IN ({', '.join('?' * len(batch))}) AND +kind = 'archive'",
                 [Status.EXPIRED, stamp, *batch],
             )
         return changed
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = row[0] if row else 0
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"database schema version {version} is newer than this program knows "
+            f"({len(MIGRATIONS)}); refusing to touch it"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # executescript commits on its own; BEGIN..COMMIT inside keeps each step atomic.
+        await conn.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+        )
+        log.info("database schema migrated to version %d", number)
+
+
+async def _open_reader(path: Path) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await conn.execute("PRAGMA busy_timeout = 5000")
+        await conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,6 +91,19 @@ INSERT_DOWNLOAD = """
         range_from, range_to, status, created_at, updated_at)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+# Rows inserted with INSERT_DOWNLOAD counted into download_totals, once per batch and key.
+ADD_TOTALS = """
+    INSERT INTO download_totals (user_id, camera_id, kind, status, n) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT DO UPDATE SET n = n + excluded.n
+"""
+
+
+def totals(inserted: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """ADD_TOTALS parameters for INSERT_DOWNLOAD values: (user, camera, kind, status, count)."""
+    counts = Counter((v[1], v[3], v[0], v[8]) for v in inserted)
+    return [(*key, n) for key, n in counts.items()]
+
+
 USER_COLUMNS = "id, login, name, is_admin, created_at, updated_at"
 SESSION_COLUMNS = "id, user_id, device, client, created_at, expires_at, ended_at"
 CAMERA_SELECT = """

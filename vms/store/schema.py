@@ -76,4 +76,55 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE downloads ADD COLUMN duration REAL;
     ALTER TABLE downloads ADD COLUMN sha256 TEXT;
     """,
+    # Field-size history (a year of rows): every list, filter and sort of the API and the
+    # history page reads an index in its own order (equality columns, then created_at; the
+    # rowid breaks ties), so a page costs its rows; totals come from download_totals, kept in
+    # step by triggers on update and delete, and on insert by the store's group commit (one
+    # upsert per batch, not one per row); cleanup finds due archives by expiry.
+    """
+    CREATE INDEX downloads_created ON downloads(created_at);
+    CREATE INDEX downloads_kind_created ON downloads(kind, created_at);
+    CREATE INDEX downloads_user_all_created ON downloads(user_id, created_at);
+    CREATE INDEX downloads_camera_created ON downloads(camera_id, created_at);
+    CREATE INDEX downloads_camera_kind_created ON downloads(camera_id, kind, created_at);
+    CREATE INDEX downloads_user_camera_created ON downloads(user_id, camera_id, created_at);
+    CREATE INDEX downloads_user_camera_kind_created
+        ON downloads(user_id, camera_id, kind, created_at);
+    CREATE INDEX downloads_status_created ON downloads(kind, status, created_at);
+    CREATE INDEX downloads_user_status_created ON downloads(user_id, kind, status, created_at);
+    CREATE INDEX downloads_camera_status_created
+        ON downloads(camera_id, kind, status, created_at);
+    CREATE INDEX downloads_user_camera_status_created
+        ON downloads(user_id, camera_id, kind, status, created_at);
+    DROP INDEX downloads_status;
+    CREATE INDEX downloads_status_expiry ON downloads(kind, status, expires_at);
+    CREATE TABLE download_totals (
+        user_id INTEGER NOT NULL,
+        camera_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (user_id, camera_id, kind, status)
+    ) WITHOUT ROWID;
+    CREATE INDEX download_totals_camera ON download_totals(camera_id, kind, status);
+    INSERT INTO download_totals (user_id, camera_id, kind, status, n)
+        SELECT user_id, camera_id, kind, status, count(*) FROM downloads GROUP BY 1, 2, 3, 4;
+    CREATE TRIGGER download_totals_delete AFTER DELETE ON downloads BEGIN
+        UPDATE download_totals SET n = n - 1
+            WHERE user_id = old.user_id AND camera_id = old.camera_id
+            AND kind = old.kind AND status = old.status;
+    END;
+    CREATE TRIGGER download_totals_update AFTER UPDATE OF user_id, camera_id, kind, status
+        ON downloads
+        WHEN old.status IS NOT new.status OR old.kind IS NOT new.kind
+            OR old.user_id IS NOT new.user_id OR old.camera_id IS NOT new.camera_id
+    BEGIN
+        UPDATE download_totals SET n = n - 1
+            WHERE user_id = old.user_id AND camera_id = old.camera_id
+            AND kind = old.kind AND status = old.status;
+        INSERT INTO download_totals (user_id, camera_id, kind, status, n)
+            VALUES (new.user_id, new.camera_id, new.kind, new.status, 1)
+            ON CONFLICT DO UPDATE SET n = n + 1;
+    END;
+    """,
 )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlencode
+
+from markupsafe import Markup, escape
 
 from vms.models import PENDING, Download, Kind, Status
 from vms.resources import Resources
@@ -44,6 +46,9 @@ class Filters:
     day_from: date | None = None
     day_to: date | None = None
     page: int = 1
+    # A keyset cursor from the pager: the page starts just older (or newer) than this row.
+    older_than: int | None = None
+    newer_than: int | None = None
     problems: tuple[str, ...] = ()
 
     @property
@@ -77,11 +82,20 @@ class Filters:
         }
         return {k: str(v) for k, v in values.items() if v is not None}
 
-    def url(self, path: str, page: int = 1) -> str:
-        """`path` with these filters and `page` in the query (page 1 left out)."""
+    def url(
+        self,
+        path: str,
+        page: int = 1,
+        *,
+        older_than: int | None = None,
+        newer_than: int | None = None,
+    ) -> str:
+        """`path` with these filters, `page` (1 left out) and a cursor, if any, in the query."""
         params = self.params()
         if page > 1:
             params["page"] = str(page)
+            cursor = {"before": older_than, "after": newer_than}
+            params.update({k: str(v) for k, v in cursor.items() if v is not None})
         return f"{path}?{urlencode(params)}" if params else path
 
     def created_range(self, tz: tzinfo) -> tuple[datetime | None, datetime | None]:
@@ -138,6 +152,12 @@ def parse_filters(query: Mapping[str, str], *, operator: bool) -> Filters:
     page_text = query.get("page", "").strip()
     if page_text.isdigit() and len(page_text) < 8 and 1 <= int(page_text) <= _MAX_PAGE:
         values["page"] = int(page_text)
+        # A cursor only means something on a later page; a bad one is just not used.
+        for name, key in (("before", "older_than"), ("after", "newer_than")):
+            text = query.get(name, "").strip()
+            if values["page"] > 1 and _ID.match(text):
+                values[key] = int(text)
+                break
     return Filters(problems=tuple(problems), **values)
 
 
@@ -309,6 +329,19 @@ def describe(download: Download, resources: Resources, now: datetime) -> Row:
         pending=download.kind == Kind.ARCHIVE and status in PENDING,
         poster=status == Status.READY and resources.has_poster(download),
     )
+
+
+def user_options(choices: Sequence[tuple[int, str, str]], selected: int | None) -> Markup:
+    """The user filter's `<option>`s, built in one pass.
+
+    An operator's page lists every user; as a template loop a thousand of them cost more than
+    the rest of the page together.
+    """
+    parts = []
+    for user_id, name, login in choices:
+        mark = " selected" if user_id == selected else ""
+        parts.append(f'<option value="{user_id}"{mark}>{escape(name)} ({escape(login)})</option>')
+    return Markup("\n".join(parts))  # noqa: S704 - every text in it went through escape()
 
 
 def parse_ids(text: str, limit: int = 100) -> list[int]:

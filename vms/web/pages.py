@@ -17,6 +17,7 @@ from vms.dates import format_stamp, parse_stamp, utcnow
 from vms.models import Download, Status
 from vms.pagination import Page
 from vms.sessions import CREDENTIALS_MESSAGE, InvalidCredentials, Throttled
+from vms.store import Cursor
 from vms.web.forms import default_range, forget_note, read_note
 from vms.web.history import (
     FILTER_LABELS,
@@ -25,6 +26,7 @@ from vms.web.history import (
     describe,
     parse_filters,
     parse_ids,
+    user_options,
 )
 from vms.web.session import (
     CSRF_FIELD,
@@ -208,13 +210,24 @@ async def history_page(
         chosen = await db.camera(filters.camera_id)
         cameras += [chosen] if chosen is not None else []
     path = app[appkeys.URLS].path(urls.HISTORY)
+    page = Page(filters.page, total, PER_PAGE)
+    # The pages beside this one start from its edge rows, so walking the history costs a page
+    # per step however deep it goes (page 1 needs no cursor).
+    page_links = {}
+    if rows and page.next:
+        page_links[page.next] = filters.url(path, page.next, older_than=rows[-1].id)
+    if rows and page.previous and page.previous > 1:
+        page_links[page.previous] = filters.url(path, page.previous, newer_than=rows[0].id)
     context = {
         "rows": rows,
         "filters": filters,
-        "page": Page(filters.page, total, PER_PAGE),
+        "page": page,
+        "page_links": page_links,
         "cameras": cameras,
         "request_cameras": visible,
-        "users": await db.users() if user.is_admin else [],
+        "user_options": (
+            user_options(await db.user_choices(), filters.user_id) if user.is_admin else ""
+        ),
         "statuses": FILTER_LABELS,
         "since": format_stamp(now),
         "path": path,
@@ -237,10 +250,16 @@ async def _list(
     """The downloads this user may see under `filters`: operators everyone's, users their own."""
     app = request.config_dict
     user = principal.user
+    db = app[appkeys.DB]
     created_from, created_to = filters.created_range(app[appkeys.CONFIG].tz)
     if since is not None:
         created_from = max(created_from, since) if created_from else since
-    return await app[appkeys.DB].list_downloads(
+    cursor = None
+    edge_id = filters.older_than or filters.newer_than
+    edge = await db.download(edge_id) if edge_id is not None and since is None else None
+    if edge is not None and (user.is_admin or edge.user_id == user.id):
+        cursor = Cursor(edge.created_at, edge.id, newer=filters.newer_than is not None)
+    return await db.list_downloads(
         user_id=filters.user_id if user.is_admin else user.id,
         kinds=filters.kinds,
         created_from=created_from,
@@ -249,6 +268,7 @@ async def _list(
         status=filters.status,
         limit=limit,
         offset=(filters.page - 1) * limit,
+        cursor=cursor,
     )
 
 
