@@ -244,6 +244,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = error_response(401, "authentication error")
         response.headers.update(headers)
         return response
+    except AuthError as exc:  # the VMS's range claim: the token came, and does not cover this
+        log.info("connection %s failed to authenticate: %s", request.remote, exc)
+        return error_response(401, "authentication error")
     except NoSegmentsFound as exc:
         return error_response(404, str(exc))
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed):

@@ -1,7 +1,7 @@
 """The `fmp4` format: fragmented MP4, produced while the segments are read.
 
-First the first segment's ftyp+moov, its durations set to the whole archive's, then one
-moof+mdat per source fragment.
+First the first segment's ftyp+moov, its durations set to the whole archive's, then parts
+(moof+mdat) of about a second each, timed as MediaMTX's muxerFMP4 times them.
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from __future__ import annotations
 import struct
 import threading
 from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from vms.mediaserver.mp4read import Header
+from vms.mediaserver.mp4read import SAMPLE_IS_NON_SYNC, Header
 from vms.mediaserver.recordings import NoSegmentsFound
 from vms.mediaserver.remux.boxes import (
     big_endian,
@@ -23,79 +25,159 @@ from vms.mediaserver.remux.boxes import (
     with_duration,
 )
 from vms.mediaserver.remux.muxer import CHUNK, Archive, Cancelled, SampleReader
-from vms.mediaserver.remux.plan import OutRun, Plan
+from vms.mediaserver.remux.plan import PlacedRun, Plan
 
 # The first read stops early, so the header and first fragment go out without waiting for a
 # full chunk.
 FIRST_CHUNK = 64 * 1024
 
 
-def moof_box(sequence: int, runs: list[OutRun]) -> bytes:
-    """A moof for `runs` (in order), whose data follows in the next mdat in the same order."""
-    trafs: list[tuple[int, list[OutRun]]] = []
-    for run in runs:
-        if trafs and trafs[-1][0] == run.track_id:
-            trafs[-1][1].append(run)
-        else:
-            trafs.append((run.track_id, [run]))
+@dataclass(slots=True)
+class _Sample:
+    source: Path
+    offset: int
+    size: int
+    flags: int
+    cto: int
+    duration: int = 0
+
+
+@dataclass(slots=True)
+class _TrackState:
+    """MediaMTX's muxerFMP4Track: the samples not written yet and their decode times."""
+
+    track_id: int
+    part_units: int  # one part (partDuration, 1 s) in the track's units
+    first_dts: int = -1
+    last_dts: int = 0
+    samples: list[_Sample] = field(default_factory=list)
+
+
+def moof_box(sequence: int, parts: list[tuple[int, int, list[_Sample]]]) -> bytes:
+    """A moof for `parts` (track id, base decode time, samples), data in the next mdat."""
 
     def build(data_start: int) -> bytes:
-        parts = [full_box(b"mfhd", 0, 0, struct.pack(">I", sequence))]
+        boxes = [full_box(b"mfhd", 0, 0, struct.pack(">I", sequence))]
         position = data_start
-        for track_id, track_runs in trafs:
-            truns = []
-            for run in track_runs:
-                entries = array("I")
-                for d, s, f, c in zip(run.durations, run.sizes, run.flags, run.ctos, strict=True):
-                    entries.extend((d, s, f, c & 0xFFFFFFFF))
-                truns.append(
+        for track_id, base_dts, samples in parts:
+            entries = array("I")
+            for sample in samples:
+                entries.extend(
+                    (sample.duration, sample.size, sample.flags, sample.cto & 0xFFFFFFFF)
+                )
+            boxes.append(
+                box(
+                    b"traf",
+                    full_box(b"tfhd", 0, 0x020000, struct.pack(">I", track_id)),
+                    full_box(b"tfdt", 1, 0, struct.pack(">Q", base_dts)),
                     full_box(
                         b"trun",
                         1,
                         0x1 | 0x100 | 0x200 | 0x400 | 0x800,
-                        struct.pack(">Ii", len(run.sizes), position),
+                        struct.pack(">Ii", len(samples), position),
                         big_endian(entries),
-                    )
-                )
-                position += run.data_size
-            parts.append(
-                box(
-                    b"traf",
-                    full_box(b"tfhd", 0, 0x020000, struct.pack(">I", track_id)),
-                    full_box(b"tfdt", 1, 0, struct.pack(">Q", track_runs[0].base_dts)),
-                    *truns,
+                    ),
                 )
             )
-        return box(b"moof", *parts)
+            position += sum(sample.size for sample in samples)
+        return box(b"moof", *boxes)
 
     size = len(build(0))
     return build(size + 8)
 
 
 class FMP4Archive(Archive):
-    """Fragmented MP4: the first segment's header, then one fragment per source fragment."""
+    """Fragmented MP4 as MediaMTX's muxerFMP4 writes it: header, then parts of about 1 s.
+
+    Lead-in samples (before `start`, from the last keyframe) get zero duration, so the first
+    sample at or after `start` plays at once; a keyframe exactly at or after `start` drops the
+    lead-in. Each sample lasts until the next one's decode time (never less than 0), the last
+    one its recorded duration. The last sample of a track waits for the next part.
+    """
 
     def __init__(self, plan: Plan, cancel: threading.Event, expected: float) -> None:
         self._cancel = cancel
-        self._fragments = plan.fragments()
+        self._runs = plan.runs()
         self._reader = SampleReader()
         self._sequence = 0
         header = plan.header
-        self._pending = bytearray(header.ftyp + fmp4_moov(header, expected))
+        self._tracks = {
+            # A part lasts partDuration (1 s): a timescale's worth of units.
+            tid: _TrackState(tid, track.timescale)
+            for tid, track in header.tracks.items()
+        }
+        self._header = header.ftyp + fmp4_moov(header, expected)
+        self._pending = bytearray()
         self._started = False
         self._ended = False
-        first = next(self._fragments, None)
-        if first is None:
+        # MediaMTX answers 404 when no sample at or after `start` exists: find out now.
+        while not self._pending and not self._ended:
+            self._step()
+        if not self._pending:
             raise NoSegmentsFound
-        self._add(first)
 
-    def _add(self, runs: list[OutRun]) -> None:
-        self._sequence += 1
-        self._pending += moof_box(self._sequence, runs)
-        data_size = sum(r.data_size for r in runs)
-        self._pending += struct.pack(">I4s", 8 + data_size, b"mdat")
+    def _step(self) -> None:
+        runs = next(self._runs, None)
+        if runs is None:
+            self._ended = True
+            self._flush(final=True)
+            return
         for run in runs:
-            self._pending += self._reader.read(run.source, run.data_offset, run.data_size)
+            self._add(run)
+
+    def _add(self, run: PlacedRun) -> None:
+        track = self._tracks.get(run.track_id)
+        if track is None:
+            return
+        offset = run.data_offset
+        for dts, size, flags, cto in zip(run.dts, run.sizes, run.flags, run.ctos, strict=True):
+            sample = _Sample(run.source, offset, size, flags, cto)
+            offset += size
+            sync = not flags & SAMPLE_IS_NON_SYNC
+            if dts >= 0:
+                if track.first_dts < 0:
+                    track.first_dts = dts
+                    if sync:
+                        track.samples.clear()
+                else:
+                    track.samples[-1].duration = max(dts - track.last_dts, 0)
+                track.samples.append(sample)
+                track.last_dts = dts
+                if track.last_dts - track.first_dts >= track.part_units:
+                    self._flush(final=False)
+            else:
+                if sync:
+                    track.samples.clear()
+                track.samples.append(sample)
+        if track.samples and track.first_dts >= 0:
+            track.samples[-1].duration = max(run.end_dts - track.last_dts, 0)
+
+    def _flush(self, *, final: bool) -> None:
+        parts: list[tuple[int, int, list[_Sample]]] = []
+        for track in self._tracks.values():
+            if track.first_dts < 0 or not track.samples:
+                continue
+            if not final and len(track.samples) < 2:
+                continue
+            samples = track.samples if final else track.samples[:-1]
+            parts.append((track.track_id, track.first_dts, samples))
+            if not final:
+                track.samples = track.samples[-1:]
+                track.first_dts = track.last_dts
+        if not parts:
+            return
+        if not self._sequence_started():
+            self._pending += self._header
+        self._pending += moof_box(self._sequence, parts)
+        self._sequence += 1
+        size = sum(s.size for _, _, samples in parts for s in samples)
+        self._pending += struct.pack(">I4s", 8 + size, b"mdat")
+        for _, _, samples in parts:
+            for sample in samples:
+                self._pending += self._reader.read(sample.source, sample.offset, sample.size)
+
+    def _sequence_started(self) -> bool:
+        return self._sequence > 0
 
     def read(self) -> bytes:
         """The next chunk; b"" at the end."""
@@ -104,11 +186,7 @@ class FMP4Archive(Archive):
         while not self._ended and len(self._pending) < target:
             if self._cancel.is_set():
                 raise Cancelled
-            runs = next(self._fragments, None)
-            if runs is None:
-                self._ended = True
-                break
-            self._add(runs)
+            self._step()
         chunk = bytes(self._pending)
         self._pending.clear()
         return chunk
@@ -116,7 +194,7 @@ class FMP4Archive(Archive):
     def close(self) -> None:
         """Release open files."""
         self._reader.close()
-        self._fragments.close()
+        self._runs.close()
 
 
 def fmp4_moov(header: Header, seconds: float) -> bytes:
