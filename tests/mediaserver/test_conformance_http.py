@@ -274,7 +274,7 @@ async def test_start_forms_go_accepts(client: Client, token: TokenFactory, start
     """Go's time.Parse: a comma before the fraction, and a one-digit hour, are RFC3339 too."""
     response = await get(client, token, start, "1", "mp4")
     assert response.status == 200
-    with av.open(io.BytesIO(await response.read())) as container:
+    with av.open(io.BytesIO(await response.read()), "r") as container:
         first = next(container.decode(video=0))
     assert decode_stripe(first) == at(5.5)
 
@@ -314,7 +314,7 @@ async def test_duration_forms_go_accepts(
     """on_get.go parseDuration: Go float syntax (hexadecimal too) or a Go duration."""
     response = await get(client, token, rfc3339(at(0)), duration, "mp4")
     assert response.status == 200
-    with av.open(io.BytesIO(await response.read())) as container:
+    with av.open(io.BytesIO(await response.read()), "r") as container:
         assert len(list(container.decode(video=0))) == 2 * FPS
 
 
@@ -414,7 +414,7 @@ def find(data: bytes, path: list[bytes], start: int = 0, end: int | None = None)
 
 def shown_frames(data: bytes) -> list[tuple[float, float]]:
     """(seconds from T0 on the frame's stripe, presentation time) of each decoded frame."""
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         return [
             ((decode_stripe(f) - at(0)).total_seconds(), float(f.time))
             for f in container.decode(video=0)
@@ -490,3 +490,26 @@ async def test_a_joined_gap_under_a_second_holds_the_last_frame(
     times = dict(frames)
     assert times[20.5] - times[19.9] == pytest.approx(0.6)
     assert len(frames) == 25
+
+
+@pytest.mark.parametrize("fmt", ["fmp4", "mp4"])
+@pytest.mark.parametrize("start", [49.95, 35.0], ids=["inside-the-last-frame", "inside-a-gap"])
+async def test_a_start_with_no_frame_after_it_is_404(
+    client: Client, token: TokenFactory, fmt: str, start: float
+) -> None:
+    """on_get_test.go TestOnGetInMiddleOfLastSample, and a start in a gap of more than 1 s:
+    only lead-in samples, then nothing that joins, so no sample to show and 404."""
+    response = await get(client, token, rfc3339(at(start)), "3", fmt)
+    assert await error_of(response) == (404, "no recording segments found")
+
+
+async def test_a_start_in_a_joined_gap_begins_at_the_next_keyframe(
+    client: Client, token: TokenFactory
+) -> None:
+    """on_get_test.go TestOnGetBetweenSegments ("idr after"): the keyframe after the gap drops
+    the lead-in and sits at its offset from `start`."""
+    data = await (await get(client, token, rfc3339(at(20.2)), "2")).read()
+    frames = shown_frames(data)
+    assert frames[0][0] == 20.5
+    assert frames[0][1] == pytest.approx(0.3)
+    assert len(frames) == round(1.7 * FPS)
