@@ -117,8 +117,17 @@ async def test_a_query_go_cannot_parse_carries_no_token(
         ({"Authorization": basic("user", "")}, "", False),
         ({"Authorization": basic("", "wrong")}, "", False),
         ({"Authorization": "Basic !!!"}, "", True),
+        ({"Authorization": "Basic " + base64.b64encode(b"u:\xff").decode()}, "", False),
     ],
-    ids=["nothing", "bad-query-token", "bad-bearer", "user-only", "password", "bad-basic"],
+    ids=[
+        "nothing",
+        "bad-query-token",
+        "bad-bearer",
+        "user-only",
+        "password",
+        "bad-basic",
+        "password-not-utf8",
+    ],
 )
 async def test_www_authenticate_only_without_credentials(
     client: Client, headers: dict[str, str], query: str, challenged: bool

@@ -231,9 +231,11 @@ def credentials_from(authorizations: Sequence[str]) -> Credentials:
     if first[:6].lower() != "basic ":
         return Credentials()
     try:
-        decoded = base64.b64decode(first[6:].encode("ascii"), validate=True).decode("utf-8")
+        raw = base64.b64decode(first[6:].encode("ascii"), validate=True)
     except (UnicodeError, binascii.Error, ValueError):
         return Credentials()
+    # Go keeps bytes that are not UTF-8: they still count as credentials, just wrong ones.
+    decoded = raw.decode("utf-8", "surrogateescape")
     user, colon, password = decoded.partition(":")
     return Credentials(user=user, password=password) if colon else Credentials()
 
