@@ -9,7 +9,9 @@ from __future__ import annotations
 import struct
 import threading
 from array import array
+from bisect import bisect_left
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 
 from vms.mediaserver.mp4read import SAMPLE_IS_NON_SYNC, Header
@@ -33,13 +35,47 @@ FIRST_CHUNK = 64 * 1024
 
 
 @dataclass(slots=True)
-class _Sample:
-    source: Path
-    offset: int
-    size: int
-    flags: int
-    cto: int
-    duration: int = 0
+class _Pending:
+    """Samples of one track not written yet, one entry per sample in each column."""
+
+    sources: list[Path] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    sizes: array[int] = field(default_factory=lambda: array("I"))
+    flags: array[int] = field(default_factory=lambda: array("I"))
+    ctos: array[int] = field(default_factory=lambda: array("i"))
+    durations: array[int] = field(default_factory=lambda: array("I"))
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def append(self, run: PlacedRun, start: int, stop: int, offset: int) -> None:
+        """Samples `start` to `stop` of `run`, whose data begins at `offset`; durations 0."""
+        sizes = run.sizes[start:stop]
+        self.sources.extend([run.source] * len(sizes))
+        self.offsets.extend(accumulate(sizes[:-1], initial=offset))
+        self.sizes.extend(sizes)
+        self.flags.extend(run.flags[start:stop])
+        self.ctos.extend(run.ctos[start:stop])
+        self.durations.extend(array("I", bytes(4 * len(sizes))))
+
+    def split(self, count: int) -> _Pending:
+        """The first `count` samples, taken out."""
+        head = _Pending(
+            self.sources[:count],
+            self.offsets[:count],
+            self.sizes[:count],
+            self.flags[:count],
+            self.ctos[:count],
+            self.durations[:count],
+        )
+        for column in (self.sources, self.offsets, self.sizes, self.flags, self.ctos):
+            del column[:count]
+        del self.durations[:count]
+        return head
+
+    def clear(self) -> None:
+        """Forget every sample."""
+        self.split(len(self))
 
 
 @dataclass(slots=True)
@@ -50,21 +86,22 @@ class _TrackState:
     part_units: int  # one part (partDuration, 1 s) in the track's units
     first_dts: int = -1
     last_dts: int = 0
-    samples: list[_Sample] = field(default_factory=list)
+    pending: _Pending = field(default_factory=_Pending)
 
 
-def moof_box(sequence: int, parts: list[tuple[int, int, list[_Sample]]]) -> bytes:
+def moof_box(sequence: int, parts: list[tuple[int, int, _Pending]]) -> bytes:
     """A moof for `parts` (track id, base decode time, samples), data in the next mdat."""
 
     def build(data_start: int) -> bytes:
         boxes = [full_box(b"mfhd", 0, 0, struct.pack(">I", sequence))]
         position = data_start
         for track_id, base_dts, samples in parts:
-            entries = array("I")
-            for sample in samples:
-                entries.extend(
-                    (sample.duration, sample.size, sample.flags, sample.cto & 0xFFFFFFFF)
-                )
+            count = len(samples)
+            entries = array("I", bytes(16 * count))
+            entries[0::4] = samples.durations
+            entries[1::4] = samples.sizes
+            entries[2::4] = samples.flags
+            entries[3::4] = array("I", samples.ctos.tobytes())
             boxes.append(
                 box(
                     b"traf",
@@ -74,12 +111,12 @@ def moof_box(sequence: int, parts: list[tuple[int, int, list[_Sample]]]) -> byte
                         b"trun",
                         1,
                         0x1 | 0x100 | 0x200 | 0x400 | 0x800,
-                        struct.pack(">Ii", len(samples), position),
+                        struct.pack(">Ii", count, position),
                         big_endian(entries),
                     ),
                 )
             )
-            position += sum(sample.size for sample in samples)
+            position += sum(samples.sizes)
         return box(b"moof", *boxes)
 
     size = len(build(0))
@@ -129,40 +166,46 @@ class FMP4Archive(Archive):
         track = self._tracks.get(run.track_id)
         if track is None:
             return
-        offset = run.data_offset
-        for dts, size, flags, cto in zip(run.dts, run.sizes, run.flags, run.ctos, strict=True):
-            sample = _Sample(run.source, offset, size, flags, cto)
-            offset += size
-            sync = not flags & SAMPLE_IS_NON_SYNC
-            if dts >= 0:
-                if track.first_dts < 0:
-                    track.first_dts = dts
-                    if sync:
-                        track.samples.clear()
-                else:
-                    track.samples[-1].duration = max(dts - track.last_dts, 0)
-                track.samples.append(sample)
-                track.last_dts = dts
-                if track.last_dts - track.first_dts >= track.part_units:
-                    self._flush(final=False)
-            else:
-                if sync:
-                    track.samples.clear()
-                track.samples.append(sample)
-        if track.samples and track.first_dts >= 0:
-            track.samples[-1].duration = max(run.end_dts - track.last_dts, 0)
+        pending, dts, count = track.pending, run.dts, len(run.dts)
+        offset, i = run.data_offset, 0
+        # Lead-in: a keyframe starts the GOP anew; every sample lasts 0.
+        while i < count and (dts[i] < 0 or track.first_dts < 0):
+            sync = not run.flags[i] & SAMPLE_IS_NON_SYNC
+            if dts[i] >= 0:  # the first sample at or after `start`
+                track.first_dts = track.last_dts = dts[i]
+            if sync:
+                pending.clear()
+            pending.append(run, i, i + 1, offset)
+            offset += run.sizes[i]
+            i += 1
+        while i < count:
+            # Up to the sample that makes the part a second long, which writes it.
+            due = bisect_left(dts, track.first_dts + track.part_units, i)
+            stop = min(due + 1, count)
+            pending.durations[-1] = max(dts[i] - track.last_dts, 0)
+            pending.append(run, i, stop, offset)
+            pending.durations[-(stop - i) : -1] = array(
+                "I",
+                (max(b - a, 0) for a, b in zip(dts[i : stop - 1], dts[i + 1 : stop], strict=True)),
+            )
+            offset += sum(run.sizes[i:stop])
+            track.last_dts = dts[stop - 1]
+            i = stop
+            if due < count:
+                self._flush(final=False)
+        if len(pending) and track.first_dts >= 0:
+            pending.durations[-1] = max(run.end_dts - track.last_dts, 0)
 
     def _flush(self, *, final: bool) -> None:
-        parts: list[tuple[int, int, list[_Sample]]] = []
+        parts: list[tuple[int, int, _Pending]] = []
         for track in self._tracks.values():
-            if track.first_dts < 0 or not track.samples:
+            if track.first_dts < 0 or not len(track.pending):
                 continue
-            if not final and len(track.samples) < 2:
+            if not final and len(track.pending) < 2:
                 continue
-            samples = track.samples if final else track.samples[:-1]
+            samples = track.pending.split(len(track.pending) - (0 if final else 1))
             parts.append((track.track_id, track.first_dts, samples))
             if not final:
-                track.samples = track.samples[-1:]
                 track.first_dts = track.last_dts
         if not parts:
             return
@@ -170,11 +213,23 @@ class FMP4Archive(Archive):
             self._pending += self._header
         self._pending += moof_box(self._sequence, parts)
         self._sequence += 1
-        size = sum(s.size for _, _, samples in parts for s in samples)
+        size = sum(sum(samples.sizes) for _, _, samples in parts)
         self._pending += struct.pack(">I4s", 8 + size, b"mdat")
         for _, _, samples in parts:
-            for sample in samples:
-                self._pending += self._reader.read(sample.source, sample.offset, sample.size)
+            self._copy(samples)
+
+    def _copy(self, samples: _Pending) -> None:
+        """The samples' data, read in one piece wherever it is contiguous in a file."""
+        source, start, length = None, 0, 0
+        for path, offset, size in zip(samples.sources, samples.offsets, samples.sizes, strict=True):
+            if path is source and offset == start + length:
+                length += size
+                continue
+            if source is not None:
+                self._pending += self._reader.read(source, start, length)
+            source, start, length = path, offset, size
+        if source is not None:
+            self._pending += self._reader.read(source, start, length)
 
     def _sequence_started(self) -> bool:
         return self._sequence > 0

@@ -23,7 +23,7 @@ from vms.mediaserver.remux.boxes import (
     full_box,
 )
 from vms.mediaserver.remux.muxer import CHUNK, Archive, Cancelled, SampleReader
-from vms.mediaserver.remux.plan import Plan
+from vms.mediaserver.remux.plan import PlacedRun, Plan
 
 # mediacommon's pmp4 writes every movie-level duration in milliseconds.
 MOVIE_TIMESCALE = 1000
@@ -73,6 +73,59 @@ def _run_lengths(values: array[int]) -> list[tuple[int, int]]:
     return out
 
 
+def _reset_at(table: _TrackTable, run: PlacedRun) -> int | None:
+    """The last sample of `run` at which the track starts anew, if any (muxerMP4.writeSample).
+
+    A keyframe before `start` starts a new GOP, and so does the first keyframe at or after it
+    when samples before `start` came first; both can happen only while decode times are
+    below 0, so only the run's first samples are looked at.
+    """
+    found = None
+    previous = table.dts[-1] if len(table.dts) else None
+    for i, (dts, flags) in enumerate(zip(run.dts, run.flags, strict=True)):
+        if previous is not None and previous >= 0:
+            break
+        if not flags & SAMPLE_IS_NON_SYNC and (dts < 0 or previous is not None):
+            found = i
+        previous = dts
+    return found
+
+
+def _add_run(table: _TrackTable, run: PlacedRun, pieces: list[tuple[Path, int, int, int]]) -> None:
+    """Append `run` to its track's table and its data to the mdat's pieces."""
+    first = _reset_at(table, run)
+    if first is not None:
+        table.clear()
+    first = first or 0
+    index = len(table.dts)
+    offset = run.data_offset + sum(run.sizes[:first])
+    sizes = run.sizes[first:]
+    flags = run.flags[first:]
+    table.dts.extend(run.dts[first:])
+    table.sizes.extend(sizes)
+    # MediaMTX zeroes a keyframe's composition offset ("Missing key frame" warnings otherwise).
+    table.ctos.extend(
+        c if f & SAMPLE_IS_NON_SYNC else 0 for f, c in zip(flags, run.ctos[first:], strict=True)
+    )
+    table.sync.extend(index + 1 + i for i, f in enumerate(flags) if not f & SAMPLE_IS_NON_SYNC)
+    table.end_dts = run.end_dts
+    size = sum(sizes)
+    last = pieces[-1] if pieces else None
+    chunk = table.chunks[-1] if table.chunks else None
+    if (
+        last is not None
+        and chunk is not None
+        and chunk[0] == len(pieces) - 1
+        and last[0] == run.source
+        and last[1] + last[2] == offset
+    ):
+        pieces[-1] = (last[0], last[1], last[2] + size, last[3])
+        table.chunks[-1] = (chunk[0], chunk[1], chunk[2] + len(sizes))
+    else:
+        table.chunks.append((len(pieces), index, len(sizes)))
+        pieces.append((run.source, offset, size, run.track_id))
+
+
 class MP4Archive(Archive):
     """Progressive MP4 with the moov first, as MediaMTX's muxerMP4 and mediacommon's pmp4.
 
@@ -96,39 +149,8 @@ class MP4Archive(Archive):
                 table = tables.get(run.track_id)
                 if table is None:
                     continue
-                offset = run.data_offset
-                for dts, size, flags, cto in zip(
-                    run.dts, run.sizes, run.flags, run.ctos, strict=True
-                ):
-                    sync = not flags & SAMPLE_IS_NON_SYNC
-                    seen = len(table.dts) > 0
-                    if sync and (dts < 0 or (seen and table.dts[-1] < 0)):
-                        table.clear()
-                    visible = visible or dts >= 0
-                    index = len(table.dts)
-                    table.dts.append(dts)
-                    table.sizes.append(size)
-                    table.ctos.append(0 if sync else cto)
-                    if sync:
-                        table.sync.append(index + 1)
-                    last = pieces[-1] if pieces else None
-                    chunk = table.chunks[-1] if table.chunks else None
-                    if (
-                        last is not None
-                        and chunk is not None
-                        and chunk[0] == len(pieces) - 1
-                        and last[3] == run.track_id
-                        and last[0] == run.source
-                        and last[1] + last[2] == offset
-                    ):
-                        pieces[-1] = (last[0], last[1], last[2] + size, last[3])
-                        table.chunks[-1] = (chunk[0], chunk[1], chunk[2] + 1)
-                    else:
-                        table.chunks.append((len(pieces), index, 1))
-                        pieces.append((run.source, offset, size, run.track_id))
-                    offset += size
-                if len(table.dts):
-                    table.end_dts = run.end_dts
+                _add_run(table, run, pieces)
+                visible = visible or run.dts[-1] >= 0
         self._tables = {tid: t for tid, t in tables.items() if len(t.dts)}
         if not visible or not self._tables:
             raise NoSegmentsFound

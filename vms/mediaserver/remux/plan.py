@@ -22,9 +22,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from bisect import bisect_left
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import accumulate
 from pathlib import Path
 
 from vms.mediaserver.mp4read import Header, Run, SegmentError, iter_fragments, read_header
@@ -131,7 +133,7 @@ class Plan:
                 shift = to_units(offset, track.timescale)
                 end = to_units(self._end, track.timescale)
                 dts, run_end = place(run, shift)
-                keep = next((i for i, t in enumerate(dts) if t >= end), len(dts))
+                keep = len(dts) if dts[-1] < end else bisect_left(dts, end)
                 if keep < len(dts):
                     reached_end = True
                     run_end = dts[keep]
@@ -181,9 +183,6 @@ def _joins(previous: Header, previous_end: datetime, current: Header, start: dat
 
 def place(run: Run, offset: int) -> tuple[list[int], int]:
     """Each sample's decode time (the segment's `offset` added), and where the run ends."""
-    dts = []
-    time = run.base_dts + offset
-    for duration in run.durations:
-        dts.append(time)
-        time += duration
-    return dts, time
+    times = list(accumulate(run.durations, initial=run.base_dts + offset))
+    end = times.pop()
+    return times, end
