@@ -21,7 +21,7 @@ _PATH_RE = re.compile(r"^[0-9a-zA-Z_\-/.]+\Z")
 # Go's ParseFloat: decimal or hexadecimal (with a p exponent) literals, inf, infinity, nan.
 _GO_FLOAT = re.compile(r"[+-]?(\d(_?\d)*\.?(\d(_?\d)*)?|\.\d(_?\d)*)([eE][+-]?\d(_?\d)*)?")
 _GO_HEX_FLOAT = re.compile(
-    r"[+-]?0[xX](_?[0-9a-fA-F])*(\.([0-9a-fA-F](_?[0-9a-fA-F])*)?)?[pP][+-]?\d(_?\d)*"
+    r"[+-]?0[xX](_?[0-9a-fA-F]+(\.[0-9a-fA-F]*)?|\.[0-9a-fA-F]+)[pP][+-]?\d+"
 )
 _GO_SPECIAL = re.compile(r"[+-]?(inf|infinity)|nan", re.IGNORECASE)
 _UNITS_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9}
@@ -157,7 +157,7 @@ def _go_parse_float(raw: str) -> float | None:
         mantissa_text = raw.replace("_", "")
         try:
             value = float.fromhex(mantissa_text)
-        except OverflowError:
+        except (OverflowError, ValueError):
             return None
     else:
         return None
