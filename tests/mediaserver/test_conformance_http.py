@@ -306,6 +306,8 @@ async def test_list_end_error_is_a_go_text(client: Client, token: TokenFactory) 
         ("1e400", 'time: unknown unit "e" in duration "1e400"'),
         ("1.5.3", 'time: missing unit in duration "1.5.3"'),
         ("1_0", 'time: unknown unit "_" in duration "1_0"'),
+        ("0xp3", 'time: unknown unit "xp" in duration "0xp3"'),
+        ("3µ", 'time: unknown unit "\\xc2\\xb5" in duration "3\\xc2\\xb5"'),
     ],
 )
 async def test_duration_errors_are_go_texts(
