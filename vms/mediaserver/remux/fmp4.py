@@ -148,10 +148,14 @@ class FMP4Archive(Archive):
         self._started = False
         self._ended = False
         # MediaMTX answers 404 when no sample at or after `start` exists: find out now.
-        while not self._pending and not self._ended:
-            self._step()
-        if not self._pending:
-            raise NoSegmentsFound
+        try:
+            while not self._pending and not self._ended:
+                self._step()
+            if not self._pending:
+                raise NoSegmentsFound
+        except BaseException:
+            self.close()
+            raise
 
     def _step(self) -> None:
         runs = next(self._runs, None)

@@ -142,15 +142,19 @@ class MP4Archive(Archive):
         # The mdat's pieces in order: (source, offset, size, track, chunk index in the track).
         pieces: list[tuple[Path, int, int, int]] = []
         visible = False
-        for runs in plan.runs():
-            if cancel.is_set():
-                raise Cancelled
-            for run in runs:
-                table = tables.get(run.track_id)
-                if table is None:
-                    continue
-                _add_run(table, run, pieces)
-                visible = visible or run.dts[-1] >= 0
+        placed = plan.runs()
+        try:
+            for runs in placed:
+                if cancel.is_set():
+                    raise Cancelled
+                for run in runs:
+                    table = tables.get(run.track_id)
+                    if table is None:
+                        continue
+                    _add_run(table, run, pieces)
+                    visible = visible or run.dts[-1] >= 0
+        finally:
+            placed.close()  # its segment file, when this stops early
         self._tables = {tid: t for tid, t in tables.items() if len(t.dts)}
         if not visible or not self._tables:
             raise NoSegmentsFound

@@ -74,24 +74,25 @@ class Plan:
         self._start = start
         self._end = timedelta(seconds=duration)
         self._cancel = cancel
-        self._opened: tuple[int, Header, Segment] | None = None
         self.header = self._first_header()
 
     def _first_header(self) -> Header:
+        # Read now, so that a path with nothing readable is a 404 before any byte goes out.
         while self._segments:
-            segment = self._segments[0]
-            opened = _open(segment)
+            opened = _open(self._segments[0])
             if opened is not None:
-                self._opened = (opened[0], opened[1], segment)
+                os.close(opened[0])
                 return opened[1]
             self._segments = self._segments[1:]
         raise NoSegmentsFound
 
     def runs(self) -> Generator[list[PlacedRun], None, None]:
         """The placed runs of each source fragment, until the end of the range or of the join."""
-        assert self._opened is not None
-        fd, header, segment = self._opened
-        self._opened = None
+        segment = self._segments[0]
+        opened = _open(segment)
+        if opened is None:  # gone since the header was read
+            return
+        fd, header = opened
         previous_end: datetime | None = None
         queue = iter(self._segments[1:])
         try:
