@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.support.media import CAMERA, FPS, TokenFactory, at, public_jwk, rfc3339
+from tests.support.media import CAMERA, FPS, TokenFactory, at, av_segment, public_jwk, rfc3339
 from tests.support.service import Client
 from vms.mediaserver.app import create_media_app
 from vms.mediaserver.auth import StaticKeys
@@ -524,3 +524,28 @@ async def test_a_start_in_a_joined_gap_begins_at_the_next_keyframe(
     assert frames[0][0] == 20.5
     assert frames[0][1] == pytest.approx(0.3)
     assert len(frames) == round(1.7 * FPS)
+
+
+@pytest.mark.parametrize("fmt", ["fmp4", "mp4"])
+async def test_each_track_keeps_its_own_lead_in(
+    aiohttp_client: Callable[..., Any],
+    tmp_path: Path,
+    jwks: dict[str, Any],
+    token: TokenFactory,
+    fmt: str,
+) -> None:
+    """muxer_fmp4.go / muxer_mp4.go writeSample per track: video keeps its GOP's lead-in,
+    audio (every sample a keyframe) starts at its first sample at or after `start`."""
+    av_segment(tmp_path, CAMERA, 0, 10)
+    client = await aiohttp_client(create_media_app(tmp_path, StaticKeys(jwks)))
+    data = await (await get(client, token, rfc3339(at(3.05)), "4", fmt)).read()
+    with av.open(io.BytesIO(data), "r") as container:
+        video = [float(f.time) for f in container.decode(video=0)]
+    with av.open(io.BytesIO(data), "r") as container:
+        audio = [float(f.time or 0) for f in container.decode(audio=0)]
+    # Shown: 3.1 s to 7.0 s; fmp4 also holds 2.0 s to 3.0 s, lasting 0, at 3.1 s's time.
+    lead_in = 0 if fmt == "mp4" else 11
+    assert len(video) == 4 * FPS + lead_in
+    assert video[: lead_in + 1] == [video[0]] * (lead_in + 1)
+    assert audio[-1] - audio[0] == pytest.approx(4, abs=0.05)
+    assert len(audio) == pytest.approx(4 * 48000 / 1024, abs=2)

@@ -66,6 +66,40 @@ def noise_segment(root: Path, path: str, start: float, frames: int, fps: int = 2
     return target
 
 
+def av_segment(root: Path, path: str, start: float, seconds: float) -> Path:
+    """A segment with H.264 video (10 fps, keyframes every 2 s) and AAC audio (48 kHz mono)."""
+    directory = root / path
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / (at(start).strftime("%Y-%m-%d_%H-%M-%S-%f") + ".mp4")
+    with av.open(
+        str(target),
+        "w",
+        format="mp4",
+        options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},
+    ) as container:
+        options = {"g": str(2 * FPS), "preset": "ultrafast", "tune": "zerolatency"}
+        video = container.add_stream("libx264", rate=FPS, options=options)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        audio = container.add_stream("aac", rate=48000)
+        audio.layout = "mono"
+        written = 0
+        for index in range(round(seconds * FPS)):
+            pixels = np.full((240, 320, 3), index % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, FPS)
+            container.mux(video.encode(frame))
+            while written < (index + 1) * 48000 // FPS:
+                silence = np.zeros((1, 1024), np.float32)
+                chunk = av.AudioFrame.from_ndarray(silence, format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 48000, written
+                chunk.time_base = Fraction(1, 48000)
+                container.mux(audio.encode(chunk))
+                written += 1024
+        container.mux(video.encode(None))
+        container.mux(audio.encode(None))
+    return target
+
+
 def public_jwk(key: Any, kid: str, alg: str) -> dict[str, Any]:
     """The public JWK of a cryptography private key, as the VMS publishes it."""
     algorithm = jwt.get_algorithm_by_name(alg)
