@@ -338,6 +338,15 @@ async def test_duration_of_nothing_is_404(
     assert await error_of(response) == (404, "no recording segments found")
 
 
+@pytest.mark.parametrize("start", ["9999-12-31T23:59:59Z", "0000-01-01T00:00:00Z"])
+async def test_the_ends_of_gos_clock_find_nothing(
+    client: Client, token: TokenFactory, start: str
+) -> None:
+    """onGet: Go's time reaches past years 0 and 9999, so these are a search, not an error."""
+    response = await get(client, token, start, "5")
+    assert await error_of(response) == (404, "no recording segments found")
+
+
 async def test_duration_is_checked_before_format(client: Client, token: TokenFactory) -> None:
     """on_get.go onGet: start, then duration, then format, each with its own text."""
     response = await get(client, token, rfc3339(at(0)), "x", "avi")

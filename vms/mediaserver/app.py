@@ -158,7 +158,10 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
     if duration <= 0:
         # MediaMTX reads such a range and finds no sample in it.
         raise NoSegmentsFound
-    end = start + timedelta(seconds=duration)
+    try:
+        end = start + timedelta(seconds=duration)
+    except OverflowError:  # Go's clock reaches past year 9999; nothing is recorded there
+        raise NoSegmentsFound from None
     check_range(claims, start, end)
     loop = asyncio.get_running_loop()
     cancel = threading.Event()
