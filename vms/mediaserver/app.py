@@ -64,6 +64,16 @@ class PlaybackState:
 PLAYBACK = web.AppKey("playback", PlaybackState)
 
 
+# encoding/json's HTML-safe escapes, which gin's JSON renderer keeps.
+_GO_ESCAPES = (
+    ("<", "\\u003c"),
+    (">", "\\u003e"),
+    ("&", "\\u0026"),
+    ("\u2028", "\\u2028"),
+    ("\u2029", "\\u2029"),
+)
+
+
 def go_json_response(data: object, status: int = 200) -> web.Response:
     """JSON as gin's ctx.JSON writes it: compact, `<`, `>` and `&` escaped, UTF-8 kept."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
@@ -75,15 +85,6 @@ def go_json_response(data: object, status: int = 200) -> web.Response:
         content_type="application/json",
         charset="utf-8",
     )
-
-
-_GO_ESCAPES = (
-    ("<", "\\u003c"),
-    (">", "\\u003e"),
-    ("&", "\\u0026"),
-    ("\u2028", "\\u2028"),
-    ("\u2029", "\\u2029"),
-)
 
 
 def error_response(status: int, text: str) -> web.Response:
