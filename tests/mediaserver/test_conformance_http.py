@@ -8,20 +8,34 @@ bluenviron/mediamtx, or in bluenviron/mediacommon for the MP4 writers). Real HTT
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import logging
+import socket
 import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import av
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.support.media import CAMERA, FPS, TokenFactory, at, av_segment, public_jwk, rfc3339
+from tests.support.media import (
+    CAMERA,
+    FPS,
+    TokenFactory,
+    at,
+    av_segment,
+    noise_segment,
+    public_jwk,
+    rfc3339,
+)
 from tests.support.service import Client
 from vms.mediaserver.app import create_media_app
 from vms.mediaserver.auth import StaticKeys
@@ -392,6 +406,38 @@ async def test_unknown_routes_get_gins_404(client: Client, method: str, url: str
     assert response.content_type == "text/plain"
     if method != "HEAD":
         assert await response.text() == "404 page not found"
+
+
+async def test_a_client_that_stops_reading_is_cut_off(
+    tmp_path: Path, jwks: dict[str, Any], token: TokenFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """httpp handlerWriteTimeout: each write must go out within writeTimeout, or the
+    connection ends; the rest of the archive is never sent."""
+    for index in range(4):
+        noise_segment(tmp_path, CAMERA, index * 2, 50)
+    app = create_media_app(tmp_path, StaticKeys(jwks), write_timeout=0.3)
+    async with TestClient(TestServer(app)) as client:
+        whole = await (await get(client, token, rfc3339(at(0)), "8")).read()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, (client.host, client.port))
+        query = urlencode(
+            {"path": CAMERA, "start": rfc3339(at(0)), "duration": "8", "jwt": token()}
+        )
+        with caplog.at_level(logging.INFO, logger="vms.mediaserver"):
+            await loop.sock_sendall(sock, f"GET /get?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            for _ in range(100):
+                if "cut off" in caplog.text:
+                    break
+                await asyncio.sleep(0.05)
+        received = 0
+        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 65536), 5):
+            received += len(chunk)
+        sock.close()
+    assert "took nothing for 0 s, cut off" in caplog.text
+    assert received < len(whole) / 2
 
 
 async def test_error_json_is_escaped_as_go_escapes_it(client: Client) -> None:

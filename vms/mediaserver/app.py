@@ -48,6 +48,11 @@ from vms.mediaserver.remux import Archive, Cancelled, open_archive
 log = logging.getLogger(__name__)
 
 WORKERS = 4
+# A client that takes no bytes for this long is cut off (MediaMTX's writeTimeout, applied to
+# each write as its handlerWriteTimeout does).
+WRITE_TIMEOUT = 10.0
+# Each write is this much at most, so the timeout asks for progress, not for a fast link.
+WRITE_SLICE = 64 * 1024
 
 
 @dataclass
@@ -57,6 +62,7 @@ class PlaybackState:
     recordings: Path
     trusted_keys: KeySource
     public_url: str | None
+    write_timeout: float = WRITE_TIMEOUT
     cache: InfoCache = field(default_factory=InfoCache)
     pool: ThreadPoolExecutor | None = None
 
@@ -200,12 +206,23 @@ async def _stream(
                 break
             # Read the next chunk while this one goes out.
             pending = loop.run_in_executor(server.pool, archive.read)
-            await response.write(chunk)
+            view = memoryview(chunk)
+            for at in range(0, len(view), WRITE_SLICE):
+                async with asyncio.timeout(server.write_timeout):
+                    await response.write(view[at : at + WRITE_SLICE])
         await response.write_eof()
     except (ConnectionError, asyncio.CancelledError) as exc:
         log.info("playback client %s went away (%s)", request.remote, type(exc).__name__)
         if isinstance(exc, asyncio.CancelledError):
             raise
+    except TimeoutError:
+        log.info(
+            "playback client %s took nothing for %.0f s, cut off",
+            request.remote,
+            server.write_timeout,
+        )
+        if request.transport is not None:
+            request.transport.close()
     except (SegmentError, OSError, Cancelled) as exc:
         # Bytes are out already: all that can be said is to cut the connection.
         log.error("archive of %s stopped: %s", request.query.get("path"), type(exc).__name__)
@@ -271,11 +288,20 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def create_media_app(
-    recordings: Path, trusted_keys: KeySource, *, public_url: str | None = None
+    recordings: Path,
+    trusted_keys: KeySource,
+    *,
+    public_url: str | None = None,
+    write_timeout: float = WRITE_TIMEOUT,
 ) -> web.Application:
     """The media server as an aiohttp application, serving recordings under `recordings`."""
     app = web.Application(middlewares=[_errors])
-    server = PlaybackState(recordings=recordings, trusted_keys=trusted_keys, public_url=public_url)
+    server = PlaybackState(
+        recordings=recordings,
+        trusted_keys=trusted_keys,
+        public_url=public_url,
+        write_timeout=write_timeout,
+    )
     app[PLAYBACK] = server
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
