@@ -39,18 +39,28 @@ def segment(root: Path, path: str, start: float, seconds: float, gop: float = GO
     return write_segment(root / path, path, at(start), seconds, fps=FPS, size=SIZE, gop_seconds=gop)
 
 
-def noise_segment(root: Path, path: str, start: float, frames: int, fps: int = 25) -> Path:
-    """A short segment of random noise: a few megabytes quickly, for streaming tests."""
+def _segment_path(root: Path, path: str, start: float) -> Path:
+    """Where a segment of `path` starting `start` seconds after T0 goes (its folder made)."""
     directory = root / path
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / (at(start).strftime("%Y-%m-%d_%H-%M-%S-%f") + ".mp4")
-    rng = np.random.default_rng(7)
-    with av.open(
+    return directory / (at(start).strftime("%Y-%m-%d_%H-%M-%S-%f") + ".mp4")
+
+
+def _fragmented_writer(target: Path) -> av.container.OutputContainer:
+    """A PyAV writer of fragmented MP4 in MediaMTX's segment layout."""
+    return av.open(
         str(target),
         "w",
         format="mp4",
         options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},
-    ) as container:
+    )
+
+
+def noise_segment(root: Path, path: str, start: float, frames: int, fps: int = 25) -> Path:
+    """A short segment of random noise: a few megabytes quickly, for streaming tests."""
+    target = _segment_path(root, path, start)
+    rng = np.random.default_rng(7)
+    with _fragmented_writer(target) as container:
         stream = container.add_stream(
             "libx264", rate=fps, options={"preset": "ultrafast", "crf": "10", "g": str(fps)}
         )
@@ -68,15 +78,8 @@ def noise_segment(root: Path, path: str, start: float, frames: int, fps: int = 2
 
 def av_segment(root: Path, path: str, start: float, seconds: float) -> Path:
     """A segment with H.264 video (10 fps, keyframes every 2 s) and AAC audio (48 kHz mono)."""
-    directory = root / path
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / (at(start).strftime("%Y-%m-%d_%H-%M-%S-%f") + ".mp4")
-    with av.open(
-        str(target),
-        "w",
-        format="mp4",
-        options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},
-    ) as container:
+    target = _segment_path(root, path, start)
+    with _fragmented_writer(target) as container:
         options = {"g": str(2 * FPS), "preset": "ultrafast", "tune": "zerolatency"}
         video = container.add_stream("libx264", rate=FPS, options=options)
         video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
