@@ -63,16 +63,16 @@ async def test_the_page_surface_answers_in_html(
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("GET", "/nowhere", 404), ("POST", "/list", 405), ("PUT", "/get", 405)],
+    [("GET", "/nowhere", 404), ("POST", "/list", 404), ("PUT", "/get", 404)],
 )
 async def test_the_media_server_answers_in_mediamtx_json(
     media_server: str, method: str, path: str, status: int
 ) -> None:
-    """The embedded media server's unknown paths and methods use MediaMTX's error shape."""
+    """The embedded media server's unknown paths and methods get gin's 404, as MediaMTX's do."""
     async with aiohttp.ClientSession() as http, http.request(method, media_server + path) as r:
         assert r.status == status
-        body = await r.json()
-    assert body["status"] == "error" and isinstance(body["error"], str)
+        assert r.headers["Server"] == "mediamtx"
+        assert await r.text() == "404 page not found"
 
 
 async def test_an_unexpected_error_is_logged_once_with_its_traceback_redacted(

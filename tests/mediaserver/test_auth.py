@@ -22,7 +22,7 @@ from tests.support.media import CAMERA, TokenFactory, public_jwk
 from tests.support.service import Client
 from vms.logs import RedactingFormatter
 from vms.mediaserver.app import create_media_app
-from vms.mediaserver.auth import RemoteJWKS, StaticKeys, UnknownKey, permits
+from vms.mediaserver.auth import RemoteJWKS, StaticKeys, UnknownKey, parse_permissions, permits
 
 
 async def listing(client: Client, path: str = CAMERA, **kwargs: Any) -> aiohttp.ClientResponse:
@@ -176,10 +176,10 @@ async def test_token_never_reaches_the_log(
 
 def test_regex_permission_searches_like_go() -> None:
     """A `~` pattern is searched in the path (Go's MatchString), not anchored."""
-    perms = [{"action": "playback", "path": "~cam"}]
+    perms = parse_permissions([{"action": "playback", "path": "~cam"}])
     assert permits(perms, "playback", "site/cam7")
     assert not permits(perms, "playback", "door")
-    assert not permits([{"action": "playback", "path": "~("}], "playback", "x")
+    assert not permits([("playback", "~(")], "playback", "x")
 
 
 class JWKSServer:

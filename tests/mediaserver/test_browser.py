@@ -47,7 +47,11 @@ async def page(request: web.Request) -> web.Response:
 async def test_archive_plays_with_the_requested_duration(
     aiohttp_server: Any, library: Path, jwks: dict[str, Any], token: TokenFactory, fmt: str
 ) -> None:
-    """Chromium loads the archive, reports its duration (within a GOP) and plays to the end."""
+    """Chromium loads the archive, reports the duration asked for and plays to the end.
+
+    A start mid-GOP (3 s; keyframes every 2 s) adds no length: mp4's edit list hides the
+    lead-in, fmp4's lead-in lasts 0, as MediaMTX writes them.
+    """
     from playwright.async_api import async_playwright
 
     media = await aiohttp_server(create_media_app(library, StaticKeys(jwks)), host="127.0.0.1")
@@ -72,7 +76,7 @@ async def test_archive_plays_with_the_requested_duration(
             await tab.goto(str(site.make_url("/?" + urlencode({"src": src}))))
             await tab.wait_for_function("document.getElementById('v').readyState >= 1")
             duration = await tab.evaluate("document.getElementById('v').duration")
-            assert seconds <= duration <= seconds + GOP
+            assert duration == pytest.approx(seconds, abs=0.1)
             played = await tab.evaluate(
                 """() => new Promise((resolve, reject) => {
                     const v = document.getElementById('v');

@@ -74,24 +74,29 @@ async def fetch(
 async def test_archive_covers_the_range_from_the_keyframe_before(
     client: Client, token: TokenFactory, fmt: str | None
 ) -> None:
-    """The archive starts at the keyframe at or before `start` and stops before the end."""
+    """The archive holds the GOP at `start`, and plays from `start` to the end asked for.
+
+    mp4 hides the lead-in with its edit list; fmp4 gives the lead-in zero duration.
+    """
     start, seconds = at(5.5), 12.0
     status, body, headers = await fetch(client, token, start, seconds, fmt)
     assert status == 200
     assert headers["Content-Type"] == "video/mp4"
     assert headers["Accept-Ranges"] == "none"
     frames, stated = decoded(body)
-    first, last = decode_stripe(frames[0]), decode_stripe(frames[-1])
-    assert start - timedelta(seconds=GOP) < first <= start
-    assert first == at(4)  # keyframes every 2 s
-    assert (
-        start + timedelta(seconds=seconds - 2 * FRAME) <= last < start + timedelta(seconds=seconds)
-    )
-    assert len(frames) == round((seconds + 1.5) * FPS)
-    assert stated == pytest.approx(seconds + 1.5, abs=FRAME)
+    stripes = [decode_stripe(f) for f in frames]
     times = [float(f.time) for f in frames]
-    assert times == sorted(times)
-    assert max(b - a for a, b in itertools.pairwise(times)) == pytest.approx(FRAME)
+    shown = [s for s, t in zip(stripes, times, strict=True) if fmt == "mp4" or s >= start]
+    assert shown[0] == start and shown[-1] == at(17.4)
+    assert len(shown) == round(seconds * FPS)
+    assert stated == pytest.approx(seconds, abs=FRAME)
+    if fmt != "mp4":
+        lead_in = stripes[: stripes.index(start)]
+        assert lead_in[0] == at(4)  # keyframes every 2 s
+        assert times[: len(lead_in) + 1] == [0.0] * (len(lead_in) + 1)
+    visible = times[len(frames) - len(shown) :]
+    assert visible[0] == 0.0
+    assert max(b - a for a, b in itertools.pairwise(visible)) == pytest.approx(FRAME)
 
 
 async def test_fmp4_is_the_default_and_is_fragmented(client: Client, token: TokenFactory) -> None:
@@ -111,19 +116,14 @@ async def test_mp4_has_its_index_first(client: Client, token: TokenFactory) -> N
 
 
 @pytest.mark.parametrize("fmt", ["fmp4", "mp4"])
-async def test_gaps_are_skipped_and_time_runs_on(
-    client: Client, token: TokenFactory, fmt: str
-) -> None:
-    """Across a gap the archive jumps to the next footage without a pause or filler."""
+async def test_archive_stops_at_a_gap(client: Client, token: TokenFactory, fmt: str) -> None:
+    """Across a gap of more than 1 s the archive ends, as MediaMTX's /get does."""
     frames, stated = decoded((await fetch(client, token, at(26), 20, fmt))[1])
-    stripes = [decode_stripe(f) for f in frames]
-    assert stripes[0] == at(24.5)  # keyframe of the segment that began at 20.5 s
-    assert stripes[-1] == at(45.9)
-    assert at(30.4) in stripes and at(40) in stripes
-    assert not any(at(30.5) <= s < at(40) for s in stripes)
-    assert stated == pytest.approx((30.5 - 24.5) + (46 - 40), abs=FRAME)
-    times = [float(f.time) for f in frames]
-    assert max(b - a for a, b in itertools.pairwise(times)) == pytest.approx(FRAME)
+    stripes = [decode_stripe(f) for f in frames if fmt == "mp4" or decode_stripe(f) >= at(26)]
+    assert stripes[0] == at(26)
+    assert stripes[-1] == at(30.4)
+    assert not any(s >= at(30.5) for s in stripes)
+    assert stated == pytest.approx(30.5 - 26, abs=FRAME)
 
 
 async def test_stripe_matches_requested_range_across_segments(
@@ -146,11 +146,7 @@ async def test_stripe_matches_requested_range_across_segments(
         ({"start": "2026-11-23T25:00:00Z"}, "invalid start"),
         ({"duration": None}, "invalid duration"),
         ({"duration": "ten"}, "invalid duration"),
-        ({"duration": "-5"}, "invalid duration"),
-        ({"duration": "0"}, "invalid duration"),
         ({"duration": "1e9"}, "invalid duration"),
-        ({"duration": "inf"}, "invalid duration"),
-        ({"duration": "nan"}, "invalid duration"),
         ({"duration": "1e400"}, "invalid duration"),
         ({"format": "avi"}, "invalid format"),
         ({"format": "MP4"}, "invalid format"),
@@ -213,7 +209,7 @@ async def test_no_footage_is_404(
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated-header", "bad-moof"])
-async def test_damaged_segment_among_good_ones_is_skipped(
+async def test_damaged_segment_ends_the_archive(
     aiohttp_client: Any,
     tmp_path: Path,
     jwks: dict[str, Any],
@@ -221,7 +217,7 @@ async def test_damaged_segment_among_good_ones_is_skipped(
     caplog: pytest.LogCaptureFixture,
     damage: str,
 ) -> None:
-    """A damaged segment is logged and left out; the footage around it is served."""
+    """A damaged segment is logged and cannot be joined: the footage before it is served."""
     segment(tmp_path, CAMERA, 0, 4)
     bad = segment(tmp_path, CAMERA, 4, 4)
     segment(tmp_path, CAMERA, 8, 4)
@@ -238,9 +234,8 @@ async def test_damaged_segment_among_good_ones_is_skipped(
         status, body, _ = await fetch(client, token, at(0), 12, "mp4")
     assert status == 200
     stripes = [decode_stripe(f) for f in decoded(body)[0]]
-    assert stripes[0] == at(0) and stripes[-1] == at(11.9)
-    assert at(3.9) in stripes and at(8) in stripes
-    assert not any(at(4) <= s < at(8) for s in stripes)
+    assert stripes[0] == at(0) and stripes[-1] == at(3.9)
+    assert len(stripes) == 4 * FPS
     assert bad.name in caplog.text
     for record in caplog.records:
         assert record.exc_info is None

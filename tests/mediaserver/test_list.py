@@ -180,7 +180,7 @@ async def test_preflight_answers_like_mediamtx(client: Client) -> None:
 
 
 async def test_unknown_route_has_the_error_shape(client: Client) -> None:
-    """Anything else is a 404 in the same JSON shape."""
+    """Anything else is gin's plain 404, as MediaMTX answers it."""
     response = await client.get("/nothing")
     assert response.status == 404
-    assert (await response.json())["status"] == "error"
+    assert await response.text() == "404 page not found"

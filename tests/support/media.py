@@ -39,18 +39,28 @@ def segment(root: Path, path: str, start: float, seconds: float, gop: float = GO
     return write_segment(root / path, path, at(start), seconds, fps=FPS, size=SIZE, gop_seconds=gop)
 
 
-def noise_segment(root: Path, path: str, start: float, frames: int, fps: int = 25) -> Path:
-    """A short segment of random noise: a few megabytes quickly, for streaming tests."""
+def _segment_path(root: Path, path: str, start: float) -> Path:
+    """Where a segment of `path` starting `start` seconds after T0 goes (its folder made)."""
     directory = root / path
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / (at(start).strftime("%Y-%m-%d_%H-%M-%S-%f") + ".mp4")
-    rng = np.random.default_rng(7)
-    with av.open(
+    return directory / (at(start).strftime("%Y-%m-%d_%H-%M-%S-%f") + ".mp4")
+
+
+def _fragmented_writer(target: Path) -> av.container.OutputContainer:
+    """A PyAV writer of fragmented MP4 in MediaMTX's segment layout."""
+    return av.open(
         str(target),
         "w",
         format="mp4",
         options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},
-    ) as container:
+    )
+
+
+def noise_segment(root: Path, path: str, start: float, frames: int, fps: int = 25) -> Path:
+    """A short segment of random noise: a few megabytes quickly, for streaming tests."""
+    target = _segment_path(root, path, start)
+    rng = np.random.default_rng(7)
+    with _fragmented_writer(target) as container:
         stream = container.add_stream(
             "libx264", rate=fps, options={"preset": "ultrafast", "crf": "10", "g": str(fps)}
         )
@@ -63,6 +73,33 @@ def noise_segment(root: Path, path: str, start: float, frames: int, fps: int = 2
             frame.pts = index
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+    return target
+
+
+def av_segment(root: Path, path: str, start: float, seconds: float) -> Path:
+    """A segment with H.264 video (10 fps, keyframes every 2 s) and AAC audio (48 kHz mono)."""
+    target = _segment_path(root, path, start)
+    with _fragmented_writer(target) as container:
+        options = {"g": str(2 * FPS), "preset": "ultrafast", "tune": "zerolatency"}
+        video = container.add_stream("libx264", rate=FPS, options=options)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        audio = container.add_stream("aac", rate=48000)
+        audio.layout = "mono"
+        written = 0
+        for index in range(round(seconds * FPS)):
+            pixels = np.full((240, 320, 3), index % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, FPS)
+            container.mux(video.encode(frame))
+            while written < (index + 1) * 48000 // FPS:
+                silence = np.zeros((1, 1024), np.float32)
+                chunk = av.AudioFrame.from_ndarray(silence, format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 48000, written
+                chunk.time_base = Fraction(1, 48000)
+                container.mux(audio.encode(chunk))
+                written += 1024
+        container.mux(video.encode(None))
+        container.mux(audio.encode(None))
     return target
 
 

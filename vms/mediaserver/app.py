@@ -9,6 +9,7 @@ runs on behalf of a client between chunks and a client that goes away stops the 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -16,13 +17,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from vms.dates import format_rfc3339
-from vms.mediaserver.auth import AuthError, KeySource, authorize, check_range, token_from
+from vms.mediaserver.auth import (
+    AuthError,
+    KeySource,
+    authorize,
+    check_range,
+    credentials_from,
+    token_from,
+)
 from vms.mediaserver.mp4read import SegmentError
 from vms.mediaserver.params import (
     BadRequest,
@@ -39,6 +48,11 @@ from vms.mediaserver.remux import Archive, Cancelled, open_archive
 log = logging.getLogger(__name__)
 
 WORKERS = 4
+# A client that takes no bytes for this long is cut off (MediaMTX's writeTimeout, applied to
+# each write as its handlerWriteTimeout does).
+WRITE_TIMEOUT = 10.0
+# Each write is this much at most, so the timeout asks for progress, not for a fast link.
+WRITE_SLICE = 64 * 1024
 
 
 @dataclass
@@ -48,6 +62,7 @@ class PlaybackState:
     recordings: Path
     trusted_keys: KeySource
     public_url: str | None
+    write_timeout: float = WRITE_TIMEOUT
     cache: InfoCache = field(default_factory=InfoCache)
     pool: ThreadPoolExecutor | None = None
 
@@ -55,16 +70,58 @@ class PlaybackState:
 PLAYBACK = web.AppKey("playback", PlaybackState)
 
 
+# encoding/json's HTML-safe escapes, which gin's JSON renderer keeps.
+_GO_ESCAPES = (
+    ("<", "\\u003c"),
+    (">", "\\u003e"),
+    ("&", "\\u0026"),
+    ("\u2028", "\\u2028"),
+    ("\u2029", "\\u2029"),
+)
+
+
+def go_json_response(data: object, status: int = 200) -> web.Response:
+    """JSON as gin's ctx.JSON writes it: compact, `<`, `>` and `&` escaped, UTF-8 kept."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    for char, escaped in _GO_ESCAPES:
+        text = text.replace(char, escaped)
+    return web.Response(
+        status=status,
+        body=text.encode("utf-8", "replace"),
+        content_type="application/json",
+        charset="utf-8",
+    )
+
+
 def error_response(status: int, text: str) -> web.Response:
-    """MediaMTX's error shape."""
-    return web.json_response({"status": "error", "error": text}, status=status)
+    """MediaMTX's error shape (playback server.writeError)."""
+    return go_json_response({"status": "error", "error": text}, status=status)
+
+
+class Unauthorized(Exception):
+    """A request MediaMTX refuses with 401; `ask` when it came with no credentials at all."""
+
+    def __init__(self, reason: AuthError, *, ask: bool) -> None:
+        super().__init__(str(reason))
+        self.ask = ask
+
+
+async def _authorize(request: web.Request, server: PlaybackState, path: str) -> dict[str, Any]:
+    """The claims of the request's token for playback of `path` (MediaMTX's doAuth)."""
+    credentials = credentials_from(request.headers.getall("Authorization", []))
+    token = token_from(request.rel_url.raw_query_string, credentials)
+    try:
+        return await authorize(token, server.trusted_keys, path)
+    except AuthError as exc:
+        ask = not (credentials.user or credentials.password or token)
+        raise Unauthorized(exc, ask=ask) from None
 
 
 async def handle_list(request: web.Request) -> web.StreamResponse:
     """GET /list?path=&start=&end= → `[{"start", "duration", "url"}]` of continuous spans."""
     server = request.app[PLAYBACK]
     path = path_param(request.query)
-    claims = await authorize(token_from(request.query, request.headers), server.trusted_keys, path)
+    claims = await _authorize(request, server, path)
     start = time_param(request.query, "start", required=False)
     end = time_param(request.query, "end", required=False)
     check_range(claims, start, end)
@@ -93,19 +150,25 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
                 "url": f"{base}/get?{query}",
             }
         )
-    return web.json_response(entries)
+    return go_json_response(entries)
 
 
 async def handle_get(request: web.Request) -> web.StreamResponse:
     """GET /get?path=&start=&duration=&format= → the footage as video/mp4, by stream copy."""
     server = request.app[PLAYBACK]
     path = path_param(request.query)
-    claims = await authorize(token_from(request.query, request.headers), server.trusted_keys, path)
+    claims = await _authorize(request, server, path)
     start = time_param(request.query, "start", required=True)
     duration = duration_param(request.query)
     fmt = format_param(request.query)
     assert start is not None
-    end = start + timedelta(seconds=duration)
+    if duration <= 0:
+        # MediaMTX reads such a range and finds no sample in it.
+        raise NoSegmentsFound
+    try:
+        end = start + timedelta(seconds=duration)
+    except OverflowError:  # Go's clock reaches past year 9999; nothing is recorded there
+        raise NoSegmentsFound from None
     check_range(claims, start, end)
     loop = asyncio.get_running_loop()
     cancel = threading.Event()
@@ -143,12 +206,23 @@ async def _stream(
                 break
             # Read the next chunk while this one goes out.
             pending = loop.run_in_executor(server.pool, archive.read)
-            await response.write(chunk)
+            view = memoryview(chunk)
+            for at in range(0, len(view), WRITE_SLICE):
+                async with asyncio.timeout(server.write_timeout):
+                    await response.write(view[at : at + WRITE_SLICE])
         await response.write_eof()
     except (ConnectionError, asyncio.CancelledError) as exc:
         log.info("playback client %s went away (%s)", request.remote, type(exc).__name__)
         if isinstance(exc, asyncio.CancelledError):
             raise
+    except TimeoutError:
+        log.info(
+            "playback client %s took nothing for %.0f s, cut off",
+            request.remote,
+            server.write_timeout,
+        )
+        if request.transport is not None:
+            request.transport.close()
     except (SegmentError, OSError, Cancelled) as exc:
         # Bytes are out already: all that can be said is to cut the connection.
         log.error("archive of %s stopped: %s", request.query.get("path"), type(exc).__name__)
@@ -161,9 +235,14 @@ async def _stream(
     return response
 
 
+# gin's answer to a route it does not have (any other method included).
+_NOT_FOUND = "404 page not found"
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+    # MediaMTX's middlewarePreflightRequests runs before routing: any path.
+    if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
         return web.Response(
             status=204,
             headers={
@@ -177,16 +256,22 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except BadRequest as exc:
         return error_response(400, str(exc))
-    except AuthError as exc:
+    except Unauthorized as exc:
+        headers = {}
+        if exc.ask:
+            headers["WWW-Authenticate"] = 'Basic realm="mediamtx"'
+        else:
+            log.info("connection %s failed to authenticate: %s", request.remote, exc)
+        response = error_response(401, "authentication error")
+        response.headers.update(headers)
+        return response
+    except AuthError as exc:  # the VMS's range claim: the token came, and does not cover this
         log.info("connection %s failed to authenticate: %s", request.remote, exc)
-        return web.Response(
-            status=401,
-            content_type="application/json",
-            text='{"status":"error","error":"authentication error"}',
-            headers={"WWW-Authenticate": 'Basic realm="mediamtx"'},
-        )
+        return error_response(401, "authentication error")
     except NoSegmentsFound as exc:
         return error_response(404, str(exc))
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        return web.Response(status=404, body=_NOT_FOUND.encode(), content_type="text/plain")
     except web.HTTPException as exc:
         if exc.status >= 400:
             return error_response(exc.status, exc.reason.lower())
@@ -196,17 +281,27 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(500, "internal error")
 
 
-async def _cors(request: web.Request, response: web.StreamResponse) -> None:
+async def _headers(request: web.Request, response: web.StreamResponse) -> None:
+    # httpp.Server: handlerServerHeader, and handlerOrigin with playbackAllowOrigins ["*"].
+    response.headers["Server"] = "mediamtx"
     response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers["Access-Control-Allow-Credentials"] = "true"
 
 
 def create_media_app(
-    recordings: Path, trusted_keys: KeySource, *, public_url: str | None = None
+    recordings: Path,
+    trusted_keys: KeySource,
+    *,
+    public_url: str | None = None,
+    write_timeout: float = WRITE_TIMEOUT,
 ) -> web.Application:
     """The media server as an aiohttp application, serving recordings under `recordings`."""
     app = web.Application(middlewares=[_errors])
-    server = PlaybackState(recordings=recordings, trusted_keys=trusted_keys, public_url=public_url)
+    server = PlaybackState(
+        recordings=recordings,
+        trusted_keys=trusted_keys,
+        public_url=public_url,
+        write_timeout=write_timeout,
+    )
     app[PLAYBACK] = server
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -216,7 +311,7 @@ def create_media_app(
         server.pool = None
 
     app.cleanup_ctx.append(pool_ctx)
-    app.on_response_prepare.append(_cors)
+    app.on_response_prepare.append(_headers)
     app.router.add_get("/list", handle_list, allow_head=False)
     app.router.add_get("/get", handle_get, allow_head=False)
     return app

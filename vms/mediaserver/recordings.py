@@ -23,6 +23,7 @@ from vms.dates import as_utc
 from vms.mediaserver.mp4read import SegmentError as SegmentError  # still importable from here
 from vms.mediaserver.mp4read import iter_fragments as iter_fragments  # still importable from here
 from vms.mediaserver.mp4read import read_header, segment_duration
+from vms.mediaserver.params import path_name_error
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 CONCATENATION_TOLERANCE = 1.0
 
 _NAME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})_(\d{2})-(\d{2})-(\d{2})-(\d{6})\.mp4\Z")
-_PATH_RE = re.compile(r"^[0-9a-zA-Z_\-/.~:]+\Z")
 
 
 class NoSegmentsFound(Exception):
@@ -39,23 +39,6 @@ class NoSegmentsFound(Exception):
 
     def __init__(self) -> None:
         super().__init__("no recording segments found")
-
-
-def path_name_error(name: str) -> str | None:
-    """Why `name` is not a valid path name (MediaMTX's rules, plus no dot segments), or None."""
-    if name == "":
-        return "cannot be empty"
-    if name.startswith("/"):
-        return "can't begin with a slash"
-    if name.endswith("/"):
-        return "can't end with a slash"
-    if not _PATH_RE.match(name):
-        return (
-            "can contain only alphanumeric characters, underscore, dot, tilde, minus, slash, colon"
-        )
-    if any(part in ("", ".", "..") for part in name.split("/")):
-        return "can't contain empty, '.' or '..' elements"
-    return None
 
 
 def path_dir(root: Path, name: str) -> Path | None:

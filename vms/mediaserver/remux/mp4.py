@@ -23,20 +23,44 @@ from vms.mediaserver.remux.boxes import (
     full_box,
 )
 from vms.mediaserver.remux.muxer import CHUNK, Archive, Cancelled, SampleReader
-from vms.mediaserver.remux.plan import Plan
+from vms.mediaserver.remux.plan import PlacedRun, Plan
+
+# mediacommon's pmp4 writes every movie-level duration in milliseconds.
+MOVIE_TIMESCALE = 1000
 
 
 @dataclass(slots=True)
 class _TrackTable:
-    """What the moov of a progressive MP4 says about one track."""
+    """What the moov of a progressive MP4 says about one track (MediaMTX's muxerMP4Track)."""
 
-    first_dts: int = -1
-    durations: array[int] = field(default_factory=lambda: array("I"))
+    dts: array[int] = field(default_factory=lambda: array("q"))
     sizes: array[int] = field(default_factory=lambda: array("I"))
     ctos: array[int] = field(default_factory=lambda: array("i"))
     sync: array[int] = field(default_factory=lambda: array("I"))
+    # Runs of samples whose data is contiguous: (order in the mdat, first sample, count).
+    chunks: list[tuple[int, int, int]] = field(default_factory=list)
+    end_dts: int = 0
+    durations: array[int] = field(default_factory=lambda: array("I"))
     chunk_counts: array[int] = field(default_factory=lambda: array("I"))
     chunk_offsets: array[int] = field(default_factory=lambda: array("Q"))
+
+    @property
+    def time_offset(self) -> int:
+        """The first sample's decode time: below 0 it is hidden by the edit list."""
+        return self.dts[0]
+
+    def clear(self) -> None:
+        """Forget the samples so far: a keyframe before `start` starts the GOP anew."""
+        for values in (self.dts, self.sizes, self.ctos, self.sync):
+            del values[:]
+        self.chunks.clear()
+
+    def finish(self) -> None:
+        """Each sample lasts until the next one's decode time (never below 0)."""
+        self.durations = array(
+            "I", (max(b - a, 0) for a, b in zip(self.dts, self.dts[1:], strict=False))
+        )
+        self.durations.append(max(self.end_dts - self.dts[-1], 0))
 
 
 def _run_lengths(values: array[int]) -> list[tuple[int, int]]:
@@ -49,48 +73,106 @@ def _run_lengths(values: array[int]) -> list[tuple[int, int]]:
     return out
 
 
+def _reset_at(table: _TrackTable, run: PlacedRun) -> int | None:
+    """The last sample of `run` at which the track starts anew, if any (muxerMP4.writeSample).
+
+    A keyframe before `start` starts a new GOP, and so does the first keyframe at or after it
+    when samples before `start` came first; both can happen only while decode times are
+    below 0, so only the run's first samples are looked at.
+    """
+    found = None
+    previous = table.dts[-1] if len(table.dts) else None
+    for i, (dts, flags) in enumerate(zip(run.dts, run.flags, strict=True)):
+        if previous is not None and previous >= 0:
+            break
+        if not flags & SAMPLE_IS_NON_SYNC and (dts < 0 or previous is not None):
+            found = i
+        previous = dts
+    return found
+
+
+def _add_run(table: _TrackTable, run: PlacedRun, pieces: list[tuple[Path, int, int, int]]) -> None:
+    """Append `run` to its track's table and its data to the mdat's pieces."""
+    first = _reset_at(table, run)
+    if first is not None:
+        table.clear()
+    first = first or 0
+    index = len(table.dts)
+    offset = run.data_offset + sum(run.sizes[:first])
+    sizes = run.sizes[first:]
+    flags = run.flags[first:]
+    table.dts.extend(run.dts[first:])
+    table.sizes.extend(sizes)
+    # MediaMTX zeroes a keyframe's composition offset ("Missing key frame" warnings otherwise).
+    table.ctos.extend(
+        c if f & SAMPLE_IS_NON_SYNC else 0 for f, c in zip(flags, run.ctos[first:], strict=True)
+    )
+    table.sync.extend(index + 1 + i for i, f in enumerate(flags) if not f & SAMPLE_IS_NON_SYNC)
+    table.end_dts = run.end_dts
+    size = sum(sizes)
+    last = pieces[-1] if pieces else None
+    chunk = table.chunks[-1] if table.chunks else None
+    if (
+        last is not None
+        and chunk is not None
+        and chunk[0] == len(pieces) - 1
+        and last[0] == run.source
+        and last[1] + last[2] == offset
+    ):
+        pieces[-1] = (last[0], last[1], last[2] + size, last[3])
+        table.chunks[-1] = (chunk[0], chunk[1], chunk[2] + len(sizes))
+    else:
+        table.chunks.append((len(pieces), index, len(sizes)))
+        pieces.append((run.source, offset, size, run.track_id))
+
+
 class MP4Archive(Archive):
-    """Progressive MP4 with the moov first, computed from the sample tables before any data."""
+    """Progressive MP4 with the moov first, as MediaMTX's muxerMP4 and mediacommon's pmp4.
+
+    Every track keeps the GOP that holds `start`: its samples before `start` are in the file
+    and the edit list skips them, so playback starts exactly at `start`; footage that begins
+    after `start` is delayed by an empty edit. A keyframe's composition offset is set to 0,
+    as MediaMTX does.
+    """
 
     def __init__(self, plan: Plan, cancel: threading.Event) -> None:
         self._cancel = cancel
         self._header = plan.header
-        self._chunks: list[tuple[Path, int, int]] = []
         tables: dict[int, _TrackTable] = {tid: _TrackTable() for tid in plan.header.tracks}
-        mdat_size = 0
-        chunk_index = 0
-        for runs in plan.fragments():
-            if cancel.is_set():
-                raise Cancelled
-            for run in runs:
-                table = tables[run.track_id]
-                if table.first_dts < 0:
-                    table.first_dts = run.base_dts
-                base = len(table.sizes) + 1
-                table.durations.extend(run.durations)
-                table.sizes.extend(run.sizes)
-                table.ctos.extend(run.ctos)
-                table.sync.extend(
-                    base + i for i, f in enumerate(run.flags) if not f & SAMPLE_IS_NON_SYNC
-                )
-                table.chunk_counts.append(len(run.sizes))
-                table.chunk_offsets.append(mdat_size)
-                size = run.data_size
-                if (
-                    self._chunks
-                    and self._chunks[-1][0] == run.source
-                    and (self._chunks[-1][1] + self._chunks[-1][2] == run.data_offset)
-                ):
-                    path, offset, length = self._chunks[-1]
-                    self._chunks[-1] = (path, offset, length + size)
-                else:
-                    self._chunks.append((run.source, run.data_offset, size))
-                mdat_size += size
-                chunk_index += 1
-        if chunk_index == 0:
+        # The mdat's pieces in order: (source, offset, size, track, chunk index in the track).
+        pieces: list[tuple[Path, int, int, int]] = []
+        visible = False
+        placed = plan.runs()
+        try:
+            for runs in placed:
+                if cancel.is_set():
+                    raise Cancelled
+                for run in runs:
+                    table = tables.get(run.track_id)
+                    if table is None:
+                        continue
+                    _add_run(table, run, pieces)
+                    visible = visible or run.dts[-1] >= 0
+        finally:
+            placed.close()  # its segment file, when this stops early
+        self._tables = {tid: t for tid, t in tables.items() if len(t.dts)}
+        if not visible or not self._tables:
             raise NoSegmentsFound
-        self._tables = {tid: t for tid, t in tables.items() if len(t.sizes)}
-        ftyp = box(b"ftyp", b"isom", struct.pack(">I", 512), b"isomiso2avc1mp41")
+        # Pieces of samples a later keyframe dropped are not in any table's chunks any more.
+        kept = sorted(c[0] for t in self._tables.values() for c in t.chunks)
+        where: dict[int, int] = {}
+        self._chunks: list[tuple[Path, int, int]] = []
+        mdat_size = 0
+        for order in kept:
+            source, offset, size, _ = pieces[order]
+            where[order] = mdat_size
+            self._chunks.append((source, offset, size))
+            mdat_size += size
+        for table in self._tables.values():
+            table.finish()
+            table.chunk_counts = array("I", (count for _, _, count in table.chunks))
+            table.chunk_offsets = array("Q", (where[order] for order, _, _ in table.chunks))
+        ftyp = box(b"ftyp", b"isom", struct.pack(">I", 1), b"isomiso2mp41mp42")
         large = mdat_size + 8 > 0xFFFFFFFF
         mdat_header_size = 16 if large else 8
         moov_size = len(self._moov(0, co64=large))
@@ -113,22 +195,20 @@ class MP4Archive(Archive):
 
     def _moov(self, data_start: int, *, co64: bool) -> bytes:
         header = self._header
-        movie_ts = header.movie_timescale
         traks = []
         movie_duration = 0
         for tid, table in self._tables.items():
             track = header.tracks[tid]
-            media_duration = sum(table.durations)
-            delay = table.first_dts
-            track_movie = (media_duration + delay) * movie_ts // track.timescale
+            shown = sum(table.durations) + table.time_offset
+            track_movie = max(shown, 0) * MOVIE_TIMESCALE // track.timescale
             movie_duration = max(movie_duration, track_movie)
-            traks.append(self._trak(track, table, data_start, co64, track_movie, movie_ts))
+            traks.append(self._trak(track, table, data_start, co64, track_movie))
         next_id = max(header.tracks) + 1
         mvhd = full_box(
             b"mvhd",
             0,
             0,
-            struct.pack(">IIII", 0, 0, movie_ts, min(movie_duration, 0xFFFFFFFF)),
+            struct.pack(">IIII", 0, 0, MOVIE_TIMESCALE, min(movie_duration, 0xFFFFFFFF)),
             struct.pack(">IH10x", 0x00010000, 0x0100),
             struct.pack(">9I", 0x00010000, 0, 0, 0, 0x00010000, 0, 0, 0, 0x40000000),
             bytes(24),
@@ -137,33 +217,33 @@ class MP4Archive(Archive):
         return box(b"moov", mvhd, *traks)
 
     def _trak(
-        self,
-        track: Track,
-        table: _TrackTable,
-        data_start: int,
-        co64: bool,
-        movie_duration: int,
-        movie_ts: int,
+        self, track: Track, table: _TrackTable, data_start: int, co64: bool, movie_duration: int
     ) -> bytes:
         media_duration = sum(table.durations)
+        offset = table.time_offset
 
         def stbl(raw: bytes) -> bytes:
             stsd_at, stsd_end = child(raw, 8, len(raw), b"stsd")
             return self._stbl(raw[stsd_at - 8 : stsd_end], table, data_start, co64)
 
-        durations = duration_edits(movie_duration, media_duration)
-        # The source's edit list is about its own samples; this archive's is made below.
+        durations = duration_edits(movie_duration, max(media_duration + offset, 0))
+        # The source's edit list is about its own samples; this archive's is made below
+        # (mediacommon's pmp4 marshalELST).
         parts = edited_children(track.trak, {**durations, b"mdia/minf/stbl": stbl, b"edts": drop})
-        edits = []
-        if table.first_dts > 0:
-            delay = table.first_dts * movie_ts // track.timescale
-            edits.append(struct.pack(">Iii", delay, -1, 0x00010000))
-        start_cto = table.ctos[0] if len(table.ctos) and table.ctos[0] > 0 else 0
-        if edits or start_cto:
-            shown = (media_duration - start_cto) * movie_ts // track.timescale
-            edits.append(struct.pack(">Iii", shown, start_cto, 0x00010000))
-            elst = full_box(b"elst", 0, 0, struct.pack(">I", len(edits)), *edits)
-            parts.insert(1, box(b"edts", elst))
+
+        def to_movie(units: int) -> int:
+            return min(units * MOVIE_TIMESCALE // track.timescale, 0xFFFFFFFF)
+
+        if offset > 0:  # the footage begins after `start`: wait for it
+            edits = [
+                struct.pack(">Iii", to_movie(offset), -1, 0x00010000),
+                struct.pack(">Iii", to_movie(media_duration), 0, 0x00010000),
+            ]
+        else:  # skip the lead-in: play from `start`
+            shown = max(media_duration + offset, 0)
+            edits = [struct.pack(">Iii", to_movie(shown), -offset, 0x00010000)]
+        elst = full_box(b"elst", 0, 0, struct.pack(">I", len(edits)), *edits)
+        parts.insert(1, box(b"edts", elst))
         return box(b"trak", *parts)
 
     @staticmethod

@@ -1,17 +1,18 @@
-"""Which samples go into an archive, in what order, at what decode times.
+"""Which samples go into an archive and at what decode times, as MediaMTX's seekAndMux places them.
 
-- Start: every track begins at its last keyframe at or before `start` (or, when there is none
-  there, its first keyframe after it); the archive's clock starts at the earliest of those.
-  Frames are shown with their real durations, so an archive is at most one GOP longer than
-  asked for. (MediaMTX squeezes the lead-in frames to zero duration instead; browsers do not
-  all like zero-length frames.)
-- End: samples whose time is at or past `start + duration` are left out.
-- Time runs continuously: each sample follows the previous one by its recorded duration, so a
-  gap between recordings is skipped, never filled. Samples that would go back in time (two
-  overlapping recordings) are dropped, and a track then waits for its next keyframe.
-- A damaged segment is skipped (logged); one whose stream differs from the first (another
-  codec or resolution) is skipped too; a segment being written is read up to its last complete
-  moof+mdat only (see mp4read.iter_fragments).
+- Placement: a sample's decode time is its segment's offset from `start` (the segment's start
+  time minus `start`) plus its decode time in the segment, in its track's timescale, so time
+  counts from `start`: footage that begins after `start` (a start before the first recording)
+  sits at its offset, and samples before `start` (the lead-in from the last keyframe) have
+  negative decode times. What becomes of those is each format's business (`fmp4`, `mp4`).
+- End: samples at or past `start + duration` are left out; reading stops after the fragment
+  in which a track got there.
+- Joining: segments follow each other while each starts within 1 s of where the previous one
+  ended and carries the same stream (MediaMTX's segmentFMP4CanBeConcatenated, legacy rule);
+  the archive stops at the first one that does not, so a gap or a new stream ends it.
+- A damaged first segment is skipped (logged); a damaged later one ends the archive, as one
+  that cannot be joined. A segment being written is read up to its last complete moof+mdat
+  (see mp4read.iter_fragments).
 
 Only sample tables are read here; the sample data stays in the segment files.
 """
@@ -21,264 +22,168 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from bisect import bisect_left
 from collections.abc import Generator
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import accumulate
 from pathlib import Path
 
-from vms.mediaserver.mp4read import (
-    SAMPLE_IS_NON_SYNC,
-    Header,
-    Run,
-    SegmentError,
-    iter_fragments,
-    read_header,
-)
-from vms.mediaserver.recordings import NoSegmentsFound, Segment
+from vms.mediaserver.mp4read import Header, Run, SegmentError, iter_fragments, read_header
+from vms.mediaserver.recordings import CONCATENATION_TOLERANCE, NoSegmentsFound, Segment
 from vms.mediaserver.remux.muxer import Cancelled
 
 log = logging.getLogger(__name__)
 
-# Stop waiting for a track that has no sample this long after `start`.
-_SETTLE_SECONDS = 10.0
-_BACKWARDS_SLACK = 1e-6
+_TOLERANCE = timedelta(seconds=CONCATENATION_TOLERANCE)
+
+
+def to_units(delta: timedelta, timescale: int) -> int:
+    """A time difference in a track's units, truncated as MediaMTX's durationGoToMp4 does."""
+    nanos = (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+    whole, rest = divmod(abs(nanos), 10**9)
+    units = whole * timescale + rest * timescale // 10**9
+    return units if nanos >= 0 else -units
 
 
 @dataclass(slots=True)
-class OutRun:
-    """Consecutive samples of one track whose data is contiguous in one segment file."""
+class PlacedRun:
+    """Consecutive samples of one track, contiguous in one segment file, placed in time.
+
+    `dts` are decode times in the track's units counted from the requested start; `end_dts`
+    is where the last one's recorded duration ends.
+    """
 
     track_id: int
     source: Path
     data_offset: int
-    base_dts: int
-    durations: list[int] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    flags: list[int] = field(default_factory=list)
-    ctos: list[int] = field(default_factory=list)
-
-    @property
-    def data_size(self) -> int:
-        """Bytes of sample data."""
-        return sum(self.sizes)
-
-
-@dataclass(slots=True)
-class _Source:
-    """A source fragment and where its segment sits in time."""
-
-    path: Path
-    offset: float  # seconds from the requested start to the segment's start
-    header: Header
-    runs: list[Run]
-
-    def time(self, run: Run, dts: int) -> float:
-        """Seconds from the requested start to decode time `dts` of `run`'s track."""
-        return self.offset + dts / self.header.tracks[run.track_id].timescale
-
-
-@dataclass(slots=True)
-class _TrackState:
-    timescale: int
-    cut: tuple[int, int, int] | None = None  # (source index, run index, sample index)
-    cut_time: float = 0.0
-    out_dts: int = -1
-    last_time: float = float("-inf")
-    need_sync: bool = False
-    done: bool = False
-
-
-def _sources(
-    segments: list[Segment], start: datetime, duration: float, cancel: threading.Event
-) -> Generator[_Source, None, None]:
-    """Fragments of the usable segments in time order, until past the end of the range."""
-    first: Header | None = None
-    for segment in segments:
-        offset = (segment.start - start).total_seconds()
-        if offset >= duration:
-            return
-        if cancel.is_set():
-            raise Cancelled
-        try:
-            fd = os.open(segment.path, os.O_RDONLY)
-        except OSError as exc:
-            log.warning("segment %s: cannot open (%s), skipped", segment.path.name, exc.strerror)
-            continue
-        try:
-            size = os.fstat(fd).st_size
-            try:
-                header = read_header(fd, size)
-            except SegmentError as exc:
-                log.warning("segment %s: skipped, %s", segment.path.name, exc)
-                continue
-            if first is None:
-                first = header
-            elif header.compat_key != first.compat_key:
-                log.warning("segment %s: not the first one's stream, skipped", segment.path.name)
-                continue
-            for fragment in iter_fragments(fd, size, header, segment.path.name):
-                if cancel.is_set():
-                    raise Cancelled
-                source = _Source(segment.path, offset, header, fragment.runs)
-                yield source
-                if fragment.runs and all(
-                    source.time(r, r.base_dts) >= duration for r in fragment.runs
-                ):
-                    break
-        finally:
-            os.close(fd)
+    dts: list[int]
+    end_dts: int
+    sizes: list[int]
+    flags: list[int]
+    ctos: list[int]
 
 
 class Plan:
-    """The samples of an archive in output order, with continuous decode times."""
+    """The samples of an archive in file order, placed on the archive's clock."""
 
     def __init__(
         self, segments: list[Segment], start: datetime, duration: float, cancel: threading.Event
     ) -> None:
-        self.duration = duration
-        self._iter = _sources(segments, start, duration, cancel)
-        self._buffer: list[_Source] = []
-        self._tracks: dict[int, _TrackState] = {}
-        self._t0 = 0.0
-        self.header = self._settle()
+        self._segments = segments
+        self._start = start
+        self._end = timedelta(seconds=duration)
+        self._cancel = cancel
+        self.header = self._first_header()
 
-    def _settle(self) -> Header:
-        """Read ahead until each track's first sample is known; fix the archive's zero time."""
-        header: Header | None = None
-        started: set[int] = set()
-        for source in self._iter:
-            if header is None:
-                header = source.header
-                self._tracks = {tid: _TrackState(t.timescale) for tid, t in header.tracks.items()}
-            self._buffer.append(source)
-            for run in source.runs:
-                if source.time(run, run.end_dts) > 0:
-                    started.add(run.track_id)
-            late = any(source.time(r, r.base_dts) > _SETTLE_SECONDS for r in source.runs)
-            if started >= set(self._tracks) or late:
-                break
-        if header is None:
-            raise NoSegmentsFound
-        candidates: dict[int, tuple[tuple[int, int, int], float]] = {}
-        reach: dict[int, float] = {}  # end of the latest sample seen, per track
-        for si, source in enumerate(self._buffer):
-            for ri, run in enumerate(source.runs):
-                state = self._tracks[run.track_id]
-                if state.cut is not None:
-                    continue
-                dts = run.base_dts
-                for i, flag in enumerate(run.flags):
-                    t = source.time(run, dts)
-                    dts += run.durations[i]
-                    if t >= self.duration:
-                        break
-                    reach[run.track_id] = source.time(run, dts)
-                    sync = not flag & SAMPLE_IS_NON_SYNC
-                    if t <= 0:
-                        if sync:
-                            candidates[run.track_id] = ((si, ri, i), t)
-                        continue
-                    found = candidates.get(run.track_id)
-                    if found is None and sync:
-                        found = ((si, ri, i), t)
-                    if found is not None:
-                        state.cut, state.cut_time = found
-                        break
-        for tid, state in self._tracks.items():
-            # Lead-in alone is served only if the footage reaches `start`.
-            if state.cut is None and tid in candidates and reach.get(tid, 0.0) > 0:
-                state.cut, state.cut_time = candidates[tid]
-        cut_times = [s.cut_time for s in self._tracks.values() if s.cut is not None]
-        if not cut_times:
-            raise NoSegmentsFound
-        self._t0 = min(cut_times)
-        return header
+    def _first_header(self) -> Header:
+        # Read now, so that a path with nothing readable is a 404 before any byte goes out.
+        while self._segments:
+            opened = _open(self._segments[0])
+            if opened is not None:
+                os.close(opened[0])
+                return opened[1]
+            self._segments = self._segments[1:]
+        raise NoSegmentsFound
 
-    @property
-    def t0(self) -> float:
-        """Seconds from the requested start to the archive's first sample (<= 0 usually)."""
-        return self._t0
+    def runs(self) -> Generator[list[PlacedRun], None, None]:
+        """The placed runs of each source fragment, until the end of the range or of the join."""
+        segment = self._segments[0]
+        opened = _open(segment)
+        if opened is None:  # gone since the header was read
+            return
+        fd, header = opened
+        previous_end: datetime | None = None
+        queue = iter(self._segments[1:])
+        try:
+            while True:
+                elapsed, reached_end = yield from self._segment_runs(fd, header, segment)
+                os.close(fd)
+                fd = -1
+                if reached_end:
+                    return
+                previous_end = segment.start + elapsed
+                following = next(queue, None)
+                if following is None or self._cancel.is_set():
+                    return
+                opened = _open(following)
+                if opened is None:
+                    return
+                fd, next_header = opened
+                if not _joins(header, previous_end, next_header, following.start):
+                    return
+                header, segment = next_header, following
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
-    def fragments(self) -> Generator[list[OutRun], None, None]:
-        """Output fragments, each a list of runs taken from one source fragment."""
-        buffered, self._buffer = self._buffer, []
-        for si, source in enumerate(buffered):
-            runs = self._select(si, source)
-            if runs:
-                yield runs
-        for source in self._iter:
-            runs = self._select(-1, source)
-            if runs:
-                yield runs
-            if all(s.done or s.cut is None for s in self._tracks.values()):
-                return
-
-    def _select(self, si: int, source: _Source) -> list[OutRun]:
-        out: list[OutRun] = []
-        for ri, run in enumerate(source.runs):
-            state = self._tracks.get(run.track_id)
-            if state is None or state.done or state.cut is None:
-                continue
-            first = 0
-            if state.out_dts < 0:
-                if si < 0 or (si, ri) < state.cut[:2]:
-                    continue
-                if (si, ri) == state.cut[:2]:
-                    first = state.cut[2]
-            dts = run.base_dts + sum(run.durations[:first])
-            offset = run.data_offset + sum(run.sizes[:first])
-            t_first = source.time(run, dts)
-            t_last = source.time(run, run.base_dts + sum(run.durations[:-1]))
-            if (
-                first == 0
-                and state.out_dts >= 0
-                and not state.need_sync
-                and t_first >= state.last_time - _BACKWARDS_SLACK
-                and t_last < self.duration
-            ):
-                # The common case: the whole run goes out as it is.
-                out.append(
-                    OutRun(
-                        run.track_id,
-                        source.path,
-                        offset,
-                        state.out_dts,
-                        run.durations,
-                        run.sizes,
-                        run.flags,
-                        run.ctos,
+    def _segment_runs(
+        self, fd: int, header: Header, segment: Segment
+    ) -> Generator[list[PlacedRun], None, tuple[timedelta, bool]]:
+        """The runs of one segment; returns how far its samples reached and whether the
+        range's end was reached (MediaMTX's segmentFMP4MuxParts)."""
+        offset = segment.start - self._start
+        elapsed = timedelta(0)
+        for fragment in iter_fragments(fd, os.fstat(fd).st_size, header, segment.path.name):
+            if self._cancel.is_set():
+                raise Cancelled
+            placed = []
+            reached_end = False
+            for run in fragment.runs:
+                track = header.tracks[run.track_id]
+                shift = to_units(offset, track.timescale)
+                end = to_units(self._end, track.timescale)
+                dts, run_end = place(run, shift)
+                keep = len(dts) if dts[-1] < end else bisect_left(dts, end)
+                if keep < len(dts):
+                    reached_end = True
+                    run_end = dts[keep]
+                if keep:
+                    placed.append(
+                        PlacedRun(
+                            run.track_id,
+                            segment.path,
+                            run.data_offset,
+                            dts[:keep],
+                            run_end,
+                            run.sizes[:keep],
+                            run.flags[:keep],
+                            run.ctos[:keep],
+                        )
                     )
-                )
-                state.out_dts += sum(run.durations)
-                state.last_time = t_last
-                continue
-            current: OutRun | None = None
-            for i in range(first, len(run.flags)):
-                t = source.time(run, dts)
-                if t >= self.duration:
-                    state.done = True
-                    break
-                take = True
-                if t < state.last_time - _BACKWARDS_SLACK:
-                    take = False
-                    state.need_sync = True
-                elif state.need_sync:
-                    take = not run.flags[i] & SAMPLE_IS_NON_SYNC
-                    state.need_sync = not take
-                if take:
-                    if state.out_dts < 0:
-                        state.out_dts = round((t - self._t0) * state.timescale)
-                    if current is None:
-                        current = OutRun(run.track_id, source.path, offset, state.out_dts)
-                        out.append(current)
-                    current.durations.append(run.durations[i])
-                    current.sizes.append(run.sizes[i])
-                    current.flags.append(run.flags[i])
-                    current.ctos.append(run.ctos[i])
-                    state.out_dts += run.durations[i]
-                    state.last_time = t
-                else:
-                    current = None
-                dts += run.durations[i]
-                offset += run.sizes[i]
-        return out
+                reach = timedelta(seconds=(run_end - shift) / track.timescale)
+                elapsed = max(elapsed, reach)
+            if placed:
+                yield placed
+            if reached_end:
+                return elapsed, True
+        return elapsed, False
+
+
+def _open(segment: Segment) -> tuple[int, Header] | None:
+    try:
+        fd = os.open(segment.path, os.O_RDONLY)
+    except OSError as exc:
+        log.warning("segment %s: cannot open (%s), skipped", segment.path.name, exc.strerror)
+        return None
+    try:
+        return fd, read_header(fd, os.fstat(fd).st_size)
+    except (SegmentError, OSError) as exc:
+        os.close(fd)
+        log.warning("segment %s: unreadable, %s", segment.path.name, exc)
+        return None
+
+
+def _joins(previous: Header, previous_end: datetime, current: Header, start: datetime) -> bool:
+    """MediaMTX's legacy rule: the same stream, starting within 1 s of the previous end."""
+    return (
+        previous.compat_key == current.compat_key
+        and previous_end - _TOLERANCE <= start <= previous_end + _TOLERANCE
+    )
+
+
+def place(run: Run, offset: int) -> tuple[list[int], int]:
+    """Each sample's decode time (the segment's `offset` added), and where the run ends."""
+    times = list(accumulate(run.durations, initial=run.base_dts + offset))
+    end = times.pop()
+    return times, end
