@@ -29,7 +29,7 @@ from vms.archive.mediaclient import MediaClient
 from vms.archive.requests import ArchiveRequests
 from vms.archive.worker import ArchiveWorker, WorkerSettings
 from vms.auth import Authenticator
-from vms.bootstrap import DEMO_CAMERAS, ensure_demo_cameras
+from vms.bootstrap import DEMO_CAMERAS, ensure_demo_cameras, follow_media_port
 from vms.config import Config
 from vms.dates import utcnow
 from vms.keystore import load_or_create
@@ -135,11 +135,13 @@ async def _media_server(app: web.Application) -> AsyncIterator[None]:
     )
     runner = GuardedRunner(media_app, Limits.of(config, ports=2), access_log_class=AccessLogger)
     await runner.setup()
-    await start_site(runner, config.host, config.media_port)
+    sockets = app.get(appkeys.MEDIA_SOCKETS, [])
+    await start_site(runner, config.host, config.media_port, sockets=sockets)
     log.info("embedded media server on %s", config.media_url)
     recorder: asyncio.Task[None] | None = None
     if config.demo_cameras:
         await ensure_demo_cameras(app[appkeys.DB], config, utcnow())
+        await follow_media_port(app[appkeys.DB], config, utcnow())
         cameras = [DemoCamera(path=path, name=name) for _, name, path in DEMO_CAMERAS]
         # Six hours of demo footage is about 170 MB a camera; plenty to try the archive with.
         demo = DemoRecorder(config.recordings_dir, cameras, retention=timedelta(hours=6))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from aiohttp import web
 
 from vms.archive.actions import ArchiveActions
@@ -38,3 +40,5 @@ BATCH_SCHEMA = web.AppKey[DownloadBatchSchema]("batch_schema")
 LIST_SCHEMA = web.AppKey[DownloadListSchema]("list_schema")
 HUB = web.AppKey[Hub]("hub")
 WSURL_THROTTLE = web.AppKey[Throttle]("wsurl_throttle")
+# The embedded media server's listening sockets, when `serve` bound them before start-up.
+MEDIA_SOCKETS = web.AppKey[list[socket.socket]]("media_sockets")

@@ -103,6 +103,7 @@ def _serve(config: Config) -> int:
     from vms import appkeys, urls
     from vms.app import create_app
     from vms.listen import serve
+    from vms.preflight import StartupError, claim
 
     async def first_start(app: web.Application) -> None:
         """Tell the operator how to log in the first time, once, on the console (not the log)."""
@@ -118,8 +119,17 @@ def _serve(config: Config) -> int:
                 flush=True,
             )
 
-    app = create_app(config, on_start=first_start)
-    serve(app, config, access_log_class=AccessLogger, shutdown_timeout=10.0)
+    try:
+        held = claim(config)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        app = create_app(config, on_start=first_start)
+        app[appkeys.MEDIA_SOCKETS] = held.media
+        serve(app, config, held.api, access_log_class=AccessLogger, shutdown_timeout=10.0)
+    finally:
+        held.release()
     return 0
 
 

@@ -7,8 +7,9 @@ import contextlib
 import logging
 import resource
 import signal
+import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -257,10 +258,21 @@ class GuardedRunner(web.AppRunner):
         return _GuardedServer(plain, guard)
 
 
-async def start_site(runner: GuardedRunner, host: str, port: int) -> web.TCPSite:
-    """Listen on host:port for `runner` (set up) and log the port's limits."""
-    site = web.TCPSite(runner, host, port, backlog=BACKLOG)
-    await site.start()
+async def start_site(
+    runner: GuardedRunner, host: str, port: int, *, sockets: Sequence[socket.socket] = ()
+) -> list[web.BaseSite]:
+    """Serve `runner` (set up) on `sockets` bound before, or else listen on host:port; log the
+    port's limits."""
+    sites: list[web.BaseSite] = [web.SockSite(runner, sock) for sock in sockets]
+    if not sites:
+        sites.append(web.TCPSite(runner, host, port, backlog=BACKLOG))
+    for site in sites:
+        await site.start()
+        _log_limits(runner, site)
+    return sites
+
+
+def _log_limits(runner: GuardedRunner, site: web.BaseSite) -> None:
     limits = runner.limits
     log.info(
         "%s: request headers within %gs, idle connections closed after %gs, at most %s at once",
@@ -269,13 +281,18 @@ async def start_site(runner: GuardedRunner, host: str, port: int) -> web.TCPSite
         limits.idle_timeout,
         runner.cap,
     )
-    return site
 
 
-def serve(app: web.Application, config: Config, **runner_kwargs: Any) -> None:
-    """Serve `app` on config.host:config.port until SIGTERM or SIGINT, as web.run_app would."""
+def serve(
+    app: web.Application,
+    config: Config,
+    sockets: Sequence[socket.socket] = (),
+    **runner_kwargs: Any,
+) -> None:
+    """Serve `app` on `sockets` (or config.host:config.port) until SIGTERM or SIGINT, as
+    web.run_app would."""
     raise_open_file_limit()
-    asyncio.run(_serve(app, config, runner_kwargs))
+    asyncio.run(_serve(app, config, sockets, runner_kwargs))
 
 
 @contextlib.contextmanager
@@ -295,14 +312,19 @@ def stop_on_signals() -> Iterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
-async def _serve(app: web.Application, config: Config, runner_kwargs: dict[str, Any]) -> None:
+async def _serve(
+    app: web.Application,
+    config: Config,
+    sockets: Sequence[socket.socket],
+    runner_kwargs: dict[str, Any],
+) -> None:
     ports = 2 if config.media_port else 1
     with stop_on_signals() as stop:
         runner = GuardedRunner(app, Limits.of(config, ports), **runner_kwargs)
         await runner.setup()
         try:
-            site = await start_site(runner, config.host, config.port)
-            log.info("======== Running on %s ========", site.name)
+            for site in await start_site(runner, config.host, config.port, sockets=sockets):
+                log.info("======== Running on %s ========", site.name)
             await stop.wait()
             log.info("stopping: closing sockets, letting downloads resume at the next start")
         finally:
