@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
@@ -154,6 +155,32 @@ async def _media_server(app: web.Application) -> AsyncIterator[None]:
     await runner.cleanup()
 
 
+async def _reread_on_hangup(app: web.Application) -> AsyncIterator[None]:
+    """SIGHUP (sent by `user passwd`, `user remove` ...): re-read sessions from the database."""
+    loop = asyncio.get_running_loop()
+    running: set[asyncio.Task[None]] = set()
+
+    async def reread() -> None:
+        ended = await app[appkeys.SESSIONS].reread(app[appkeys.HUB].session_ids())
+        log.info("SIGHUP: sessions re-read from the database, %d ended", ended)
+
+    def start() -> None:
+        task = loop.create_task(reread(), name="reread-sessions")
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, start)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        yield
+        return
+    yield
+    loop.remove_signal_handler(signal.SIGHUP)
+    for task in list(running):
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+
+
 async def _close_sockets(app: web.Application) -> None:
     app[health.SHUTTING_DOWN].set()
     await app[appkeys.HUB].close_all()
@@ -187,6 +214,7 @@ def create_app(config: Config, *, on_start: StartHook | None = None) -> web.Appl
         app.cleanup_ctx.append(_on_start(on_start))
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(_media_server)
+    app.cleanup_ctx.append(_reread_on_hangup)
     app.on_shutdown.append(_close_sockets)
 
     surfaces = {

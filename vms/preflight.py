@@ -135,3 +135,21 @@ def claim(config: Config) -> Claim:
                 config.data_dir.rmdir()
         raise
     return held
+
+
+def holder(data_dir: Path) -> int | None:
+    """The pid of the server holding `data_dir`, or None if no server runs on it."""
+    try:
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
 from vms.auth import Authenticator, IssuedToken, Principal
@@ -102,3 +102,14 @@ class Sessions:
             return False
         await self._on_ended(session_id)
         return True
+
+    async def reread(self, connected: Iterable[str]) -> int:
+        """Forget cached sessions (the command line changed some) and close the sockets of
+        `connected` sessions that are no longer alive; how many sessions that was."""
+        self._auth.forget_sessions()
+        ended = 0
+        for session_id in connected:
+            if await self._auth.session_principal(session_id, device=None) is None:
+                await self._on_ended(session_id)
+                ended += 1
+        return ended
