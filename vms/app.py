@@ -18,7 +18,7 @@ from datetime import timedelta
 import aiohttp
 from aiohttp import web
 
-from vms import appkeys, health, urls
+from vms import appkeys, health, monitoring, urls
 from vms.api import routes
 from vms.api.push import wsurl_throttle
 from vms.archive.actions import ArchiveActions
@@ -37,6 +37,7 @@ from vms.keystore import load_or_create
 from vms.listen import GuardedRunner, Limits, start_site
 from vms.logs import AccessLogger, scrub_library_logs
 from vms.mediaserver.auth import StaticKeys
+from vms.metrics import Metrics
 from vms.push.hub import Hub
 from vms.resources import Resources
 from vms.sessions import Sessions
@@ -96,7 +97,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     resources = app[appkeys.RESOURCES] = Resources(config.tz, files, links)
     async with aiohttp.ClientSession(auto_decompress=False) as http:
         media = MediaClient(http, lambda path, start, end: links.token(path, start, end))
-        worker = ArchiveWorker(_worker_settings(config), db, files, http, links, resources, hub)
+        worker = ArchiveWorker(
+            _worker_settings(config), db, files, http, links, resources, hub,
+            metrics=app[monitoring.METRICS],
+        )  # fmt: skip
         requests = app[appkeys.REQUESTS] = ArchiveRequests(
             db,
             media,
@@ -206,9 +210,11 @@ def create_app(config: Config, *, on_start: StartHook | None = None) -> web.Appl
         # A request line up to 128 KiB reaches validation, so a huge query value gets the
         # same 422 as any other bad value; headers keep aiohttp's 8 KiB limit.
         handler_args={"max_line_size": 128 * 1024},
+        middlewares=[monitoring.count_requests],
     )
     app[appkeys.CONFIG] = config
     app[health.SHUTTING_DOWN] = asyncio.Event()
+    app[monitoring.METRICS] = Metrics()
     app.cleanup_ctx.append(_database)
     if on_start is not None:
         app.cleanup_ctx.append(_on_start(on_start))
@@ -231,6 +237,7 @@ def create_app(config: Config, *, on_start: StartHook | None = None) -> web.Appl
     setup_pages(app)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", monitoring.metrics_page)
     named: dict[str, web.AbstractResource] = {}
     for router in (app.router, *(surface.router for surface in surfaces.values())):
         named.update(router.named_resources())

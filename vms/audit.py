@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from vms.models import Download
+
 log = logging.getLogger("vms.audit")
 
 Value = str | int | float | bool | datetime | None
@@ -28,3 +30,18 @@ def audit(event: str, **fields: Value) -> None:
     data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in present.items()}
     words = " ".join(f"{k}={_text(v)}" for k, v in present.items())
     log.info("audit %s %s", event, words, extra={"audit": {"event": event, **data}})
+
+
+def audit_download(
+    event: str, download: Download, user: str | None = None, **fields: Value
+) -> None:
+    """An audit line about one archive or link: its id, owner, camera and range."""
+    audit(
+        event,
+        id=download.id,
+        user=user or download.login or download.user_id,
+        camera=download.camera_id,
+        range_from=download.range_from,
+        range_to=download.range_to,
+        **fields,
+    )

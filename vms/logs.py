@@ -55,9 +55,22 @@ class AccessLogger(AbstractAccessLogger):
             request.method,
             redact(request.path_qs),
             response.status,
-            response.body_length,
+            bytes_sent(response),
             time * 1000,
         )
+
+
+def bytes_sent(response: web.StreamResponse) -> int:
+    """Bytes written for `response`, headers included.
+
+    A file sent with sendfile() bypasses the writer that counts bytes, which then holds only
+    the headers; the body is Content-Length then (sendfile either sends it all or raises).
+    """
+    size = response.body_length
+    length = response.content_length
+    if isinstance(response, web.FileResponse) and length and size < length:
+        size += length
+    return size
 
 
 class _OneLine(logging.Filter):

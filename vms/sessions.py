@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
+from vms.audit import audit
 from vms.auth import Authenticator, IssuedToken, Principal
 from vms.config import Config
 from vms.dates import utcnow
@@ -71,10 +72,17 @@ class Sessions:
         self, login: str, password: str, *, address: str, device: str, client: str
     ) -> IssuedToken:
         """Check the password and open a session; Throttled or InvalidCredentials if not."""
+        who = {"login": login, "client": client, "device": device, "address": address}
         retry_after = self.retry_after(login, address)
         if retry_after:
+            audit("login.locked", **who, retry_after=retry_after)
             raise Throttled(retry_after)
-        user = await self._check_password(login, password, address)
+        try:
+            user = await self._check_password(login, password, address)
+        except InvalidCredentials:
+            audit("login.failed", **who)
+            raise
+        audit("login.ok", **who)
         return await self._auth.issue(user, device, client, self._clock())
 
     async def _check_password(self, login: str, password: str, address: str) -> User:
@@ -100,6 +108,7 @@ class Sessions:
         """End one of `user`'s sessions and close its sockets; False if there was none to end."""
         if not await self._auth.end_session(user, session_id, self._clock()):
             return False
+        audit("session.ended", login=user.login)
         await self._on_ended(session_id)
         return True
 
