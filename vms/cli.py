@@ -220,13 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
     args = build_parser().parse_args(argv)
     setup_logging()
-    for name in unknown_environment(os.environ):
-        log.warning("%s is not a setting and is ignored (the README lists them)", name)
     try:
         config = config_from(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    setup_logging(log_format=config.log_format)
+    for name in unknown_environment(os.environ):
+        log.warning("%s is not a setting and is ignored (the README lists them)", name)
     if args.command in (None, "serve"):
         return _serve(config)
     if args.command == "media-server":

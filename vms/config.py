@@ -115,6 +115,8 @@ class Config:
     header_timeout: float = 5.0
     idle_timeout: float = 30.0
     max_connections: int = 0
+    # `text` lines or one JSON object a line (`json`), on stderr.
+    log_format: str = "text"
 
     @property
     def base_url(self) -> str:
@@ -189,7 +191,15 @@ _PARSERS: dict[str, Any] = {
     "header_timeout": parse_duration,
     "idle_timeout": parse_duration,
     "max_connections": lambda v, n: _parse_int(v, n, 0, 1 << 20),
+    "log_format": lambda v, n: _parse_choice(v, n, ("text", "json")),
 }
+
+
+def _parse_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}")
+    return text
 
 
 def _parse_url(value: object, name: str) -> str:
