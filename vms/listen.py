@@ -18,6 +18,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from vms.config import Config
 from vms.logs import throttle_library_floods
+from vms.notify import keep_watchdog_fed, notify, watchdog_interval
 
 log = logging.getLogger(__name__)
 
@@ -321,12 +322,21 @@ async def _serve(
     ports = 2 if config.media_port else 1
     with stop_on_signals() as stop:
         runner = GuardedRunner(app, Limits.of(config, ports), **runner_kwargs)
+        watchdog: asyncio.Task[None] | None = None
         await runner.setup()
         try:
             for site in await start_site(runner, config.host, config.port, sockets=sockets):
                 log.info("======== Running on %s ========", site.name)
+            notify("READY=1\nSTATUS=serving")
+            interval = watchdog_interval()
+            if interval is not None:
+                watchdog = asyncio.create_task(keep_watchdog_fed(interval), name="watchdog")
             await stop.wait()
+            notify("STOPPING=1")
             log.info("stopping: closing sockets, letting downloads resume at the next start")
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
+                await asyncio.gather(watchdog, return_exceptions=True)
             await runner.cleanup()
         log.info("stopped")
