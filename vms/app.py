@@ -42,6 +42,8 @@ from vms.push.hub import Hub
 from vms.resources import Resources
 from vms.sessions import Sessions
 from vms.store import Database
+from vms.tls import Tls
+from vms.tls import load as load_tls
 from vms.validation import ArchiveLinkSchema, DownloadBatchSchema, DownloadListSchema
 from vms.web.routes import setup_pages
 
@@ -95,7 +97,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         config.archives_dir, app[appkeys.URLS], keystore.url_secret
     )
     resources = app[appkeys.RESOURCES] = Resources(config.tz, files, links)
-    async with aiohttp.ClientSession(auto_decompress=False) as http:
+    tls = app.get(appkeys.TLS)
+    # Fetches from the embedded media server meet the service's own (maybe self-signed) cert.
+    connector = aiohttp.TCPConnector(ssl=tls.client()) if tls is not None else None
+    async with aiohttp.ClientSession(auto_decompress=False, connector=connector) as http:
         media = MediaClient(http, lambda path, start, end: links.token(path, start, end))
         worker = ArchiveWorker(
             _worker_settings(config), db, files, http, links, resources, hub,
@@ -141,7 +146,11 @@ async def _media_server(app: web.Application) -> AsyncIterator[None]:
     runner = GuardedRunner(media_app, Limits.of(config, ports=2), access_log_class=AccessLogger)
     await runner.setup()
     sockets = app.get(appkeys.MEDIA_SOCKETS, [])
-    await start_site(runner, config.host, config.media_port, sockets=sockets)
+    tls = app.get(appkeys.TLS)
+    await start_site(
+        runner, config.host, config.media_port, sockets=sockets,
+        ssl_context=tls.server if tls is not None else None,
+    )  # fmt: skip
     log.info("embedded media server on %s", config.media_url)
     recorder: asyncio.Task[None] | None = None
     if config.demo_cameras:
@@ -202,8 +211,13 @@ def _on_start(hook: StartHook) -> Callable[[web.Application], AsyncIterator[None
     return context
 
 
-def create_app(config: Config, *, on_start: StartHook | None = None) -> web.Application:
-    """The service's application for `config`; start it with web.run_app or a test client."""
+def create_app(
+    config: Config, *, on_start: StartHook | None = None, tls: Tls | None = None
+) -> web.Application:
+    """The service's application for `config`; start it with web.run_app or a test client.
+
+    With TLS on, `tls` is the certificate (`vms.tls.load`); loaded here if not given.
+    """
     scrub_library_logs()
     app = web.Application(
         client_max_size=64 * 1024,
@@ -215,6 +229,10 @@ def create_app(config: Config, *, on_start: StartHook | None = None) -> web.Appl
     app[appkeys.CONFIG] = config
     app[health.SHUTTING_DOWN] = asyncio.Event()
     app[monitoring.METRICS] = Metrics()
+    if tls is None and config.tls_on:
+        tls = load_tls(config, utcnow())
+    if tls is not None:
+        app[appkeys.TLS] = tls
     app.cleanup_ctx.append(_database)
     if on_start is not None:
         app.cleanup_ctx.append(_on_start(on_start))

@@ -19,6 +19,7 @@ from vms.resources import Resources
 from vms.sessions import Sessions
 from vms.store import Database
 from vms.throttle import Throttle
+from vms.tls import Tls
 from vms.urls import Urls
 from vms.validation import ArchiveLinkSchema, DownloadBatchSchema, DownloadListSchema
 
@@ -42,3 +43,5 @@ HUB = web.AppKey[Hub]("hub")
 WSURL_THROTTLE = web.AppKey[Throttle]("wsurl_throttle")
 # The embedded media server's listening sockets, when `serve` bound them before start-up.
 MEDIA_SOCKETS = web.AppKey[list[socket.socket]]("media_sockets")
+# The TLS certificate and contexts, when the service speaks TLS.
+TLS = web.AppKey[Tls]("tls")

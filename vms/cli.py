@@ -19,6 +19,9 @@ from vms.bootstrap import OPERATOR_LOGIN, ensure_operator
 from vms.config import Config, ConfigError, load_config, unknown_environment
 from vms.dates import utcnow
 from vms.logs import AccessLogger, setup_logging
+from vms.preflight import StartupError
+from vms.tls import Tls
+from vms.tls import load as load_tls
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +180,7 @@ def _serve(config: Config) -> int:
     from vms import appkeys, urls
     from vms.app import create_app
     from vms.listen import serve
-    from vms.preflight import StartupError, claim
+    from vms.preflight import claim
 
     async def first_start(app: web.Application) -> None:
         """Tell the operator how to log in the first time, once, on the console (not the log)."""
@@ -199,12 +202,32 @@ def _serve(config: Config) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        app = create_app(config, on_start=first_start)
+        try:
+            tls = _tls(config)
+        except StartupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        app = create_app(config, on_start=first_start, tls=tls)
         app[appkeys.MEDIA_SOCKETS] = held.media
-        serve(app, config, held.api, access_log_class=AccessLogger, shutdown_timeout=10.0)
+        serve(
+            app, config, held.api, ssl_context=tls.server if tls else None,
+            access_log_class=AccessLogger, shutdown_timeout=10.0,
+        )  # fmt: skip
     finally:
         held.release()
     return 0
+
+
+def _tls(config: Config) -> Tls | None:
+    """The certificate to serve with, its fingerprint printed (on the console, not the log)."""
+    tls = load_tls(config, utcnow())
+    if tls is not None:
+        made = "generated a self-signed certificate" if tls.generated else "certificate"
+        print(
+            f"TLS: {made} {tls.cert_file}\n  SHA-256 fingerprint: {tls.fingerprint}",
+            flush=True,
+        )
+    return tls
 
 
 def _media_server(config: Config, args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import logging
 import resource
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -260,13 +261,20 @@ class GuardedRunner(web.AppRunner):
 
 
 async def start_site(
-    runner: GuardedRunner, host: str, port: int, *, sockets: Sequence[socket.socket] = ()
+    runner: GuardedRunner,
+    host: str,
+    port: int,
+    *,
+    sockets: Sequence[socket.socket] = (),
+    ssl_context: ssl.SSLContext | None = None,
 ) -> list[web.BaseSite]:
-    """Serve `runner` (set up) on `sockets` bound before, or else listen on host:port; log the
-    port's limits."""
-    sites: list[web.BaseSite] = [web.SockSite(runner, sock) for sock in sockets]
+    """Serve `runner` (set up) on `sockets` bound before, or else listen on host:port (over
+    TLS with `ssl_context`); log the port's limits."""
+    sites: list[web.BaseSite] = [
+        web.SockSite(runner, sock, ssl_context=ssl_context, backlog=BACKLOG) for sock in sockets
+    ]
     if not sites:
-        sites.append(web.TCPSite(runner, host, port, backlog=BACKLOG))
+        sites.append(web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=BACKLOG))
     for site in sites:
         await site.start()
         _log_limits(runner, site)
@@ -288,12 +296,13 @@ def serve(
     app: web.Application,
     config: Config,
     sockets: Sequence[socket.socket] = (),
+    ssl_context: ssl.SSLContext | None = None,
     **runner_kwargs: Any,
 ) -> None:
     """Serve `app` on `sockets` (or config.host:config.port) until SIGTERM or SIGINT, as
     web.run_app would."""
     raise_open_file_limit()
-    asyncio.run(_serve(app, config, sockets, runner_kwargs))
+    asyncio.run(_serve(app, config, sockets, ssl_context, runner_kwargs))
 
 
 @contextlib.contextmanager
@@ -317,6 +326,7 @@ async def _serve(
     app: web.Application,
     config: Config,
     sockets: Sequence[socket.socket],
+    ssl_context: ssl.SSLContext | None,
     runner_kwargs: dict[str, Any],
 ) -> None:
     ports = 2 if config.media_port else 1
@@ -325,7 +335,10 @@ async def _serve(
         watchdog: asyncio.Task[None] | None = None
         await runner.setup()
         try:
-            for site in await start_site(runner, config.host, config.port, sockets=sockets):
+            sites = await start_site(
+                runner, config.host, config.port, sockets=sockets, ssl_context=ssl_context
+            )
+            for site in sites:
                 log.info("======== Running on %s ========", site.name)
             notify("READY=1\nSTATUS=serving")
             interval = watchdog_interval()
