@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import Service, free_port
-from tests.test_cli import _env, run
+from tests.test_cli import _env, assert_clean_failure, run
+from vms.store import MIGRATIONS
 
 
 @contextmanager
@@ -110,3 +112,16 @@ def test_demo_cameras_follow_the_media_port(tmp_path: Path) -> None:
     ) as service:
         after = service.cli("camera", "list").strip().splitlines()
     assert [line.split("\t")[2] for line in after] == [f"http://127.0.0.1:{second}"] * 2
+
+
+def test_serving_a_newer_database_is_a_clean_error(tmp_path: Path) -> None:
+    """`serve` on a database from a newer version: exit 1, an error naming it, no traceback."""
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "vms.sqlite3") as conn:
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    result = run("serve", "--data", str(data), "--port", str(free_port()),
+                 env=_env(VMS_MEDIA_PORT="0"), timeout=30)  # fmt: skip
+    assert_clean_failure(result, "newer")
+    assert result.returncode == 1
+    assert "password" not in result.stdout

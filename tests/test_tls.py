@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
 import os
+import shutil
 import socket
 import ssl
 import stat
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -20,7 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support.processes import ROOT, Service, free_port, wait_port
+from tests.support.service import PHONE, Client, Footage, ask_archive, login, seed, wait_status
+from vms.app import create_app
 from vms.config import Config
+from vms.store import Database
 
 PASSWORD = "alice-passphrase"
 ANY = "0.0.0.0"  # noqa: S104 - only a Config value, nothing listens on it
@@ -201,3 +207,26 @@ def test_tls_is_on_beyond_loopback_unless_turned_off(host: str, tls: str, on: bo
     assert config.tls_on is on
     assert config.base_url.startswith("https://" if on else "http://")
     assert config.media_url.startswith("https://" if on else "http://")
+
+
+async def test_archives_are_fetched_from_the_embedded_media_server_over_tls(
+    config: Config,
+    footage: Footage,
+    password_hash: str,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+) -> None:
+    """With TLS on, the embedded media server speaks HTTPS with the generated certificate,
+    and the archive worker, trusting it, fetches a phone's archive from it."""
+    config = dataclasses.replace(config, tls="on", media_port=free_port())
+    shutil.copytree(footage.root, config.recordings_dir)
+    db = await Database.open(config.database_path)
+    await seed(db, config.media_url, password_hash)
+    await db.close()
+    assert config.media_url.startswith("https://127.0.0.1:")
+    client = await aiohttp_client(create_app(config), server_kwargs={"port": config.port})
+    phone = await login(client, device=PHONE, x_client="ios-cctv")
+    status, body = await ask_archive(client, phone, footage)
+    assert status == 202, body
+    ready = await wait_status(client, phone, body["download"]["id"], {"ready", "failed"})
+    assert ready["status"] == "ready", ready
+    assert _plain_http_answer(config.media_port)[:5] != b"HTTP/"

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from vms.config import Config, ConfigError, load_config, unknown_environment
 from vms.dates import utcnow
 from vms.logs import AccessLogger, setup_logging
 from vms.preflight import StartupError
+from vms.store import StoreError
 from vms.tls import Tls
 from vms.tls import load as load_tls
 
@@ -213,6 +215,10 @@ def _serve(config: Config) -> int:
             app, config, held.api, ssl_context=tls.server if tls else None,
             access_log_class=AccessLogger, shutdown_timeout=10.0,
         )  # fmt: skip
+    except (StoreError, sqlite3.Error) as exc:
+        # Raised while opening the database, before anything is served.
+        print(f"error: cannot open {config.database_path}: {exc}", file=sys.stderr)
+        return 1
     finally:
         held.release()
     return 0
