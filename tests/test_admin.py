@@ -173,6 +173,24 @@ async def test_status_tells_archives_queue_disk_media_servers(
     assert f"server: running (pid {service.pid})" in out
 
 
+async def _ready_archive_url(api: Api, token: str, footage: Footage) -> str:
+    """Ask for an archive of camera 1 and wait until it is ready; its signed URL."""
+    start = footage.start + timedelta(minutes=3)
+    status, body = await api.get(
+        "/api/v1/cameras/1/archive/link", token,
+        **{"from": rfc3339(start), "to": rfc3339(start + timedelta(seconds=20))},
+    )  # fmt: skip
+    assert status == 202, body
+    for _ in range(300):
+        _status, shown = await api.get(f"/api/v1/downloads/{body['download']['id']}", token)
+        if shown["data"]["status"] == "ready":
+            url: str = shown["data"]["url"]
+            return url
+        assert shown["data"]["status"] in ("queued", "in progress"), shown
+        await asyncio.sleep(0.1)
+    raise AssertionError("the archive never became ready")
+
+
 def _integrity(database: Path) -> str:
     with sqlite3.connect(database) as conn:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
@@ -194,6 +212,7 @@ async def test_backup_under_load_restores_with_keys_and_tokens(
         assert isinstance(token, str)
         status, jwks = await api.get("/.well-known/jwks.json", token)
         assert status == 200
+        signed = await _ready_archive_url(api, token, footage)
 
         async def load() -> int:
             asked = 0
@@ -235,6 +254,10 @@ async def test_backup_under_load_restores_with_keys_and_tokens(
             api = Api(http, again.port)
             assert (await api.get("/api/v1/cameras", token))[0] == 200
             assert (await api.get("/.well-known/jwks.json", token))[1] == jwks
+            # Archive files are not in a backup: the link is still signed right (not 403),
+            # its file is gone (410).
+            async with http.get(signed) as response:
+                assert response.status == 410, await response.text()
     finally:
         again.kill()
 
@@ -275,3 +298,26 @@ def test_restore_of_something_else_leaves_the_directory_empty(
     result = run("restore", str(backup), "--data", str(target))
     assert_clean_failure(result, "not a backup of this service")
     assert not target.exists() or [p.name for p in target.iterdir()] in ([], ["server.lock"])
+
+
+@pytest.mark.parametrize(
+    ("args", "options"),
+    [
+        (("user", "passwd"), ("LOGIN", "--password", "--data")),
+        (("user", "remove"), ("LOGIN", "--data")),
+        (("user", "grant"), ("CAMERA", "--data")),
+        (("user", "revoke"), ("CAMERA", "--data")),
+        (("camera", "remove"), ("--data",)),
+        (("status",), ("--data", "--config")),
+        (("backup",), ("FILE", "--data")),
+        (("restore",), ("FILE", "--data")),
+    ],
+)
+def test_each_administration_command_has_help(
+    args: tuple[str, ...], options: tuple[str, ...]
+) -> None:
+    """Every administration command's `--help` names its arguments and `--data`."""
+    result = run(*args, "--help")
+    assert result.returncode == 0, result.stderr
+    for option in options:
+        assert option.lower() in result.stdout.lower(), option

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from datetime import timedelta
@@ -10,9 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.support.processes import ROOT, Service, free_port
-from tests.support.service import Footage, rfc3339
+from tests.support.service import (
+    PHONE,
+    Client,
+    Footage,
+    ask_archive,
+    bearer,
+    login,
+    rfc3339,
+    wait_status,
+)
 
 PASSWORD = "alice-passphrase"
 
@@ -90,3 +101,26 @@ def test_text_audit_lines_name_the_administration_command(tmp_path: Path) -> Non
     )  # fmt: skip
     assert "audit admin.user_add login=bob operator=False cameras=1" in result.stderr
     assert PASSWORD not in result.stderr + result.stdout
+
+
+async def test_archives_are_audited_from_request_to_deletion(
+    service: Client, footage: Footage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An archive's life is audited: requested, ready, deleted, each naming user, camera, range."""
+    caplog.set_level(logging.INFO, logger="vms.audit")
+    phone = await login(service, device=PHONE, x_client="ios-cctv")
+    status, body = await ask_archive(service, phone, footage)
+    assert status == 202
+    download_id = body["download"]["id"]
+    assert (await wait_status(service, phone, download_id, {"ready"}))["status"] == "ready"
+    response = await service.delete(
+        f"/api/v1/downloads/{download_id}", headers=bearer(phone, PHONE, "ios-cctv")
+    )
+    assert response.status == 200
+    audits = [getattr(r, "audit", None) for r in caplog.records]
+    lines = {a["event"]: a for a in audits if isinstance(a, dict) and a.get("id") == download_id}
+    assert set(lines) >= {"archive.requested", "archive.ready", "archive.deleted"}, lines
+    for line in lines.values():
+        assert line["user"] == "alice" and line["camera"] == 1
+        assert line["range_from"] < line["range_to"]
+    assert lines["archive.deleted"]["by"] == "alice"
