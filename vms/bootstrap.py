@@ -26,6 +26,13 @@ async def ensure_operator(db: Database, now: datetime) -> str | None:
     return password
 
 
+async def forget_operator(db: Database) -> None:
+    """Remove the first-start operator account again (its password was never shown)."""
+    found = await db.user_with_hash(OPERATOR_LOGIN)
+    if found is not None:
+        await db.delete_user(found[0].id)
+
+
 async def ensure_demo_cameras(db: Database, config: Config, now: datetime) -> bool:
     """Register demo cameras 1 and 2 on the embedded media server if there are no cameras."""
     if config.media_port == 0 or not config.demo_cameras or await db.cameras():

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from vms import admin
 from vms.audit import audit
-from vms.bootstrap import OPERATOR_LOGIN, ensure_operator
+from vms.bootstrap import OPERATOR_LOGIN, ensure_operator, forget_operator
 from vms.config import Config, ConfigError, load_config, unknown_environment
 from vms.dates import utcnow
 from vms.logs import AccessLogger, setup_logging
@@ -186,7 +186,14 @@ def _serve(config: Config) -> int:
 
     async def first_start(app: web.Application) -> None:
         """Tell the operator how to log in the first time, once, on the console (not the log)."""
-        password = await ensure_operator(app[appkeys.DB], utcnow())
+        db = app[appkeys.DB]
+        password = await ensure_operator(db, utcnow())
+        try:
+            held.listen()  # both ports accept before the password is shown
+        except StartupError:
+            if password:  # nobody saw it: the next start makes the account again
+                await forget_operator(db)
+            raise
         if password:
             links = app[appkeys.URLS]
             page, api = links.absolute(urls.LOGIN), links.absolute(urls.LOGIN_API)
@@ -218,6 +225,9 @@ def _serve(config: Config) -> int:
     except (StoreError, sqlite3.Error) as exc:
         # Raised while opening the database, before anything is served.
         print(f"error: cannot open {config.database_path}: {exc}", file=sys.stderr)
+        return 1
+    except StartupError as exc:  # a port lost between bind and listen
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         held.release()

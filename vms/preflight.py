@@ -37,6 +37,15 @@ class Claim:
     api: list[socket.socket] = field(default_factory=list)
     media: list[socket.socket] = field(default_factory=list)
 
+    def listen(self, backlog: int = 128) -> None:
+        """Start accepting on every socket (the sites serve what queues up when they start)."""
+        for sock in (*self.api, *self.media):
+            try:
+                sock.listen(backlog)
+            except OSError as exc:
+                host, port = sock.getsockname()[:2]
+                raise StartupError(f"cannot listen on {host}:{port}: {_reason(exc)}") from None
+
     def release(self) -> None:
         """Close the sockets (if still ours) and let the data directory go."""
         for sock in (*self.api, *self.media):
@@ -89,8 +98,8 @@ def _probe_writable(data_dir: Path) -> None:
 def bind(host: str, port: int, setting: str) -> list[socket.socket]:
     """Sockets bound to host:port (one per address the host names), not yet listening.
 
-    Bound, the port is ours; the site calls listen() when it starts, after the first-start
-    password is printed, so whoever waits for the port to answer has the password by then.
+    Bound, the port is ours; `Claim.listen` makes both accept just before the first-start
+    password is printed, so it is printed only once both ports listen.
     `setting` is what the operator can change, for the error message.
     """
     where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
