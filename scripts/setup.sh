@@ -7,6 +7,8 @@ mode="${1:-run}"
 
 need=()
 python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
+# The README's walk-through talks to the service with curl; a minimal Debian has none.
+command -v curl >/dev/null || need+=(curl)
 if [ "$mode" = test ]; then
   command -v chromium >/dev/null || need+=(chromium)
   command -v node >/dev/null || need+=(nodejs)
@@ -19,23 +21,29 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "missing Debian packages: ${need[*]} (run as root, or apt-get install them)" >&2
     exit 1
   fi
-  echo "setup: installing Debian packages: ${need[*]} (a few minutes on a fresh machine)"
+  echo "setup: refreshing the Debian package lists (apt-get update)"
   apt-get update -qq
+  echo "setup: installing Debian packages: ${need[*]} with their dependencies"
+  echo "setup: (chromium and nodejs bring several hundred packages: a few minutes, quietly)"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  echo "setup: Debian packages installed"
 fi
 
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating the virtual environment in .venv"
   python3 -m venv .venv
 fi
-echo "setup: installing Python packages"
+echo "setup: upgrading pip in .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 if [ "$mode" = test ]; then
+  echo "setup: installing Python packages from requirements-dev.txt (the service's and the tests')"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
   if [ -f tests/node/package-lock.json ]; then
     echo "setup: installing pusher-js and Laravel Echo for the browser-side tests"
     (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
   fi
 else
+  echo "setup: installing Python packages from requirements.txt"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 fi
+echo "setup: done"

@@ -114,12 +114,12 @@ async def test_cameras_and_users_are_managed_from_the_command_line(tmp_path: Pat
     assert lines[1].split("\t") == ["2", "Lobby", "http://127.0.0.1:9", "lobby"]
 
     added = run(
-        "user", "add", "alice", "--password", "s3cret-pw", "--camera", "1", "--camera", "2",
+        "user", "add", "alice", "--password", "s3cret-passphrase", "--camera", "1", "--camera", "2",
         "--data", data,
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
-    assert "s3cret-pw" not in added.stdout + added.stderr
-    boss = run("user", "add", "boss", "--password", "other-pw", "--admin", "--data", data)
+    assert "s3cret-passphrase" not in added.stdout + added.stderr
+    boss = run("user", "add", "boss", "--password", "other-passphrase", "--admin", "--data", data)
     assert boss.returncode == 0, boss.stderr
     users = run("user", "list", "--data", data)
     assert users.returncode == 0
@@ -128,19 +128,22 @@ async def test_cameras_and_users_are_managed_from_the_command_line(tmp_path: Pat
     assert re.search(r"\b1,2\b", rows["alice"])
     assert "operator" in rows["boss"] and "all" in rows["boss"]
     assert "operator" not in rows["alice"]
-    assert "s3cret-pw" not in users.stdout
+    assert "s3cret-passphrase" not in users.stdout
 
     stored = await _user_hash(Path(data), "alice")
-    assert "s3cret-pw" not in stored
-    assert verify_password("s3cret-pw", stored)
+    assert "s3cret-passphrase" not in stored
+    assert verify_password("s3cret-passphrase", stored)
 
 
 @pytest.mark.parametrize("login", ["alice", "ALICE"])
 def test_duplicate_login_fails(tmp_path: Path, login: str) -> None:
     """Adding a login that exists (in any letter case) exits non-zero with a clear message."""
     data = str(tmp_path)
-    assert run("user", "add", "alice", "--password", "pw", "--data", data).returncode == 0
-    result = run("user", "add", login, "--password", "pw2", "--data", data)
+    assert (
+        run("user", "add", "alice", "--password", "first-passphrase", "--data", data).returncode
+        == 0
+    )
+    result = run("user", "add", login, "--password", "second-passphrase", "--data", data)
     assert_clean_failure(result, "exists")
     assert len(run("user", "list", "--data", data).stdout.strip().splitlines()) == 1
 
@@ -148,7 +151,9 @@ def test_duplicate_login_fails(tmp_path: Path, login: str) -> None:
 def test_granting_an_unknown_camera_fails(tmp_path: Path) -> None:
     """`user add --camera 9` with no camera 9 fails and creates no user."""
     data = str(tmp_path)
-    result = run("user", "add", "alice", "--password", "pw", "--camera", "9", "--data", data)
+    result = run(
+        "user", "add", "alice", "--password", "first-passphrase", "--camera", "9", "--data", data
+    )
     assert_clean_failure(result, "9")
     assert run("user", "list", "--data", data).stdout.strip() == ""
 
@@ -156,9 +161,11 @@ def test_granting_an_unknown_camera_fails(tmp_path: Path) -> None:
 def test_password_from_stdin(tmp_path: Path) -> None:
     """`--password -` reads the password from standard input."""
     data = tmp_path / "data"
-    result = run("user", "add", "carol", "--password", "-", "--data", str(data), stdin="piped-pw\n")
+    result = run(
+        "user", "add", "carol", "--password", "-", "--data", str(data), stdin="piped-passphrase\n"
+    )
     assert result.returncode == 0, result.stderr
-    assert verify_password("piped-pw", asyncio.run(_user_hash(data, "carol")))
+    assert verify_password("piped-passphrase", asyncio.run(_user_hash(data, "carol")))
 
 
 def test_bad_media_server_url_fails(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ async def vms_and_media(
     service.cli(
         "camera", "add", "1", "--name", "Gate", "--media-server", f"http://127.0.0.1:{media_port}"
     )
-    service.cli("user", "add", "alice", "--password", "pw-alice", "--camera", "1")
+    service.cli("user", "add", "alice", "--password", "pw-alice-long", "--camera", "1")
     await service.start()
     media = Service(tmp_path / "media-data", media_port)
     try:
@@ -48,7 +48,9 @@ async def test_thick_link_from_a_separate_media_server_plays(
     device = {"X-Client": "thick-legal", "X-UUID": "desk"}
     async with aiohttp.ClientSession() as http:
         async with http.post(
-            f"{base}/api/v1/token", json={"login": "alice", "password": "pw-alice"}, headers=device
+            f"{base}/api/v1/token",
+            json={"login": "alice", "password": "pw-alice-long"},
+            headers=device,
         ) as response:
             token = (await response.json())["access_token"]
         start = footage.start + timedelta(seconds=20)

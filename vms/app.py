@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
 
-from vms import appkeys, health, urls
+from vms import appkeys, health, monitoring, urls
 from vms.api import routes
 from vms.api.push import wsurl_throttle
 from vms.archive.actions import ArchiveActions
@@ -29,17 +30,20 @@ from vms.archive.mediaclient import MediaClient
 from vms.archive.requests import ArchiveRequests
 from vms.archive.worker import ArchiveWorker, WorkerSettings
 from vms.auth import Authenticator
-from vms.bootstrap import DEMO_CAMERAS, ensure_demo_cameras
+from vms.bootstrap import DEMO_CAMERAS, ensure_demo_cameras, follow_media_port
 from vms.config import Config
 from vms.dates import utcnow
 from vms.keystore import load_or_create
 from vms.listen import GuardedRunner, Limits, start_site
 from vms.logs import AccessLogger, scrub_library_logs
 from vms.mediaserver.auth import StaticKeys
+from vms.metrics import Metrics
 from vms.push.hub import Hub
 from vms.resources import Resources
 from vms.sessions import Sessions
 from vms.store import Database
+from vms.tls import Tls
+from vms.tls import load as load_tls
 from vms.validation import ArchiveLinkSchema, DownloadBatchSchema, DownloadListSchema
 from vms.web.routes import setup_pages
 
@@ -93,9 +97,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         config.archives_dir, app[appkeys.URLS], keystore.url_secret
     )
     resources = app[appkeys.RESOURCES] = Resources(config.tz, files, links)
-    async with aiohttp.ClientSession(auto_decompress=False) as http:
+    tls = app.get(appkeys.TLS)
+    # Fetches from the embedded media server meet the service's own (maybe self-signed) cert.
+    connector = aiohttp.TCPConnector(ssl=tls.client()) if tls is not None else None
+    async with aiohttp.ClientSession(auto_decompress=False, connector=connector) as http:
         media = MediaClient(http, lambda path, start, end: links.token(path, start, end))
-        worker = ArchiveWorker(_worker_settings(config), db, files, http, links, resources, hub)
+        worker = ArchiveWorker(
+            _worker_settings(config), db, files, http, links, resources, hub,
+            metrics=app[monitoring.METRICS],
+        )  # fmt: skip
         requests = app[appkeys.REQUESTS] = ArchiveRequests(
             db,
             media,
@@ -135,11 +145,17 @@ async def _media_server(app: web.Application) -> AsyncIterator[None]:
     )
     runner = GuardedRunner(media_app, Limits.of(config, ports=2), access_log_class=AccessLogger)
     await runner.setup()
-    await start_site(runner, config.host, config.media_port)
+    sockets = app.get(appkeys.MEDIA_SOCKETS, [])
+    tls = app.get(appkeys.TLS)
+    await start_site(
+        runner, config.host, config.media_port, sockets=sockets,
+        ssl_context=tls.server if tls is not None else None,
+    )  # fmt: skip
     log.info("embedded media server on %s", config.media_url)
     recorder: asyncio.Task[None] | None = None
     if config.demo_cameras:
         await ensure_demo_cameras(app[appkeys.DB], config, utcnow())
+        await follow_media_port(app[appkeys.DB], config, utcnow())
         cameras = [DemoCamera(path=path, name=name) for _, name, path in DEMO_CAMERAS]
         # Six hours of demo footage is about 170 MB a camera; plenty to try the archive with.
         demo = DemoRecorder(config.recordings_dir, cameras, retention=timedelta(hours=6))
@@ -150,6 +166,32 @@ async def _media_server(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await recorder
     await runner.cleanup()
+
+
+async def _reread_on_hangup(app: web.Application) -> AsyncIterator[None]:
+    """SIGHUP (sent by `user passwd`, `user remove` ...): re-read sessions from the database."""
+    loop = asyncio.get_running_loop()
+    running: set[asyncio.Task[None]] = set()
+
+    async def reread() -> None:
+        ended = await app[appkeys.SESSIONS].reread(app[appkeys.HUB].session_ids())
+        log.info("SIGHUP: sessions re-read from the database, %d ended", ended)
+
+    def start() -> None:
+        task = loop.create_task(reread(), name="reread-sessions")
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, start)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        yield
+        return
+    yield
+    loop.remove_signal_handler(signal.SIGHUP)
+    for task in list(running):
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -169,22 +211,34 @@ def _on_start(hook: StartHook) -> Callable[[web.Application], AsyncIterator[None
     return context
 
 
-def create_app(config: Config, *, on_start: StartHook | None = None) -> web.Application:
-    """The service's application for `config`; start it with web.run_app or a test client."""
+def create_app(
+    config: Config, *, on_start: StartHook | None = None, tls: Tls | None = None
+) -> web.Application:
+    """The service's application for `config`; start it with web.run_app or a test client.
+
+    With TLS on, `tls` is the certificate (`vms.tls.load`); loaded here if not given.
+    """
     scrub_library_logs()
     app = web.Application(
         client_max_size=64 * 1024,
         # A request line up to 128 KiB reaches validation, so a huge query value gets the
         # same 422 as any other bad value; headers keep aiohttp's 8 KiB limit.
         handler_args={"max_line_size": 128 * 1024},
+        middlewares=[monitoring.count_requests],
     )
     app[appkeys.CONFIG] = config
     app[health.SHUTTING_DOWN] = asyncio.Event()
+    app[monitoring.METRICS] = Metrics()
+    if tls is None and config.tls_on:
+        tls = load_tls(config, utcnow())
+    if tls is not None:
+        app[appkeys.TLS] = tls
     app.cleanup_ctx.append(_database)
     if on_start is not None:
         app.cleanup_ctx.append(_on_start(on_start))
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(_media_server)
+    app.cleanup_ctx.append(_reread_on_hangup)
     app.on_shutdown.append(_close_sockets)
 
     surfaces = {
@@ -201,6 +255,7 @@ def create_app(config: Config, *, on_start: StartHook | None = None) -> web.Appl
     setup_pages(app)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", monitoring.metrics_page)
     named: dict[str, web.AbstractResource] = {}
     for router in (app.router, *(surface.router for surface in surfaces.values())):
         named.update(router.named_resources())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from aiohttp import web
 
 from vms.archive.actions import ArchiveActions
@@ -17,6 +19,7 @@ from vms.resources import Resources
 from vms.sessions import Sessions
 from vms.store import Database
 from vms.throttle import Throttle
+from vms.tls import Tls
 from vms.urls import Urls
 from vms.validation import ArchiveLinkSchema, DownloadBatchSchema, DownloadListSchema
 
@@ -38,3 +41,7 @@ BATCH_SCHEMA = web.AppKey[DownloadBatchSchema]("batch_schema")
 LIST_SCHEMA = web.AppKey[DownloadListSchema]("list_schema")
 HUB = web.AppKey[Hub]("hub")
 WSURL_THROTTLE = web.AppKey[Throttle]("wsurl_throttle")
+# The embedded media server's listening sockets, when `serve` bound them before start-up.
+MEDIA_SOCKETS = web.AppKey[list[socket.socket]]("media_sockets")
+# The TLS certificate and contexts, when the service speaks TLS.
+TLS = web.AppKey[Tls]("tls")

@@ -102,6 +102,10 @@ class Authenticator:
         while len(self._cache) > _SESSION_CACHE_SIZE:
             self._cache.popitem(last=False)
 
+    def forget_sessions(self) -> None:
+        """Drop every remembered session, so the next request reads the database again."""
+        self._cache.clear()
+
     async def _principal(self, session_id: str) -> Principal | None:
         cached = self._cache.get(session_id)
         if cached and time.monotonic() - cached[0] < _SESSION_CACHE_TTL:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from vms.config import Config
 from vms.store import Database
 from vms.users import create_user
+
+log = logging.getLogger(__name__)
 
 OPERATOR_LOGIN = "admin"
 DEMO_CAMERAS = ((1, "Gate", "camera1"), (2, "Lobby", "camera2"))
@@ -22,6 +26,13 @@ async def ensure_operator(db: Database, now: datetime) -> str | None:
     return password
 
 
+async def forget_operator(db: Database) -> None:
+    """Remove the first-start operator account again (its password was never shown)."""
+    found = await db.user_with_hash(OPERATOR_LOGIN)
+    if found is not None:
+        await db.delete_user(found[0].id)
+
+
 async def ensure_demo_cameras(db: Database, config: Config, now: datetime) -> bool:
     """Register demo cameras 1 and 2 on the embedded media server if there are no cameras."""
     if config.media_port == 0 or not config.demo_cameras or await db.cameras():
@@ -29,3 +40,24 @@ async def ensure_demo_cameras(db: Database, config: Config, now: datetime) -> bo
     for camera_id, name, path in DEMO_CAMERAS:
         await db.put_camera(camera_id, name, path, config.media_url, now)
     return True
+
+
+async def follow_media_port(db: Database, config: Config, now: datetime) -> list[int]:
+    """Move demo cameras left on an earlier embedded media port (or scheme) to the current one.
+
+    A demo camera is one with a demo id and path whose media server is on the embedded
+    server's host; the ids of those moved.
+    """
+    current = urlsplit(config.media_url)
+    moved = []
+    for camera_id, _name, path in DEMO_CAMERAS:
+        camera = await db.camera(camera_id)
+        if camera is None or camera.path != path or camera.media_server.url == config.media_url:
+            continue
+        if urlsplit(camera.media_server.url).hostname != current.hostname:
+            continue
+        await db.put_camera(camera_id, camera.name, path, config.media_url, now)
+        moved.append(camera_id)
+    if moved:
+        log.info("demo cameras %s follow the embedded media server to %s", moved, config.media_url)
+    return moved

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -115,13 +116,36 @@ class Config:
     header_timeout: float = 5.0
     idle_timeout: float = 30.0
     max_connections: int = 0
+    # `text` lines or one JSON object a line (`json`), on stderr.
+    log_format: str = "text"
+    # PEM files of the certificate (chain) and its key; without them, `auto` serves HTTPS with
+    # a self-signed certificate when listening beyond loopback, `on` always, `off` never.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls: str = "auto"
+
+    @property
+    def tls_on(self) -> bool:
+        """Whether the API, push, page and embedded media server speak TLS."""
+        if self.tls == "off":
+            return False
+        if self.tls_cert or self.tls_key:
+            return True
+        if self.tls == "auto":
+            return not _is_loopback(self.host)
+        return self.tls == "on"
+
+    @property
+    def scheme(self) -> str:
+        """`https` with TLS on, else `http`."""
+        return "https" if self.tls_on else "http"
 
     @property
     def base_url(self) -> str:
         """The address clients reach the API at, without a trailing slash."""
         if self.public_url:
             return self.public_url.rstrip("/")
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def tz(self) -> zoneinfo.ZoneInfo:
@@ -158,7 +182,7 @@ class Config:
             host = urlsplit(self.public_url).hostname or host
         if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a bind-all address is not reachable
             host = "127.0.0.1"
-        return f"http://{host}:{self.media_port}"
+        return f"{self.scheme}://{host}:{self.media_port}"
 
 
 # Setting name -> parser; the names are the TOML keys and, upper-cased with VMS_, the env names.
@@ -189,7 +213,34 @@ _PARSERS: dict[str, Any] = {
     "header_timeout": parse_duration,
     "idle_timeout": parse_duration,
     "max_connections": lambda v, n: _parse_int(v, n, 0, 1 << 20),
+    "log_format": lambda v, n: _parse_choice(v, n, ("text", "json")),
+    "tls_cert": lambda v, n: str(v).strip(),
+    "tls_key": lambda v, n: str(v).strip(),
+    "tls": lambda v, n: _parse_tls(v, n),
 }
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _parse_tls(value: object, name: str) -> str:
+    text = str(value).strip().lower()
+    if text == "auto":
+        return text
+    return "on" if _parse_bool(value, name) else "off"
+
+
+def _parse_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}")
+    return text
 
 
 def _parse_url(value: object, name: str) -> str:
@@ -244,4 +295,6 @@ def load_config(
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = _PARSERS[key](value, f"--{key.replace('_', '-')}")
+    if bool(values.get("tls_cert")) != bool(values.get("tls_key")):
+        raise ConfigError("VMS_TLS_CERT and VMS_TLS_KEY: give both PEM files, or neither")
     return dataclasses.replace(Config(), **values)

@@ -7,8 +7,10 @@ import contextlib
 import logging
 import resource
 import signal
+import socket
+import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -17,6 +19,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from vms.config import Config
 from vms.logs import throttle_library_floods
+from vms.notify import keep_watchdog_fed, notify, watchdog_interval
 
 log = logging.getLogger(__name__)
 
@@ -257,10 +260,28 @@ class GuardedRunner(web.AppRunner):
         return _GuardedServer(plain, guard)
 
 
-async def start_site(runner: GuardedRunner, host: str, port: int) -> web.TCPSite:
-    """Listen on host:port for `runner` (set up) and log the port's limits."""
-    site = web.TCPSite(runner, host, port, backlog=BACKLOG)
-    await site.start()
+async def start_site(
+    runner: GuardedRunner,
+    host: str,
+    port: int,
+    *,
+    sockets: Sequence[socket.socket] = (),
+    ssl_context: ssl.SSLContext | None = None,
+) -> list[web.BaseSite]:
+    """Serve `runner` (set up) on `sockets` bound before, or else listen on host:port (over
+    TLS with `ssl_context`); log the port's limits."""
+    sites: list[web.BaseSite] = [
+        web.SockSite(runner, sock, ssl_context=ssl_context, backlog=BACKLOG) for sock in sockets
+    ]
+    if not sites:
+        sites.append(web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=BACKLOG))
+    for site in sites:
+        await site.start()
+        _log_limits(runner, site)
+    return sites
+
+
+def _log_limits(runner: GuardedRunner, site: web.BaseSite) -> None:
     limits = runner.limits
     log.info(
         "%s: request headers within %gs, idle connections closed after %gs, at most %s at once",
@@ -269,13 +290,19 @@ async def start_site(runner: GuardedRunner, host: str, port: int) -> web.TCPSite
         limits.idle_timeout,
         runner.cap,
     )
-    return site
 
 
-def serve(app: web.Application, config: Config, **runner_kwargs: Any) -> None:
-    """Serve `app` on config.host:config.port until SIGTERM or SIGINT, as web.run_app would."""
+def serve(
+    app: web.Application,
+    config: Config,
+    sockets: Sequence[socket.socket] = (),
+    ssl_context: ssl.SSLContext | None = None,
+    **runner_kwargs: Any,
+) -> None:
+    """Serve `app` on `sockets` (or config.host:config.port) until SIGTERM or SIGINT, as
+    web.run_app would."""
     raise_open_file_limit()
-    asyncio.run(_serve(app, config, runner_kwargs))
+    asyncio.run(_serve(app, config, sockets, ssl_context, runner_kwargs))
 
 
 @contextlib.contextmanager
@@ -295,16 +322,34 @@ def stop_on_signals() -> Iterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
-async def _serve(app: web.Application, config: Config, runner_kwargs: dict[str, Any]) -> None:
+async def _serve(
+    app: web.Application,
+    config: Config,
+    sockets: Sequence[socket.socket],
+    ssl_context: ssl.SSLContext | None,
+    runner_kwargs: dict[str, Any],
+) -> None:
     ports = 2 if config.media_port else 1
     with stop_on_signals() as stop:
         runner = GuardedRunner(app, Limits.of(config, ports), **runner_kwargs)
+        watchdog: asyncio.Task[None] | None = None
         await runner.setup()
         try:
-            site = await start_site(runner, config.host, config.port)
-            log.info("======== Running on %s ========", site.name)
+            sites = await start_site(
+                runner, config.host, config.port, sockets=sockets, ssl_context=ssl_context
+            )
+            for site in sites:
+                log.info("======== Running on %s ========", site.name)
+            notify("READY=1\nSTATUS=serving")
+            interval = watchdog_interval()
+            if interval is not None:
+                watchdog = asyncio.create_task(keep_watchdog_fed(interval), name="watchdog")
             await stop.wait()
+            notify("STOPPING=1")
             log.info("stopping: closing sockets, letting downloads resume at the next start")
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
+                await asyncio.gather(watchdog, return_exceptions=True)
             await runner.cleanup()
         log.info("stopped")

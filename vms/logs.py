@@ -8,10 +8,13 @@ its own traceback (a malformed request line, say) are cut to one line.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -55,9 +58,22 @@ class AccessLogger(AbstractAccessLogger):
             request.method,
             redact(request.path_qs),
             response.status,
-            response.body_length,
+            bytes_sent(response),
             time * 1000,
         )
+
+
+def bytes_sent(response: web.StreamResponse) -> int:
+    """Bytes written for `response`, headers included.
+
+    A file sent with sendfile() bypasses the writer that counts bytes, which then holds only
+    the headers; the body is Content-Length then (sendfile either sends it all or raises).
+    """
+    size = response.body_length
+    length = response.content_length
+    if isinstance(response, web.FileResponse) and length and size < length:
+        size += length
+    return size
 
 
 class _OneLine(logging.Filter):
@@ -134,9 +150,35 @@ def throttle_library_floods() -> None:
         logger.addFilter(OncePerInterval(_FLOODS))
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    """Plain timestamped lines on stderr, every one redacted."""
+class JsonFormatter(RedactingFormatter):
+    """One JSON object per line: time, level, logger, message, audit fields, traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as JSON, redacted like every line."""
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        audit = getattr(record, "audit", None)
+        if isinstance(audit, dict):
+            entry["audit"] = audit
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry, default=str, ensure_ascii=False))
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def setup_logging(level: int = logging.INFO, log_format: str = "text") -> None:
+    """Timestamped lines (or JSON objects) on stderr, every one redacted."""
     logging.basicConfig(level=level)
-    formatter = RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    formatter: logging.Formatter
+    if log_format == "json":
+        formatter = JsonFormatter()
+    else:
+        formatter = RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.setFormatter(formatter)

@@ -395,6 +395,7 @@ def _paths() -> dict[str, Any]:
                     "422": invalid,
                     "429": _error("Too many archives queued or running for this device."),
                     "502": _error("The camera's media server is unavailable."),
+                    "507": _error("Not enough disk space for new archives."),
                 },
             }
         },
@@ -468,6 +469,7 @@ def _paths() -> dict[str, Any]:
                     "422": invalid,
                     "429": _error("The device's cap has no room for all of them."),
                     "502": _error("A camera's media server is unavailable."),
+                    "507": _error("Not enough disk space for new archives."),
                 },
             },
         },
@@ -679,6 +681,58 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _operations() -> dict[str, Any]:
+    """The probes and the metrics page, on the service's root (for operators and monitors)."""
+    check = {"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}}
+    readiness = {
+        "type": "object",
+        "required": ["status", "checks"],
+        "properties": {
+            "status": {"enum": ["ready", "not ready"]},
+            "checks": {"type": "object", "additionalProperties": check},
+        },
+    }
+    return {
+        "/healthz": {
+            "get": {
+                "summary": "Liveness: 200 while the process answers.",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["status"],
+                            "properties": {"status": {"const": "ok"}},
+                        },
+                        "Alive.",
+                    )
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: database, archive disk space, shutting down.",
+                "responses": {
+                    "200": _json(readiness, "Ready for work."),
+                    "503": _json(readiness, "Not ready; the failing checks say why."),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics: to loopback clients and operator tokens.",
+                "security": [{}, *_BEARER],
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format (or OpenMetrics on request).",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "403": _error("Neither loopback nor an operator's token."),
+                },
+            }
+        },
+    }
+
+
 def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     return {
@@ -689,7 +743,7 @@ def document() -> dict[str, Any]:
             "description": "Archive links and server-side archives for VMS clients. "
             "Errors use Laravel's JSON shapes.",
         },
-        "paths": _paths(),
+        "paths": {**_paths(), **_operations()},
         "components": {
             "schemas": _SCHEMAS,
             "securitySchemes": {

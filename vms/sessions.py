@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
+from vms.audit import audit
 from vms.auth import Authenticator, IssuedToken, Principal
 from vms.config import Config
 from vms.dates import utcnow
@@ -71,10 +72,17 @@ class Sessions:
         self, login: str, password: str, *, address: str, device: str, client: str
     ) -> IssuedToken:
         """Check the password and open a session; Throttled or InvalidCredentials if not."""
+        who = {"login": login, "client": client, "device": device, "address": address}
         retry_after = self.retry_after(login, address)
         if retry_after:
+            audit("login.locked", **who, retry_after=retry_after)
             raise Throttled(retry_after)
-        user = await self._check_password(login, password, address)
+        try:
+            user = await self._check_password(login, password, address)
+        except InvalidCredentials:
+            audit("login.failed", **who)
+            raise
+        audit("login.ok", **who)
         return await self._auth.issue(user, device, client, self._clock())
 
     async def _check_password(self, login: str, password: str, address: str) -> User:
@@ -100,5 +108,17 @@ class Sessions:
         """End one of `user`'s sessions and close its sockets; False if there was none to end."""
         if not await self._auth.end_session(user, session_id, self._clock()):
             return False
+        audit("session.ended", login=user.login)
         await self._on_ended(session_id)
         return True
+
+    async def reread(self, connected: Iterable[str]) -> int:
+        """Forget cached sessions (the command line changed some) and close the sockets of
+        `connected` sessions that are no longer alive; how many sessions that was."""
+        self._auth.forget_sessions()
+        ended = 0
+        for session_id in connected:
+            if await self._auth.session_principal(session_id, device=None) is None:
+                await self._on_ended(session_id)
+                ended += 1
+        return ended

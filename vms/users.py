@@ -9,6 +9,18 @@ from vms.models import User
 from vms.passwords import hash_password
 from vms.store import Database
 
+# Shorter passwords are refused wherever one is set.
+MIN_PASSWORD_LENGTH = 12
+
+
+def password_problem(password: str) -> str | None:
+    """Why `password` may not be set, or None if it may."""
+    if not password:
+        return "the password is empty"
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"the password must be at least {MIN_PASSWORD_LENGTH} characters"
+    return None
+
 
 async def create_user(
     db: Database,
@@ -23,3 +35,10 @@ async def create_user(
     loop = asyncio.get_running_loop()
     hashed = await loop.run_in_executor(None, hash_password, password)
     return await db.create_user(login, name or login, hashed, is_admin=is_admin, now=now)
+
+
+async def set_password(db: Database, user: User, password: str, now: datetime) -> None:
+    """Hash the new password off the event loop and store it."""
+    loop = asyncio.get_running_loop()
+    hashed = await loop.run_in_executor(None, hash_password, password)
+    await db.set_password_hash(user.id, hashed, now)

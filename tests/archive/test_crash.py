@@ -46,14 +46,14 @@ async def test_kill_9_mid_download_then_restart_completes_and_pushes(
     server.mode = "trickle"
     service = service_process
     service.cli("camera", "add", "1", "--name", "Gate", "--media-server", media_url)
-    service.cli("user", "add", "alice", "--password", "pw-alice", "--camera", "1")
+    service.cli("user", "add", "alice", "--password", "pw-alice-long", "--camera", "1")
     await service.start()
     base = f"http://127.0.0.1:{service.port}"
     async with aiohttp.ClientSession() as http:
         answer = await _json(
             await http.post(
                 f"{base}/api/v1/token",
-                json={"login": "alice", "password": "pw-alice"},
+                json={"login": "alice", "password": "pw-alice-long"},
                 headers={"X-Client": "ios-cctv", "X-UUID": DEVICE},
             )
         )

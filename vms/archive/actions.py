@@ -15,6 +15,7 @@ from datetime import datetime
 
 from vms.archive.files import ArchiveFiles
 from vms.archive.worker import ArchiveWorker
+from vms.audit import audit_download
 from vms.dates import utcnow
 from vms.models import PENDING, Download, Kind, Status, User
 from vms.store import Database
@@ -94,12 +95,8 @@ class ArchiveActions:
             )
             if cancelled is not None and cancelled.status == Status.CANCELLED:
                 await self._delete_files(download_id)
-                log.info(
-                    "archive %d cancelled by user %d (camera %d)",
-                    download_id,
-                    user.id,
-                    cancelled.camera_id,
-                )
+                self._worker.metrics.job_finished("cancelled")
+                audit_download("archive.cancelled", cancelled, by=user.login)
                 self._worker.announce(cancelled)
                 return cancelled
             # It became ready while being stopped: delete it as a ready one.
@@ -109,7 +106,7 @@ class ArchiveActions:
             expired = await self._db.update_download(
                 download_id, self._clock(), expect={Status.READY}, status=Status.EXPIRED
             )
-            log.info("archive %d deleted by user %d", download_id, user.id)
+            audit_download("archive.deleted", download, by=user.login)
             return _visible(user, expired)
         return download
 
@@ -141,6 +138,6 @@ class ArchiveActions:
             status=Status.QUEUED,
             now=self._clock(),
         )
-        log.info("archive %d repeated as %d by operator %d", download_id, again.id, operator.id)
+        audit_download("archive.requested", again, repeat_of=download_id, by=operator.login)
         self._worker.enqueue(again.id)
         return again

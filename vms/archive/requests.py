@@ -21,6 +21,7 @@ from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
 from vms.archive.mediaclient import MediaClient
 from vms.archive.worker import ArchiveWorker
+from vms.audit import audit_download
 from vms.auth import Principal
 from vms.dates import utcnow
 from vms.models import THICK_CLIENT, Camera, Download, Kind, Status
@@ -171,6 +172,8 @@ class ArchiveRequests:
             for camera in cameras:
                 record = await self._create(principal, camera, start, end, Kind.LINK, Status.READY)
                 link = self._links.for_camera(principal.user.id, camera, start, end)
+                audit_download("link.issued", record, principal.user.login,
+                               device=record.device, client=client)  # fmt: skip
                 made.append(Asked(record, link))
             return made
         return [Asked(d) for d in await self._queue(principal, cameras, start, end)]
@@ -202,6 +205,8 @@ class ArchiveRequests:
             if download.status == Status.READY:
                 self._worker.announce(download)
         for download in created.values():
+            audit_download("archive.requested", download, principal.user.login,
+                           device=download.device, client=download.client)  # fmt: skip
             self._worker.enqueue(download.id)
         return [existing.get(c.id) or created[c.id] for c in cameras]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,8 +22,10 @@ from vms.archive.fetcher import Fetched, FetchError, FetchLimits, fetch_archive
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
 from vms.archive.poster import make_poster
+from vms.audit import audit_download
 from vms.dates import utcnow
 from vms.logs import log_unexpected
+from vms.metrics import Metrics
 from vms.models import PENDING, Download, Status
 from vms.resources import Resources
 from vms.store import Database
@@ -56,6 +59,7 @@ class ArchiveWorker:
         resources: Resources,
         publisher: Publisher,
         clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
@@ -68,6 +72,9 @@ class ArchiveWorker:
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._running: dict[int, asyncio.Task[None]] = {}
+        self.metrics = metrics or Metrics()
+        # When each running job started (monotonic), for the job duration.
+        self._started: dict[int, float] = {}
 
     async def start(self) -> None:
         """Resume what a previous run left: partial files go, queued and running jobs run again."""
@@ -137,6 +144,7 @@ class ArchiveWorker:
                 self._queue.task_done()
 
     async def _guarded(self, download_id: int) -> None:
+        self._started[download_id] = time.monotonic()
         try:
             await self._run(download_id)
         except asyncio.CancelledError:
@@ -144,6 +152,12 @@ class ArchiveWorker:
         except Exception as exc:  # one broken job must not take the worker down
             log_unexpected(log, f"archive {download_id}", exc)
             await self._fail(download_id, events.FAILED_MESSAGE)
+        finally:
+            self._started.pop(download_id, None)
+
+    def _elapsed(self, download_id: int) -> float | None:
+        started = self._started.get(download_id)
+        return None if started is None else time.monotonic() - started
 
     async def _run(self, download_id: int) -> None:
         download = await self._db.download(download_id)
@@ -224,14 +238,9 @@ class ArchiveWorker:
             expires_at=expires,
         )
         if ready is not None and ready.status == Status.READY:
-            log.info(
-                "archive %d ready: camera %d for user %d, %.1f s, %d bytes",
-                download_id,
-                ready.camera_id,
-                ready.user_id,
-                fetched.duration,
-                fetched.size,
-            )
+            self.metrics.job_finished("ready", self._elapsed(download_id), fetched.size)
+            audit_download("archive.ready", ready, seconds=round(fetched.duration, 1),
+                          bytes=fetched.size)  # fmt: skip
             self.announce(ready)
 
     async def _poster(self, download_id: int) -> None:
@@ -252,7 +261,8 @@ class ArchiveWorker:
             progress=0,
         )
         if failed is not None and failed.status == Status.FAILED:
-            log.info("archive %d failed: %s", download_id, message)
+            self.metrics.job_finished("failed", self._elapsed(download_id))
+            audit_download("archive.failed", failed, reason=message)
             self.announce(failed)
 
     def _progress(self, download: Download, percent: int) -> None:

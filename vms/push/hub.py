@@ -181,6 +181,10 @@ class Hub:
         conn.sessions.add(session_id)
         self._sessions.setdefault(session_id, set()).add(conn)
 
+    def session_ids(self) -> list[str]:
+        """The sessions that authorised an open socket."""
+        return list(self._sessions)
+
     async def disconnect_session(self, session_id: str) -> int:
         """Close (4009) every socket that session authorised; returns how many."""
         conns = list(self._sessions.pop(session_id, ()))

@@ -542,6 +542,59 @@ class Database:
             )
         return changed
 
+    # Administration (the command line)
+
+    async def set_password_hash(self, user_id: int, password_hash: str, now: datetime) -> None:
+        """Replace a user's password hash."""
+        await self._write(
+            "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?",
+            (password_hash, format_stamp(now), user_id),
+        )
+
+    async def end_user_sessions(self, user_id: int, now: datetime) -> list[str]:
+        """End every live session of a user; the ids of those ended."""
+        async with self._write_lock:
+            async with self._conn.execute(
+                "SELECT id FROM sessions WHERE user_id = ? AND ended_at IS NULL", (user_id,)
+            ) as cursor:
+                found = list(await cursor.fetchall())
+            async with self._conn.execute(
+                "UPDATE sessions SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL",
+                (format_stamp(now), user_id),
+            ):
+                pass
+        return [r[0] for r in found]
+
+    async def delete_user(self, user_id: int) -> bool:
+        """Delete a user with their grants, sessions and history; False if there was none."""
+        return await self._write("DELETE FROM users WHERE id = ?", (user_id,)) > 0
+
+    async def revoke(self, user_id: int, camera_id: int) -> bool:
+        """Stop letting a user see a camera; False if it was not granted."""
+        changed = await self._write(
+            "DELETE FROM camera_grants WHERE user_id = ? AND camera_id = ?", (user_id, camera_id)
+        )
+        return changed > 0
+
+    async def delete_camera(self, camera_id: int) -> bool:
+        """Delete a camera with its grants and history; False if there was none."""
+        return await self._write("DELETE FROM cameras WHERE id = ?", (camera_id,)) > 0
+
+    async def archive_counts(self) -> dict[Status, int]:
+        """How many server-side archives are in each status (from the kept totals)."""
+        found = await self._all(
+            "SELECT status, sum(n) FROM download_totals WHERE kind = 'archive' GROUP BY status"
+        )
+        return {Status(r[0]): int(r[1]) for r in found}
+
+    async def media_servers(self) -> list[tuple[MediaServer, int]]:
+        """Every media server that has cameras, with how many."""
+        found = await self._all(
+            "SELECT m.id, m.url, count(c.id) FROM media_servers m"
+            " JOIN cameras c ON c.media_server_id = m.id GROUP BY m.id ORDER BY m.id"
+        )
+        return [(MediaServer(id=r[0], url=r[1]), int(r[2])) for r in found]
+
 
 async def _migrate(conn: aiosqlite.Connection) -> None:
     async with conn.execute("PRAGMA user_version") as cursor:
