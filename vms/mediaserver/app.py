@@ -1,9 +1,11 @@
 """The embedded media server: MediaMTX's playback API (`/list`, `/get`) over aiohttp.
 
 Requests are checked in MediaMTX's order: path name, then the JWT, then the other parameters;
-errors are `{"status": "error", "error": TEXT}` with MediaMTX's texts. Listing and remuxing
-run on the app's own small thread pool; a /get is produced one chunk at a time, so nothing
-runs on behalf of a client between chunks and a client that goes away stops the work.
+errors are `{"status": "error", "error": TEXT}` with MediaMTX's texts. Which segments a request
+reads comes from the recordings index (`index`), kept current and warmed at start-up on a
+thread of its own. Listing and remuxing run on the app's own small thread pool; a /get is
+produced one chunk at a time, so nothing runs on behalf of a client between chunks and a
+client that goes away stops the work.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aiohttp.typedefs import Handler
 
 from vms.dates import format_rfc3339
 from vms.mediaserver.auth import AuthError, KeySource, authorize, check_range, token_from
+from vms.mediaserver.index import RecordingsIndex, paths_with_segments
 from vms.mediaserver.mp4read import SegmentError
 from vms.mediaserver.params import (
     BadRequest,
@@ -33,8 +36,9 @@ from vms.mediaserver.params import (
     path_param,
     time_param,
 )
-from vms.mediaserver.recordings import InfoCache, NoSegmentsFound, find_segments, list_spans
+from vms.mediaserver.recordings import InfoCache, NoSegmentsFound
 from vms.mediaserver.remux import Archive, Cancelled, open_archive
+from vms.threads import run_blocking
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ class PlaybackState:
     recordings: Path
     trusted_keys: KeySource
     public_url: str | None
+    index: RecordingsIndex
     cache: InfoCache = field(default_factory=InfoCache)
     pool: ThreadPoolExecutor | None = None
 
@@ -68,10 +73,7 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
     start = time_param(request.query, "start", required=False)
     end = time_param(request.query, "end", required=False)
     check_range(claims, start, end)
-    loop = asyncio.get_running_loop()
-    spans = await loop.run_in_executor(
-        server.pool, list_spans, server.recordings, path, start, end, server.cache
-    )
+    spans = await run_blocking(server.pool, server.index.list_spans, path, start, end)
     base = (
         server.public_url.rstrip("/") if server.public_url else f"{request.scheme}://{request.host}"
     )
@@ -110,9 +112,7 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     cancel = threading.Event()
     try:
-        segments = await loop.run_in_executor(
-            server.pool, find_segments, server.recordings, path, start, end
-        )
+        segments = await run_blocking(server.pool, server.index.segments_for_get, path, start, end)
         archive = await loop.run_in_executor(
             server.pool, open_archive, segments, start, duration, fmt, cancel, server.cache
         )
@@ -161,6 +161,16 @@ async def _stream(
     return response
 
 
+async def _warm(
+    index: RecordingsIndex, executor: ThreadPoolExecutor, stop: threading.Event
+) -> None:
+    try:
+        names = await run_blocking(executor, paths_with_segments, index.root)
+        await run_blocking(executor, index.warm, names, stop)
+    except OSError as exc:
+        log.warning("recordings index: warming stopped (%s)", exc)
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
@@ -206,7 +216,12 @@ def create_media_app(
 ) -> web.Application:
     """The media server as an aiohttp application, serving recordings under `recordings`."""
     app = web.Application(middlewares=[_errors])
-    server = PlaybackState(recordings=recordings, trusted_keys=trusted_keys, public_url=public_url)
+    server = PlaybackState(
+        recordings=recordings,
+        trusted_keys=trusted_keys,
+        public_url=public_url,
+        index=RecordingsIndex(recordings),
+    )
     app[PLAYBACK] = server
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -215,7 +230,20 @@ def create_media_app(
         server.pool.shutdown(wait=True, cancel_futures=True)
         server.pool = None
 
+    async def warm_ctx(app: web.Application) -> AsyncIterator[None]:
+        # Learn every path's segments in the background, so the first requests after a start
+        # find them known; one thread, so requests keep the pool.
+        stop = threading.Event()
+        warmer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediaserver-index")
+        task = asyncio.create_task(_warm(server.index, warmer, stop))
+        yield
+        stop.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        warmer.shutdown(wait=True)
+
     app.cleanup_ctx.append(pool_ctx)
+    app.cleanup_ctx.append(warm_ctx)
     app.on_response_prepare.append(_cors)
     app.router.add_get("/list", handle_list, allow_head=False)
     app.router.add_get("/get", handle_get, allow_head=False)
