@@ -160,7 +160,7 @@ class Plan:
         if header is None:
             raise NoSegmentsFound
         candidates: dict[int, tuple[tuple[int, int, int], float]] = {}
-        reach: dict[int, float] = {}  # end of the latest sample seen, per track
+        visible: set[int] = set()  # tracks with a sample at or after `start`
         for si, source in enumerate(self._buffer):
             for ri, run in enumerate(source.runs):
                 state = self._tracks[run.track_id]
@@ -172,7 +172,8 @@ class Plan:
                     dts += run.durations[i]
                     if t >= self.duration:
                         break
-                    reach[run.track_id] = source.time(run, dts)
+                    if t >= 0:
+                        visible.add(run.track_id)
                     sync = not flag & SAMPLE_IS_NON_SYNC
                     if t <= 0:
                         if sync:
@@ -185,8 +186,9 @@ class Plan:
                         state.cut, state.cut_time = found
                         break
         for tid, state in self._tracks.items():
-            # Lead-in alone is served only if the footage reaches `start`.
-            if state.cut is None and tid in candidates and reach.get(tid, 0.0) > 0:
+            # Lead-in alone is served only if a sample starts at or after `start`: MediaMTX
+            # answers 404 for a start inside the last frame (TestOnGetInMiddleOfLastSample).
+            if state.cut is None and tid in candidates and tid in visible:
                 state.cut, state.cut_time = candidates[tid]
         cut_times = [s.cut_time for s in self._tracks.values() if s.cut is not None]
         if not cut_times:
