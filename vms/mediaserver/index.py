@@ -204,6 +204,12 @@ class PathIndex:
     def __len__(self) -> int:
         return len(self._names)
 
+    @property
+    def learnt(self) -> int:
+        """How many segments have been read so far."""
+        with self._lock:
+            return sum(1 for info in self._infos if info is not None)
+
     def refresh(self) -> None:
         """Bring the names up to date: a stat when nothing changed, else one listing."""
         try:
