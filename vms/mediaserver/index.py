@@ -51,8 +51,9 @@ log = logging.getLogger(__name__)
 MAX_PATHS: Final = 4096
 # A directory modified this recently may still gain a file within the same mtime tick.
 _SETTLE_NS: Final = 1_000_000_000
-# While learning many segments, give the interpreter away for a moment this often.
-_WORK_SLICE: Final = 0.004
+# Segments learnt in one go; between chunks the interpreter is given away for a moment, so
+# that the event loop's thread is not kept waiting for it while a month is read.
+_CHUNK: Final = 32
 _PAUSE: Final = 0.001
 
 
@@ -63,6 +64,9 @@ class Stream:
     join_key: tuple[tuple[int, int, bytes], ...]  # MediaMTX's legacy rule compares these
     compat_key: tuple[tuple[int, int, bytes], ...]  # the exact sample descriptions
     mtxi_stream: bytes | None  # the mtxi stream id, None for files without mtxi
+
+
+_UNREADABLE: Final = Stream((), (), None)
 
 
 class Info:
@@ -199,6 +203,7 @@ class PathIndex:
         self._dir_mtime: int | None = None
         self._trusted = False
         self._lock = threading.Lock()
+        self._learning = threading.Lock()
         self._streams: dict[Stream, Stream] = {}
 
     def __len__(self) -> int:
@@ -268,34 +273,55 @@ class PathIndex:
                 at -= 1
             return max(at, 0), stop
 
-    def infos(self, first: int, stop: int) -> tuple[list[str], list[Info]]:
-        """Names and infos of the readable segments in [first, stop), learning what is missing."""
+    def infos(self, first: int, stop: int, *, polite: bool = False) -> tuple[list[str], list[Info]]:
+        """Names and infos of the readable segments in [first, stop), learning what is missing.
+
+        Learning goes in chunks, one thread at a time per path, each chunk looking again at
+        what is known: two requests (or a request and the warm-up) never read a file twice.
+        Between chunks it pauses; `polite` (the warm-up) pauses as long as it worked.
+        """
         with self._lock:
             names = self._names[first:stop]
             known = self._infos[first:stop]
             newest = self._names[-1] if self._names else None
-        learnt: dict[str, Info | None] = {}
-        slice_began = time.perf_counter()
-        for name, info in zip(names, known, strict=True):
-            if info is not None and (info.final or not self._changed(name, info)):
-                continue
-            learnt[name] = self._learn(name, final=name != newest)
-            if time.perf_counter() - slice_began > _WORK_SLICE:
-                time.sleep(_PAUSE)
-                slice_began = time.perf_counter()
-        if learnt:
-            with self._lock:
-                for name, info in learnt.items():
-                    at = bisect.bisect_left(self._names, name)
-                    if at < len(self._names) and self._names[at] == name:
-                        self._infos[at] = info
+        missing = [
+            i
+            for i, info in enumerate(known)
+            if info is None or (not info.final and self._changed(names[i], info))
+        ]
+        for chunk in range(0, len(missing), _CHUNK):
+            with self._learning:
+                began = time.perf_counter()
+                for i in missing[chunk : chunk + _CHUNK]:
+                    name = names[i]
+                    with self._lock:
+                        at = self._position(name, first + i)
+                        current = self._infos[at] if at >= 0 else None
+                    if current is not None and current is not known[i]:
+                        known[i] = current  # learnt meanwhile by another thread
+                        continue
+                    info = self._learn(name, final=name != newest)
+                    known[i] = info
+                    with self._lock:
+                        at = self._position(name, first + i)
+                        if at >= 0:
+                            self._infos[at] = info
+            if chunk + _CHUNK < len(missing):
+                worked = time.perf_counter() - began
+                time.sleep(max(_PAUSE, worked) if polite else _PAUSE)
         out_names, out_infos = [], []
         for name, info in zip(names, known, strict=True):
-            info = learnt.get(name, info)
             if info is not None and info.duration > 0:
                 out_names.append(name)
                 out_infos.append(info)
         return out_names, out_infos
+
+    def _position(self, name: str, guess: int) -> int:
+        """Where `name` is in the names now (they may have moved), or -1. Hold the lock."""
+        if 0 <= guess < len(self._names) and self._names[guess] == name:
+            return guess
+        at = bisect.bisect_left(self._names, name)
+        return at if at < len(self._names) and self._names[at] == name else -1
 
     def _changed(self, name: str, info: Info) -> bool:
         try:
@@ -316,11 +342,18 @@ class PathIndex:
             return None
         try:
             stat = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return None
+        try:
             header = read_header(fd, stat.st_size)
             duration = segment_duration(fd, stat.st_size, header, name)
         except (SegmentError, OSError) as exc:
             log.warning("segment %s: skipped, %s", name, exc)
-            return None
+            # Remembered as unreadable until the file changes, so it is not read (and
+            # logged) again by every request.
+            return Info(_epoch(start), 0.0, _UNREADABLE, None, None, stat.st_size,
+                        stat.st_mtime_ns, final=False)  # fmt: skip
         finally:
             os.close(fd)
         mtxi = header.mtxi
@@ -407,7 +440,7 @@ class RecordingsIndex:
             for first in range(0, len(index), step):
                 if stop.is_set():
                     return
-                index.infos(first, first + step)
+                index.infos(first, first + step, polite=True)
 
 
 def paths_with_segments(root: Path, limit: int = MAX_PATHS) -> list[str]:
