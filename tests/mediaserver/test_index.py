@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from tests.support.media import CAMERA, TokenFactory, at, segment
 from tests.support.service import Client
 from vms.mediaserver.app import PLAYBACK, create_media_app
 from vms.mediaserver.auth import StaticKeys
-from vms.mediaserver.index import RecordingsIndex, paths_with_segments
+from vms.mediaserver.index import RecordingsIndex
 from vms.mediaserver.synthetic import write_mvhd_duration
 
 
@@ -94,9 +95,17 @@ def test_requests_read_only_the_segments_of_their_range(tmp_path: Path) -> None:
     assert (len(path), path.learnt) == (120, 6)
 
 
-def test_paths_with_segments_finds_nested_paths(tmp_path: Path) -> None:
-    """Warming finds every path directory holding segments, nested ones included."""
+def test_warming_indexes_every_path_and_learns_its_segments(tmp_path: Path) -> None:
+    """After a start, every path directory holding segments is indexed, nested ones too."""
     segment(tmp_path, "cam1", 0, 1)
+    segment(tmp_path, "cam1", 1, 1)
     segment(tmp_path, "site/cam2", 0, 1)
     (tmp_path / "empty").mkdir()
-    assert sorted(paths_with_segments(tmp_path)) == ["cam1", "site/cam2"]
+    (tmp_path / "cam1" / "notes.txt").write_text("not a segment")
+    index = RecordingsIndex(tmp_path)
+    index.warm(threading.Event())
+    learnt = {}
+    for name in ("cam1", "site/cam2", "empty"):
+        path = index.path(name)
+        learnt[name] = path.learnt if path is not None else None
+    assert learnt == {"cam1": 2, "site/cam2": 1, "empty": 0}

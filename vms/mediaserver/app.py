@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler
 
 from vms.dates import format_rfc3339
 from vms.mediaserver.auth import AuthError, KeySource, authorize, check_range, token_from
-from vms.mediaserver.index import RecordingsIndex, paths_with_segments
+from vms.mediaserver.index import RecordingsIndex
 from vms.mediaserver.mp4read import SegmentError
 from vms.mediaserver.params import (
     BadRequest,
@@ -165,8 +165,7 @@ async def _warm(
     index: RecordingsIndex, executor: ThreadPoolExecutor, stop: threading.Event
 ) -> None:
     try:
-        names = await run_blocking(executor, paths_with_segments, index.root)
-        await run_blocking(executor, index.warm, names, stop)
+        await run_blocking(executor, index.warm, stop)
     except OSError as exc:
         log.warning("recordings index: warming stopped (%s)", exc)
 

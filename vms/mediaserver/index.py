@@ -30,7 +30,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -198,6 +198,7 @@ class PathIndex:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._dir = str(directory)  # joined as strings: pathlib would intern every name
         self._names: list[str] = []
         self._infos: list[Info | None] = []
         self._dir_mtime: int | None = None
@@ -214,6 +215,15 @@ class PathIndex:
         """How many segments have been read so far."""
         with self._lock:
             return sum(1 for info in self._infos if info is not None)
+
+    def seed(self, listing: list[str], mtime: int) -> None:
+        """Take a listing made elsewhere (after a stat that gave `mtime`) as the first one."""
+        with self._lock:
+            if self._dir_mtime is not None or self._names:
+                return
+            self._apply(listing)
+            self._dir_mtime = mtime
+            self._trusted = time.time_ns() - mtime > _SETTLE_NS
 
     def refresh(self) -> None:
         """Bring the names up to date: a stat when nothing changed, else one listing."""
@@ -284,11 +294,16 @@ class PathIndex:
             names = self._names[first:stop]
             known = self._infos[first:stop]
             newest = self._names[-1] if self._names else None
-        missing = [
-            i
-            for i, info in enumerate(known)
-            if info is None or (not info.final and self._changed(names[i], info))
-        ]
+        missing = []
+        for i, info in enumerate(known):
+            if info is None:
+                missing.append(i)
+            elif not info.final:
+                if self._changed(names[i], info):
+                    missing.append(i)
+                elif names[i] != newest and info.duration > 0:
+                    # Unchanged since a newer segment began: finished.
+                    info.final, info.size, info.mtime_ns = True, 0, 0
         for chunk in range(0, len(missing), _CHUNK):
             with self._learning:
                 began = time.perf_counter()
@@ -325,7 +340,7 @@ class PathIndex:
 
     def _changed(self, name: str, info: Info) -> bool:
         try:
-            stat = os.stat(self.directory / name)
+            stat = os.stat(os.path.join(self._dir, name))
         except OSError:
             return True
         return (stat.st_size, stat.st_mtime_ns) != (info.size, info.mtime_ns)
@@ -336,7 +351,7 @@ class PathIndex:
         if start is None:
             return None
         try:
-            fd = os.open(self.directory / name, os.O_RDONLY)
+            fd = os.open(os.path.join(self._dir, name), os.O_RDONLY)
         except OSError as exc:
             log.warning("segment %s: cannot open (%s)", name, exc.strerror)
             return None
@@ -357,15 +372,17 @@ class PathIndex:
         finally:
             os.close(fd)
         mtxi = header.mtxi
+        final = final or header.duration > 0
         return Info(
             start=_epoch(start),
             duration=duration,
             stream=self._stream(header),
             number=mtxi.number if mtxi else None,
             dts=mtxi.dts if mtxi else None,
-            size=stat.st_size,
-            mtime_ns=stat.st_mtime_ns,
-            final=final or header.duration > 0,
+            # A final segment is never looked at again: no need to keep its identity.
+            size=0 if final else stat.st_size,
+            mtime_ns=0 if final else stat.st_mtime_ns,
+            final=final,
         )
 
     def _stream(self, header: Header) -> Stream:
@@ -428,14 +445,22 @@ class RecordingsIndex:
         names, infos = index.infos(first, stop)
         return get_chain(index.directory, names, infos)
 
-    def warm(self, names: Iterable[str], stop: threading.Event) -> None:
-        """Index the given paths and learn all their segments, until done or `stop` is set."""
-        for name in names:
+    def warm(self, stop: threading.Event) -> None:
+        """Index every path under the root, then learn all their segments; stop when `stop` is set.
+
+        Each directory is listed once: that listing is the path's first index.
+        """
+        found = []
+        for name, directory, listing, mtime in _walk(self.root.resolve(), self._max_paths):
             if stop.is_set():
                 return
-            index = self.path(name)
-            if index is None:
-                continue
+            if path_dir(self.root, name) != directory:
+                continue  # not a valid path name, or outside the root through a link
+            with self._lock:
+                index = self._paths.setdefault(name, PathIndex(directory))
+            index.seed(listing, mtime)
+            found.append(index)
+        for index in found:
             step = 256
             for first in range(0, len(index), step):
                 if stop.is_set():
@@ -443,15 +468,25 @@ class RecordingsIndex:
                 index.infos(first, first + step, polite=True)
 
 
-def paths_with_segments(root: Path, limit: int = MAX_PATHS) -> list[str]:
-    """Path names under `root` whose directory holds at least one segment-named file."""
-    found: list[str] = []
-    base = root.resolve()
-    for directory, _, files in os.walk(base):
-        if any(parse_segment_name(f) is not None for f in files):
-            name = Path(directory).relative_to(base).as_posix()
-            if name != ".":
-                found.append(name)
-                if len(found) >= limit:
-                    break
-    return found
+def _walk(base: Path, limit: int) -> Iterator[tuple[str, Path, list[str], int]]:
+    """(path name, directory, listing, mtime before listing) of directories holding segments."""
+    stack = [base]
+    found = 0
+    while stack and found < limit:
+        directory = stack.pop()
+        try:
+            mtime = os.stat(directory).st_mtime_ns
+            listing = os.listdir(directory)
+        except OSError:
+            continue
+        segments = False
+        for name in listing:
+            if name.endswith(".mp4"):  # segments are files: only other names may be folders
+                segments = segments or parse_segment_name(name) is not None
+            elif os.path.isdir(os.path.join(directory, name)) and not os.path.islink(
+                os.path.join(directory, name)
+            ):
+                stack.append(directory / name)
+        if segments and directory != base:
+            found += 1
+            yield directory.relative_to(base).as_posix(), directory, listing, mtime
