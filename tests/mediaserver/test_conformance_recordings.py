@@ -135,6 +135,25 @@ async def test_list_joins_legacy_files_of_the_same_codec_at_another_size(
     assert entries(body) == [(iso(0), 20)]
 
 
+async def test_list_splits_legacy_files_whose_tracks_differ(
+    tmp_path: Path, serve: MakeClient, token: TokenFactory
+) -> None:
+    """segment_fmp4.go segmentFMP4TracksAreEqual ("different init" in on_list_test.go): a
+    track with another time scale is another stream, even right after the last segment."""
+    segment(tmp_path, CAMERA, 0, 10)
+    other = segment(tmp_path, CAMERA, 10, 10)
+    data = bytearray(other.read_bytes())
+    mdhd = data.find(b"mdhd")
+    version = data[mdhd + 4]
+    at_scale = mdhd + 4 + (20 if version == 1 else 12)
+    scale = int.from_bytes(data[at_scale : at_scale + 4], "big")
+    data[at_scale : at_scale + 4] = (scale * 2).to_bytes(4, "big")
+    other.write_bytes(bytes(data))
+    status, body = await listed(await serve(tmp_path), token)
+    assert status == 200
+    assert [start for start, _ in entries(body)] == [iso(0), iso(10)]
+
+
 async def test_list_uses_the_mvhd_duration_when_the_recorder_filled_it(
     tmp_path: Path, serve: MakeClient, token: TokenFactory
 ) -> None:

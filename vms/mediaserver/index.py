@@ -16,6 +16,8 @@ Per path it keeps the segment file names in order and, learnt once per segment, 
 - Never on the event loop: every method blocks; callers run them with `vms.threads.run_blocking`
   on the media server's bounded pool. Learning many segments pauses now and then so that the
   event loop's thread gets the interpreter (the API stays responsive while a month is read).
+- After a start, every path is listed and then learnt in the background, on one thread, which
+  waits while requests are being answered and works at most half the time.
 
 The rules are MediaMTX 1.20's (`internal/recordstore/segment.go` FindSegments,
 `internal/playback/on_list.go`, `on_get.go` seekAndMux, `segment_fmp4.go`
@@ -31,6 +33,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -401,6 +404,17 @@ class RecordingsIndex:
         self._max_paths = max_paths
         self._paths: OrderedDict[str, PathIndex] = OrderedDict()
         self._lock = threading.Lock()
+        self._requests = 0  # requests being answered now: the warm-up waits for them
+
+    @contextmanager
+    def _request(self) -> Iterator[None]:
+        with self._lock:
+            self._requests += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._requests -= 1
 
     def path(self, name: str) -> PathIndex | None:
         """The current index of path `name`; None when it has no directory. Blocking."""
@@ -425,24 +439,26 @@ class RecordingsIndex:
         self, name: str, start: datetime | None = None, end: datetime | None = None
     ) -> list[Span]:
         """The /list answer for path `name`. NoSegmentsFound when there is nothing. Blocking."""
-        index = self.path(name)
-        if index is None:
-            raise NoSegmentsFound
-        first, stop = index.window(start, end)
-        if stop <= first:
-            raise NoSegmentsFound
-        _, infos = index.infos(first, stop)
+        with self._request():
+            index = self.path(name)
+            if index is None:
+                raise NoSegmentsFound
+            first, stop = index.window(start, end)
+            if stop <= first:
+                raise NoSegmentsFound
+            _, infos = index.infos(first, stop)
         return list_entries(infos, start, end)
 
     def segments_for_get(self, name: str, start: datetime, end: datetime) -> list[Segment]:
         """The segments a /get of [start, end] reads, placed in time. Blocking."""
-        index = self.path(name)
-        if index is None:
-            raise NoSegmentsFound
-        first, stop = index.window(start, end)
-        if stop <= first:
-            raise NoSegmentsFound
-        names, infos = index.infos(first, stop)
+        with self._request():
+            index = self.path(name)
+            if index is None:
+                raise NoSegmentsFound
+            first, stop = index.window(start, end)
+            if stop <= first:
+                raise NoSegmentsFound
+            names, infos = index.infos(first, stop)
         return get_chain(index.directory, names, infos)
 
     def warm(self, stop: threading.Event) -> None:
@@ -461,11 +477,13 @@ class RecordingsIndex:
             index.seed(listing, mtime)
             found.append(index)
         for index in found:
-            step = 256
-            for first in range(0, len(index), step):
+            for first in range(0, len(index), _CHUNK):
+                # Requests go first: while one is being answered, the warm-up waits.
+                while self._requests and not stop.is_set():
+                    time.sleep(_PAUSE)
                 if stop.is_set():
                     return
-                index.infos(first, first + step, polite=True)
+                index.infos(first, first + _CHUNK, polite=True)
 
 
 def _walk(base: Path, limit: int) -> Iterator[tuple[str, Path, list[str], int]]:
