@@ -6,7 +6,7 @@ Per path it keeps the segment file names in order and, learnt once per segment, 
 - Kept current without re-reading: a recorder adds files at the end and deletes old ones, and
   either changes the directory's mtime, so a request only stats the directory; when it has
   changed, the names are listed again and only the difference is applied. A directory changed
-  within the last second is listed again next time (a file may have been added in the same
+  within the last 2 s is listed again next time (a file may have been added in the same
   clock tick as the last listing).
 - Learnt once: a segment whose mvhd duration is filled in (MediaMTX fills it when it closes a
   segment) or that has a newer segment after it is final and never read again; only the newest
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 MAX_PATHS: Final = 4096
 # A directory modified this recently may still gain a file within the same mtime tick.
-_SETTLE_NS: Final = 1_000_000_000
+_SETTLE_NS: Final = 2_000_000_000  # FAT keeps mtimes to 2 s
 # Segments learnt in one go; between chunks the interpreter is given away for a moment, so
 # that the event loop's thread is not kept waiting for it while a month is read.
 _CHUNK: Final = 32
