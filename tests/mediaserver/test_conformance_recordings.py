@@ -7,6 +7,7 @@ real HTTP to the embedded media server.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -16,12 +17,15 @@ from typing import Any
 
 import pytest
 
+from tests.mediaserver.test_demo import GATE, SMALL, Clock, running
 from tests.mediaserver.test_get import decoded, fetch
 from tests.support.media import CAMERA, FPS, TokenFactory, at, mtxi, rfc3339, segment
 from tests.support.service import Client
 from vms.mediaserver.app import create_media_app
 from vms.mediaserver.auth import StaticKeys
+from vms.mediaserver.demo import DemoRecorder
 from vms.mediaserver.mp4read import read_header
+from vms.mediaserver.recordings import segments_in
 from vms.mediaserver.synthetic import decode_stripe, write_mvhd_duration
 
 FRAME = 1 / FPS
@@ -373,12 +377,6 @@ async def test_demo_recorder_writes_mtxi_and_the_mvhd_duration(tmp_path: Path) -
     """recorder/format_fmp4_segment.go writeInit and writeDuration: one stream id per run,
     consecutive segment numbers, the DTS from the run's start, NTP the segment's time, and
     the duration filled in when a segment closes."""
-    import asyncio
-
-    from tests.mediaserver.test_demo import GATE, SMALL, Clock, running
-    from vms.mediaserver.demo import DemoRecorder
-    from vms.mediaserver.recordings import segments_in
-
     now = datetime(2026, 11, 23, 10, 0, 7, tzinfo=UTC)
     demo = DemoRecorder(
         tmp_path,
