@@ -236,6 +236,17 @@ async def test_list_start_before_the_first_recording_lists_everything(
     assert entries(body) == [(iso(0), 10), (iso(30), 10)]
 
 
+async def test_list_end_before_all_footage_is_404(
+    tmp_path: Path, serve: MakeClient, token: TokenFactory
+) -> None:
+    """recordstore/segment.go FindSegments: no segment starts at or before `end`, so
+    ErrNoSegmentsFound, which on_list.go answers with 404."""
+    segment(tmp_path, CAMERA, 0, 10)
+    status, body = await listed(await serve(tmp_path), token, at(-60), at(-1))
+    assert status == 404
+    assert body == {"status": "error", "error": "no recording segments found"}
+
+
 # Names in the local time zone
 
 
@@ -368,6 +379,18 @@ async def test_get_reads_segments_starting_up_to_the_end_of_the_range(
     assert status == 200
     stripes = [decode_stripe(f) for f in decoded(body)[0]]
     assert max(stripes) == at(9.9)
+
+
+async def test_get_starting_before_the_first_recording_serves_it(
+    tmp_path: Path, serve: MakeClient, token: TokenFactory
+) -> None:
+    """recordstore/segment.go FindSegments returns every segment when `start` is before the
+    first, and on_get.go seekAndMux reads from the first: the footage is served."""
+    segment(tmp_path, CAMERA, 0, 10)
+    status, body, _ = await fetch(await serve(tmp_path), token, at(-30), 35, "mp4")
+    assert status == 200
+    stripes = [decode_stripe(f) for f in decoded(body)[0]]
+    assert stripes[0] == at(0) and stripes[-1] == at(4.9)
 
 
 # The demo recorder writes what MediaMTX's recorder writes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from tests.support.service import Client
 from vms.mediaserver.app import PLAYBACK, create_media_app
 from vms.mediaserver.auth import StaticKeys
 from vms.mediaserver.index import RecordingsIndex
+from vms.mediaserver.recordings import NoSegmentsFound
 from vms.mediaserver.synthetic import write_mvhd_duration
 
 
@@ -109,3 +111,43 @@ def test_warming_indexes_every_path_and_learns_its_segments(tmp_path: Path) -> N
         path = index.path(name)
         learnt[name] = path.learnt if path is not None else None
     assert learnt == {"cam1": 2, "site/cam2": 1, "empty": 0}
+
+
+def test_requests_racing_a_recorder_see_a_consistent_index(tmp_path: Path) -> None:
+    """While files are added and deleted, concurrent /list answers stay well formed."""
+    source = segment(tmp_path, "src", 0, 2)
+    directory = tmp_path / CAMERA
+    directory.mkdir()
+    index = RecordingsIndex(tmp_path)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def record() -> None:
+        for minute in range(200):
+            name = f"2026-11-23_{10 + minute // 60:02d}-{minute % 60:02d}-00-000000.mp4"
+            os.link(source, directory / name)
+            if minute >= 50:
+                first = min(os.listdir(directory))
+                os.unlink(directory / first)
+        done.set()
+
+    def ask() -> None:
+        while not done.is_set():
+            try:
+                for listed in (index.list_spans(CAMERA), index.list_spans(CAMERA, at(600))):
+                    starts = [s.start for s in listed]
+                    assert starts == sorted(starts)
+            except NoSegmentsFound:
+                pass
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=record), *(threading.Thread(target=ask) for _ in range(3))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    time.sleep(2.1)  # past the directory's settling time: the next listing is trusted
+    assert len(index.list_spans(CAMERA)) == 50
