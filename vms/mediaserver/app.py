@@ -11,6 +11,7 @@ client that goes away stops the work.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from aiohttp.typedefs import Handler
 
 from vms.dates import format_rfc3339
 from vms.mediaserver.auth import AuthError, KeySource, authorize, check_range, token_from
-from vms.mediaserver.index import RecordingsIndex
+from vms.mediaserver.index import RecordingsIndex, Span
 from vms.mediaserver.mp4read import SegmentError
 from vms.mediaserver.params import (
     BadRequest,
@@ -77,6 +78,12 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
     base = (
         server.public_url.rstrip("/") if server.public_url else f"{request.scheme}://{request.host}"
     )
+    # A month of short recordings is tens of thousands of entries: built off the loop.
+    body = await run_blocking(server.pool, _list_body, spans, base, path)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+def _list_body(spans: list[Span], base: str, path: str) -> bytes:
     entries = []
     for span in spans:
         query = urlencode(
@@ -95,7 +102,7 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
                 "url": f"{base}/get?{query}",
             }
         )
-    return web.json_response(entries)
+    return json.dumps(entries).encode()
 
 
 async def handle_get(request: web.Request) -> web.StreamResponse:
