@@ -151,3 +151,13 @@ def test_requests_racing_a_recorder_see_a_consistent_index(tmp_path: Path) -> No
     assert not errors
     time.sleep(2.1)  # past the directory's settling time: the next listing is trusted
     assert len(index.list_spans(CAMERA)) == 50
+
+
+async def test_the_one_second_rule_is_exact_at_its_boundary(
+    aiohttp_client: Any, tmp_path: Path, jwks: dict[str, Any], token: TokenFactory
+) -> None:
+    """A gap of exactly 1 s joins (MediaMTX compares whole nanoseconds): no float drift."""
+    segment(tmp_path, CAMERA, 0.1, 0.1)  # ends at 0.2 s
+    segment(tmp_path, CAMERA, 1.2, 1)  # starts exactly 1 s later
+    client = await aiohttp_client(create_media_app(tmp_path, StaticKeys(jwks)))
+    assert await spans(client, token) == [("2026-11-23T10:00:00.1Z", 2.1)]

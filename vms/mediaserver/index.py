@@ -79,7 +79,7 @@ class Info:
 
     def __init__(
         self,
-        start: float,
+        start: int,
         duration: float,
         stream: Stream,
         number: int | None,
@@ -88,7 +88,7 @@ class Info:
         mtime_ns: int,
         final: bool,
     ) -> None:
-        self.start = start  # epoch seconds, from the file name
+        self.start = start  # epoch microseconds, from the file name (exact, unlike a float)
         self.duration = duration
         self.stream = stream
         self.number = number  # mtxi segment number
@@ -98,9 +98,9 @@ class Info:
         self.final = final
 
     @property
-    def end(self) -> float:
-        """Epoch seconds just after the footage."""
-        return self.start + self.duration
+    def end(self) -> int:
+        """Epoch microseconds just after the footage."""
+        return self.start + round(self.duration * 1_000_000)
 
 
 def can_be_concatenated(prev: Info, cur: Info) -> bool:
@@ -119,7 +119,7 @@ def can_be_concatenated(prev: Info, cur: Info) -> bool:
         )
     if a.mtxi_stream is not None or b.mtxi_stream is not None:
         return False
-    return a.join_key == b.join_key and abs(cur.start - prev.end) <= CONCATENATION_TOLERANCE
+    return a.join_key == b.join_key and abs(cur.start - prev.end) <= _TOLERANCE_US
 
 
 @dataclass(frozen=True)
@@ -130,12 +130,16 @@ class Span:
     duration: float
 
 
-def _moment(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_TOLERANCE_US: Final = round(CONCATENATION_TOLERANCE * 1_000_000)
 
 
-def _epoch(moment: datetime) -> float:
-    return moment.timestamp()
+def _moment(epoch_us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=epoch_us)
+
+
+def _epoch_us(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def list_entries(infos: list[Info], start: datetime | None, end: datetime | None) -> list[Span]:
@@ -145,7 +149,7 @@ def list_entries(infos: list[Info], start: datetime | None, end: datetime | None
     last to `end`, as in on_list.go; an entry may be left 0 s long there (`end` exactly on a
     segment's start), as MediaMTX leaves it. NoSegmentsFound when nothing is left.
     """
-    bounds: list[list[float]] = []  # [start, end] epoch seconds
+    bounds: list[list[int]] = []  # [start, end] epoch microseconds
     prev: Info | None = None
     for info in infos:
         if bounds and prev is not None and can_be_concatenated(prev, info):
@@ -155,7 +159,7 @@ def list_entries(infos: list[Info], start: datetime | None, end: datetime | None
         prev = info
     if not bounds:
         raise NoSegmentsFound
-    spans = [Span(_moment(b[0]), b[1] - b[0]) for b in bounds]
+    spans = [Span(_moment(b[0]), (b[1] - b[0]) / 1_000_000) for b in bounds]
     if start is not None:
         first = spans[0]
         if first.start + timedelta(seconds=first.duration) < start:
@@ -188,7 +192,7 @@ def get_chain(directory: Path, names: list[str], infos: list[Info]) -> list[Segm
         if not can_be_concatenated(prev, info) or info.stream.compat_key != first.stream.compat_key:
             break
         if first.dts is not None and info.dts is not None:
-            placed = first.start + (info.dts - first.dts) / 1e9
+            placed = first.start + (info.dts - first.dts) // 1000
         else:
             placed = info.start
         chain.append(Segment(directory / name, _moment(placed)))
@@ -370,14 +374,14 @@ class PathIndex:
             log.warning("segment %s: skipped, %s", name, exc)
             # Remembered as unreadable until the file changes, so it is not read (and
             # logged) again by every request.
-            return Info(_epoch(start), 0.0, _UNREADABLE, None, None, stat.st_size,
+            return Info(_epoch_us(start), 0.0, _UNREADABLE, None, None, stat.st_size,
                         stat.st_mtime_ns, final=False)  # fmt: skip
         finally:
             os.close(fd)
         mtxi = header.mtxi
         final = final or header.duration > 0
         return Info(
-            start=_epoch(start),
+            start=_epoch_us(start),
             duration=duration,
             stream=self._stream(header),
             number=mtxi.number if mtxi else None,
