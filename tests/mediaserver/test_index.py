@@ -161,3 +161,22 @@ async def test_the_one_second_rule_is_exact_at_its_boundary(
     segment(tmp_path, CAMERA, 1.2, 1)  # starts exactly 1 s later
     client = await aiohttp_client(create_media_app(tmp_path, StaticKeys(jwks)))
     assert await spans(client, token) == [("2026-11-23T10:00:00.1Z", 2.1)]
+
+
+async def test_older_segment_still_being_copied_in_is_read_again(
+    aiohttp_client: Any, tmp_path: Path, jwks: dict[str, Any], token: TokenFactory
+) -> None:
+    """A file without an mvhd duration written to just now is not final, even if older."""
+    segment(tmp_path, CAMERA, 60, 2)
+    source = segment(tmp_path, "src", 0, 6)
+    data = source.read_bytes()
+    copying = tmp_path / CAMERA / source.name
+    second_moof = data.find(b"moof", data.find(b"moof") + 4) - 4
+    copying.write_bytes(data[:second_moof])
+    with copying.open("r+b") as file:
+        write_mvhd_duration(file.fileno(), data.find(b"mvhd") - 4, 0)
+    client = await aiohttp_client(create_media_app(tmp_path, StaticKeys(jwks)))
+    assert (await spans(client, token))[0] == ("2026-11-23T10:00:00Z", 2)
+    with copying.open("ab") as file:
+        file.write(data[second_moof:])
+    assert (await spans(client, token))[0] == ("2026-11-23T10:00:00Z", 6)

@@ -9,8 +9,9 @@ Per path it keeps the segment file names in order and, learnt once per segment, 
   within the last 2 s is listed again next time (a file may have been added in the same
   clock tick as the last listing).
 - Learnt once: a segment whose mvhd duration is filled in (MediaMTX fills it when it closes a
-  segment) or that has a newer segment after it is final and never read again; only the newest
-  segment of a legacy recorder is checked again, and only when its size or mtime changed.
+  segment), or that has a newer segment after it and has not been written to for 10 s, is
+  final and never read again; any other (the newest segment of a legacy recorder) is checked
+  again by a stat, and read again only when its size or mtime changed.
 - Answered by bisection over the names: names sort like their times (both are the local wall
   clock), so a request reads only the segments of its range.
 - Never on the event loop: every method blocks; callers run them with `vms.threads.run_blocking`
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 MAX_PATHS: Final = 4096
 # A directory modified this recently may still gain a file within the same mtime tick.
 _SETTLE_NS: Final = 2_000_000_000  # FAT keeps mtimes to 2 s
+# A segment without an mvhd duration is taken as finished once a newer one exists and it has
+# not been written to for this long (an older file still being copied in is not).
+_QUIET_NS: Final = 10_000_000_000
 # Segments learnt in one go; between chunks the interpreter is given away for a moment, so
 # that the event loop's thread is not kept waiting for it while a month is read.
 _CHUNK: Final = 32
@@ -200,6 +204,11 @@ def get_chain(directory: Path, names: list[str], infos: list[Info]) -> list[Segm
     return chain
 
 
+def _quiet(mtime_ns: int) -> bool:
+    """Whether a file last written at `mtime_ns` has been left alone for a while."""
+    return time.time_ns() - mtime_ns > _QUIET_NS
+
+
 class PathIndex:
     """One path's segments: names in order and what has been learnt of each."""
 
@@ -308,8 +317,8 @@ class PathIndex:
             elif not info.final:
                 if self._changed(names[i], info):
                     missing.append(i)
-                elif names[i] != newest and info.duration > 0:
-                    # Unchanged since a newer segment began: finished.
+                elif names[i] != newest and info.duration > 0 and _quiet(info.mtime_ns):
+                    # Unchanged, and a newer segment has begun: finished.
                     info.final, info.size, info.mtime_ns = True, 0, 0
         for chunk in range(0, len(missing), _CHUNK):
             with self._learning:
@@ -322,7 +331,7 @@ class PathIndex:
                     if current is not None and current is not known[i]:
                         known[i] = current  # learnt meanwhile by another thread
                         continue
-                    info = self._learn(name, final=name != newest)
+                    info = self._learn(name, newer_exists=name != newest)
                     known[i] = info
                     with self._lock:
                         at = self._position(name, first + i)
@@ -352,7 +361,7 @@ class PathIndex:
             return True
         return (stat.st_size, stat.st_mtime_ns) != (info.size, info.mtime_ns)
 
-    def _learn(self, name: str, *, final: bool) -> Info | None:
+    def _learn(self, name: str, *, newer_exists: bool) -> Info | None:
         """Read one segment's header (and, without an mvhd duration, its last fragment)."""
         start = parse_segment_name(name)
         if start is None:
@@ -379,7 +388,7 @@ class PathIndex:
         finally:
             os.close(fd)
         mtxi = header.mtxi
-        final = final or header.duration > 0
+        final = header.duration > 0 or (newer_exists and _quiet(stat.st_mtime_ns))
         return Info(
             start=_epoch_us(start),
             duration=duration,
