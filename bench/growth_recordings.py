@@ -10,6 +10,7 @@ once), then, for the current code ("index") and for the scan-per-request code it
 - the same `/list` warm, and a whole-range `/list` warm (after one untimed cold one),
 - a thick link's new range: `/get` of 10 s where nothing was asked before,
 - the server's RSS with an empty recordings root and with the largest size, warm,
+- how long a server process takes to open its ports (the index lists every path first),
 - the p99 of a small API GET served by the same event loop while /list scans run, and idle.
 Figures are min / median / max over `--repeat` runs; ratios are taken within this run.
 The coordinator's `bench/growth.py` calls `run()`.
@@ -84,7 +85,11 @@ class ScanIndex:
         self._cache: OrderedDict[tuple[str, int, int], _Info] = OrderedDict()
         self._lock = threading.Lock()
 
-    def warm(self, names: Any, stop: threading.Event) -> None:
+    def list_paths(self, stop: threading.Event) -> list[Any]:
+        """The old code learnt nothing ahead of requests."""
+        return []
+
+    def learn_all(self, found: list[Any], stop: threading.Event) -> None:
         """The old code learnt nothing ahead of requests."""
 
     def _segments(self, name: str) -> list[Segment]:
@@ -214,8 +219,10 @@ class Server:
         self.port, self.api_port = PORTS[0], PORTS[1]
         command = [sys.executable, __file__, "serve", str(root), str(self.port)]
         command += [str(self.api_port), str(jwks_file), impl]
+        began = time.perf_counter()
         self.process = subprocess.Popen(command, cwd=ROOT)
         wait_port(self.port, process=self.process)
+        self.startup = time.perf_counter() - began  # until the media port opens
         wait_port(self.api_port, process=self.process)
         now = int(time.time())
         claims = {"aud": "media-server", "iat": now, "exp": now + 3600}
@@ -297,9 +304,10 @@ def measure(
     root = build(size)
     middle = T0 + timedelta(minutes=size // 2)
     five = {"start": rfc(middle), "end": rfc(middle + timedelta(minutes=5))}
-    out: dict[str, Any] = {"first": [], "warm": [], "whole": [], "link": []}
+    out: dict[str, Any] = {"first": [], "warm": [], "whole": [], "link": [], "startup": []}
     for _ in range(repeat):
         server = Server(root, impl, key, jwks)
+        out["startup"].append(server.startup)
         try:
             seconds, status, _ = server.get("/list", **five)
             assert status == 200, status
@@ -397,6 +405,11 @@ def run(sizes: tuple[int, ...] = SIZES, repeat: int = 5) -> dict[str, Any]:
                 f"| {size:,} | {impl} | {stats(r['first'])} | {stats(r['warm'])} "
                 f"| {stats(r['whole'])} (cold {r['whole_cold'] * 1000:.0f}) | {stats(r['link'])} |"
             )
+    print()
+    print("process start to both ports open, ms (the index lists every path first):")
+    for size in sizes:
+        figures = ", ".join(f"{i} {stats(results[(size, i)]['startup'])}" for i in IMPLS)
+        print(f"  {size:,} segments: {figures}")
     print()
     small, big = min(sizes), largest
     for impl in IMPLS:

@@ -105,7 +105,8 @@ def test_warming_indexes_every_path_and_learns_its_segments(tmp_path: Path) -> N
     (tmp_path / "empty").mkdir()
     (tmp_path / "cam1" / "notes.txt").write_text("not a segment")
     index = RecordingsIndex(tmp_path)
-    index.warm(threading.Event())
+    stop = threading.Event()
+    index.learn_all(index.list_paths(stop), stop)
     learnt = {}
     for name in ("cam1", "site/cam2", "empty"):
         path = index.path(name)

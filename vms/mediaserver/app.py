@@ -11,6 +11,7 @@ client that goes away stops the work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -44,6 +45,7 @@ from vms.threads import run_blocking
 log = logging.getLogger(__name__)
 
 WORKERS = 4
+LIST_WAIT = 2.0  # seconds the port waits at most for the recordings to be listed
 
 
 @dataclass
@@ -169,12 +171,19 @@ async def _stream(
 
 
 async def _warm(
-    index: RecordingsIndex, executor: ThreadPoolExecutor, stop: threading.Event
+    index: RecordingsIndex,
+    executor: ThreadPoolExecutor,
+    stop: threading.Event,
+    listed: asyncio.Event,
 ) -> None:
     try:
-        await run_blocking(executor, index.warm, stop)
+        found = await run_blocking(executor, index.list_paths, stop)
+        listed.set()
+        await run_blocking(executor, index.learn_all, found, stop)
     except OSError as exc:
         log.warning("recordings index: warming stopped (%s)", exc)
+    finally:
+        listed.set()
 
 
 @web.middleware
@@ -237,11 +246,15 @@ def create_media_app(
         server.pool = None
 
     async def warm_ctx(app: web.Application) -> AsyncIterator[None]:
-        # Learn every path's segments in the background, so the first requests after a start
-        # find them known; one thread, so requests keep the pool.
+        # List every path before the port opens (a month of one path: about 50 ms; never
+        # more than LIST_WAIT), so that the first request after a start finds its segments
+        # by bisection; then learn them all in the background, on a thread of its own.
         stop = threading.Event()
+        listed = asyncio.Event()
         warmer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediaserver-index")
-        task = asyncio.create_task(_warm(server.index, warmer, stop))
+        task = asyncio.create_task(_warm(server.index, warmer, stop, listed))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(listed.wait(), LIST_WAIT)
         yield
         stop.set()
         task.cancel()

@@ -17,8 +17,9 @@ Per path it keeps the segment file names in order and, learnt once per segment, 
 - Never on the event loop: every method blocks; callers run them with `vms.threads.run_blocking`
   on the media server's bounded pool. Learning many segments pauses now and then so that the
   event loop's thread gets the interpreter (the API stays responsive while a month is read).
-- After a start, every path is listed and then learnt in the background, on one thread, which
-  waits while requests are being answered and works at most half the time.
+- After a start, every path is listed (the media port opens once that is done, or after 2 s)
+  and then learnt in the background, on one thread, which waits while requests are being
+  answered and works at most half the time.
 
 The rules are MediaMTX 1.20's (`internal/recordstore/segment.go` FindSegments,
 `internal/playback/on_list.go`, `on_get.go` seekAndMux, `segment_fmp4.go`
@@ -474,21 +475,25 @@ class RecordingsIndex:
             names, infos = index.infos(first, stop)
         return get_chain(index.directory, names, infos)
 
-    def warm(self, stop: threading.Event) -> None:
-        """Index every path under the root, then learn all their segments; stop when `stop` is set.
+    def list_paths(self, stop: threading.Event) -> list[PathIndex]:
+        """Index the names of every path under the root; the indexes, for `learn_all`.
 
         Each directory is listed once: that listing is the path's first index.
         """
-        found = []
+        found: list[PathIndex] = []
         for name, directory, listing, mtime in _walk(self.root.resolve(), self._max_paths):
             if stop.is_set():
-                return
+                break
             if path_dir(self.root, name) != directory:
                 continue  # not a valid path name, or outside the root through a link
             with self._lock:
                 index = self._paths.setdefault(name, PathIndex(directory))
             index.seed(listing, mtime)
             found.append(index)
+        return found
+
+    def learn_all(self, found: list[PathIndex], stop: threading.Event) -> None:
+        """Learn every segment of the given paths, giving way to requests, until `stop`."""
         for index in found:
             for first in range(0, len(index), _CHUNK):
                 # Requests go first: while one is being answered, the warm-up waits.
