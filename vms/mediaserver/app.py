@@ -182,6 +182,8 @@ async def _warm(
         await run_blocking(executor, index.learn_all, found, stop)
     except OSError as exc:
         log.warning("recordings index: warming stopped (%s)", exc)
+    except Exception:  # requests still index what they need; keep the traceback
+        log.exception("recordings index: warming failed")
     finally:
         listed.set()
 
