@@ -29,9 +29,10 @@ from tests.support.media import (
     segment,
 )
 from tests.support.service import Client
-from vms.mediaserver import recordings, remux
+from vms.mediaserver import remux
 from vms.mediaserver.app import PLAYBACK, create_media_app
 from vms.mediaserver.auth import StaticKeys
+from vms.mediaserver.index import RecordingsIndex
 from vms.mediaserver.synthetic import decode_stripe
 
 FRAME = 1 / FPS
@@ -289,7 +290,7 @@ def test_cancelled_archive_stops_reading(tmp_path: Path) -> None:
     """Setting the cancel event makes the next read stop instead of reading on."""
     for index in range(3):
         segment(tmp_path, CAMERA, index * 10, 10)
-    segments = recordings.find_segments(tmp_path, CAMERA)
+    segments = RecordingsIndex(tmp_path).segments_for_get(CAMERA, at(0), at(30))
     cancel = threading.Event()
     archive = remux.open_archive(segments, at(0), 30, "fmp4", cancel)
     assert archive.read()

@@ -14,6 +14,7 @@ from tests.support.media import CAMERA, TokenFactory, at, rfc3339, segment
 from tests.support.service import Client
 from vms.mediaserver.app import create_media_app
 from vms.mediaserver.auth import StaticKeys
+from vms.mediaserver.synthetic import write_mvhd_duration
 
 
 async def test_lists_spans_merging_small_gaps(client: Client, token: TokenFactory) -> None:
@@ -162,6 +163,8 @@ async def test_segment_being_written_counts_complete_fragments_only(
     # 6 s at a 2 s GOP is three fragments; cut the file half-way into the third.
     third = data.rfind(b"moof") - 4
     growing.write_bytes(data[: third + (len(data) - third) // 2])
+    with growing.open("r+b") as file:  # still open: the recorder has not filled in mvhd yet
+        write_mvhd_duration(file.fileno(), data.find(b"mvhd") - 4, 0)
     client = await aiohttp_client(create_media_app(tmp_path, StaticKeys(jwks)))
     entries = await (await client.get("/list", params={"path": CAMERA, "jwt": token()})).json()
     assert [(e["start"], e["duration"]) for e in entries] == [("2026-11-23T10:00:00Z", 4)]

@@ -13,6 +13,7 @@ import av
 import jwt
 import numpy as np
 
+from vms.mediaserver.mp4read import Mtxi
 from vms.mediaserver.synthetic import write_segment
 
 T0 = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
@@ -34,9 +35,30 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def segment(root: Path, path: str, start: float, seconds: float, gop: float = GOP) -> Path:
+def segment(
+    root: Path,
+    path: str,
+    start: float,
+    seconds: float,
+    gop: float = GOP,
+    *,
+    mtxi: Mtxi | None = None,
+    size: tuple[int, int] = SIZE,
+) -> Path:
     """Write one recorded segment of `path` starting `start` seconds after T0."""
-    return write_segment(root / path, path, at(start), seconds, fps=FPS, size=SIZE, gop_seconds=gop)
+    return write_segment(
+        root / path, path, at(start), seconds, fps=FPS, size=size, gop_seconds=gop, mtxi=mtxi
+    )
+
+
+def mtxi(stream: int, number: int, dts: float, ntp: float = 0.0) -> Mtxi:
+    """An mtxi box for stream number `stream` (any small int), DTS and NTP in seconds."""
+    return Mtxi(
+        stream_id=stream.to_bytes(16, "big"),
+        number=number,
+        dts=round(dts * 1e9),
+        ntp=round((at(ntp) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1e9),
+    )
 
 
 def _segment_path(root: Path, path: str, start: float) -> Path:

@@ -1,14 +1,17 @@
 """The embedded media server: MediaMTX's playback API (`/list`, `/get`) over aiohttp.
 
 Requests are checked in MediaMTX's order: path name, then the JWT, then the other parameters;
-errors are `{"status": "error", "error": TEXT}` with MediaMTX's texts. Listing and remuxing
-run on the app's own small thread pool; a /get is produced one chunk at a time, so nothing
-runs on behalf of a client between chunks and a client that goes away stops the work.
+errors are `{"status": "error", "error": TEXT}` with MediaMTX's texts. Which segments a request
+reads comes from the recordings index (`index`), kept current and warmed at start-up on a
+thread of its own. Listing and remuxing run on the app's own small thread pool; a /get is
+produced one chunk at a time, so nothing runs on behalf of a client between chunks and a
+client that goes away stops the work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -32,6 +35,7 @@ from vms.mediaserver.auth import (
     credentials_from,
     token_from,
 )
+from vms.mediaserver.index import RecordingsIndex, Span
 from vms.mediaserver.mp4read import SegmentError
 from vms.mediaserver.params import (
     BadRequest,
@@ -42,8 +46,9 @@ from vms.mediaserver.params import (
     path_param,
     time_param,
 )
-from vms.mediaserver.recordings import InfoCache, NoSegmentsFound, find_segments, list_spans
+from vms.mediaserver.recordings import InfoCache, NoSegmentsFound
 from vms.mediaserver.remux import Archive, Cancelled, open_archive
+from vms.threads import run_blocking
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ WORKERS = 4
 WRITE_TIMEOUT = 10.0
 # Each write is this much at most, so the timeout asks for progress, not for a fast link.
 WRITE_SLICE = 64 * 1024
+LIST_WAIT = 2.0  # seconds the port waits at most for the recordings to be listed
 
 
 @dataclass
@@ -62,6 +68,7 @@ class PlaybackState:
     recordings: Path
     trusted_keys: KeySource
     public_url: str | None
+    index: RecordingsIndex
     write_timeout: float = WRITE_TIMEOUT
     cache: InfoCache = field(default_factory=InfoCache)
     pool: ThreadPoolExecutor | None = None
@@ -80,16 +87,18 @@ _GO_ESCAPES = (
 )
 
 
-def go_json_response(data: object, status: int = 200) -> web.Response:
+def go_json_bytes(data: object) -> bytes:
     """JSON as gin's ctx.JSON writes it: compact, `<`, `>` and `&` escaped, UTF-8 kept."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     for char, escaped in _GO_ESCAPES:
         text = text.replace(char, escaped)
+    return text.encode("utf-8", "replace")
+
+
+def go_json_response(data: object, status: int = 200) -> web.Response:
+    """A gin ctx.JSON answer (`go_json_bytes`)."""
     return web.Response(
-        status=status,
-        body=text.encode("utf-8", "replace"),
-        content_type="application/json",
-        charset="utf-8",
+        status=status, body=go_json_bytes(data), content_type="application/json", charset="utf-8"
     )
 
 
@@ -125,13 +134,16 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
     start = time_param(request.query, "start", required=False)
     end = time_param(request.query, "end", required=False)
     check_range(claims, start, end)
-    loop = asyncio.get_running_loop()
-    spans = await loop.run_in_executor(
-        server.pool, list_spans, server.recordings, path, start, end, server.cache
-    )
+    spans = await run_blocking(server.pool, server.index.list_spans, path, start, end)
     base = (
         server.public_url.rstrip("/") if server.public_url else f"{request.scheme}://{request.host}"
     )
+    # A month of short recordings is tens of thousands of entries: built off the loop.
+    body = await run_blocking(server.pool, _list_body, spans, base, path)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+def _list_body(spans: list[Span], base: str, path: str) -> bytes:
     entries = []
     for span in spans:
         query = urlencode(
@@ -150,7 +162,7 @@ async def handle_list(request: web.Request) -> web.StreamResponse:
                 "url": f"{base}/get?{query}",
             }
         )
-    return go_json_response(entries)
+    return go_json_bytes(entries)
 
 
 async def handle_get(request: web.Request) -> web.StreamResponse:
@@ -173,9 +185,7 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     cancel = threading.Event()
     try:
-        segments = await loop.run_in_executor(
-            server.pool, find_segments, server.recordings, path, start, end
-        )
+        segments = await run_blocking(server.pool, server.index.segments_for_get, path, start, end)
         archive = await loop.run_in_executor(
             server.pool, open_archive, segments, start, duration, fmt, cancel, server.cache
         )
@@ -233,6 +243,24 @@ async def _stream(
         if pending is not None:
             await asyncio.wait([pending])
     return response
+
+
+async def _warm(
+    index: RecordingsIndex,
+    executor: ThreadPoolExecutor,
+    stop: threading.Event,
+    listed: asyncio.Event,
+) -> None:
+    try:
+        found = await run_blocking(executor, index.list_paths, stop)
+        listed.set()
+        await run_blocking(executor, index.learn_all, found, stop)
+    except OSError as exc:
+        log.warning("recordings index: warming stopped (%s)", exc)
+    except Exception:  # requests still index what they need; keep the traceback
+        log.exception("recordings index: warming failed")
+    finally:
+        listed.set()
 
 
 # gin's answer to a route it does not have (any other method included).
@@ -300,6 +328,7 @@ def create_media_app(
         recordings=recordings,
         trusted_keys=trusted_keys,
         public_url=public_url,
+        index=RecordingsIndex(recordings),
         write_timeout=write_timeout,
     )
     app[PLAYBACK] = server
@@ -310,7 +339,24 @@ def create_media_app(
         server.pool.shutdown(wait=True, cancel_futures=True)
         server.pool = None
 
+    async def warm_ctx(app: web.Application) -> AsyncIterator[None]:
+        # List every path before the port opens (a month of one path: about 50 ms; never
+        # more than LIST_WAIT), so that the first request after a start finds its segments
+        # by bisection; then learn them all in the background, on a thread of its own.
+        stop = threading.Event()
+        listed = asyncio.Event()
+        warmer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediaserver-index")
+        task = asyncio.create_task(_warm(server.index, warmer, stop, listed))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(listed.wait(), LIST_WAIT)
+        yield
+        stop.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        warmer.shutdown(wait=True)
+
     app.cleanup_ctx.append(pool_ctx)
+    app.cleanup_ctx.append(warm_ctx)
     app.on_response_prepare.append(_headers)
     app.router.add_get("/list", handle_list, allow_head=False)
     app.router.add_get("/get", handle_get, allow_head=False)

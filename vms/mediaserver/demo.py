@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Final
 import av
 
 from vms.dates import as_utc, utcnow
+from vms.mediaserver.mp4read import Mtxi
 from vms.mediaserver.recordings import segments_in
 from vms.mediaserver.synthetic import EPOCH, FrameRenderer, SegmentWriter, trim_partial_tail
 from vms.threads import run_blocking
@@ -96,7 +98,9 @@ class _Track:
     """One camera's recording state; every method blocks and runs in the recorder's executor.
 
     Frames sit on a global grid (frame k at the epoch + k/fps) and segments start at whole
-    multiples of the segment length, so files from separate runs line up.
+    multiples of the segment length, so files from separate runs line up. As MediaMTX's
+    recorder does, each run is a stream of its own: a new stream id, segments numbered from 0,
+    and each segment's `mtxi` DTS counted from the run's first frame.
     """
 
     def __init__(
@@ -122,6 +126,9 @@ class _Track:
         self.writer: SegmentWriter | None = None
         self.writer_index = 0  # grid index of the open segment's first frame
         self.next_index = 0  # grid index of the next frame to write
+        self.stream_id = uuid.uuid4().bytes
+        self.stream_index = 0  # grid index of the stream's first frame
+        self.segment_number = 0
 
     def time_of(self, index: int) -> datetime:
         return EPOCH + timedelta(microseconds=round(index * 1_000_000 / self.fps))
@@ -150,7 +157,7 @@ class _Track:
                 break
             log.info("removing demo segment %s: it holds no frame", path.name)
             path.unlink(missing_ok=True)
-        self.next_index = self.index_at_or_after(start)
+        self.next_index = self.stream_index = self.index_at_or_after(start)
         return self.time_of(self.next_index)
 
     def advance(self, now: datetime, max_frames: int) -> bool:
@@ -189,14 +196,23 @@ class _Track:
     def _open(self) -> None:
         assert self.renderer is not None
         self.writer_index = self.next_index
+        start = self.time_of(self.next_index)
+        mtxi = Mtxi(
+            stream_id=self.stream_id,
+            number=self.segment_number,
+            dts=(self.writer_index - self.stream_index) * 1_000_000_000 // self.fps,
+            ntp=(start - EPOCH) // timedelta(microseconds=1) * 1000,
+        )
+        self.segment_number += 1
         self.writer = SegmentWriter(
             self.directory,
-            self.time_of(self.next_index),
+            start,
             self.renderer,
             fps=self.fps,
             gop_seconds=self.gop_seconds,
             preset=PRESET,
             crf=CRF,
+            mtxi=mtxi,
         )
 
     def _close_segment(self) -> None:

@@ -1,10 +1,11 @@
 """Reading segment files as fragmented MP4: box headers, the ftyp+moov, fragments, durations.
 
-Newer MediaMTX versions also store an `mtxi` box (stream id, segment number, DTS, NTP time)
-in the header; it is not needed to place samples and is ignored here, so files written by any
-muxer with the same naming work. A sample's decode time is its fragment's `tfdt` plus the
-durations before it, in its track's timescale; callers add that to the segment's start, as
-MediaMTX does.
+MediaMTX (since December 2025) stores an `mtxi` box in `moov/udta`: the recording's stream
+id, the segment's number in that stream, the DTS of its first sample and its NTP time. It is
+read into `Header.mtxi`; `recordings` joins segments by it and places them by its DTS. Files
+without it (older MediaMTX, other muxers) are joined by the 1 s rule. A sample's decode time is
+its fragment's `tfdt` plus the durations before it, in its track's timescale; callers add that
+to the segment's place in time, as MediaMTX does.
 
 A segment's duration is read cheaply: `mvhd.duration` when the writer filled it in (MediaMTX
 does when it closes a segment), otherwise by hopping over box headers to the last complete
@@ -108,6 +109,33 @@ class Track:
     default_flags: int
 
 
+@dataclass(frozen=True, slots=True)
+class Mtxi:
+    """MediaMTX's segment info box: which stream a segment belongs to and where it sits in it."""
+
+    stream_id: bytes  # 16 bytes (a UUID)
+    number: int  # the segment's number in its stream; the next one is number + 1
+    dts: int  # nanoseconds: the stream's decode time of the segment's first sample
+    ntp: int  # nanoseconds since the Unix epoch: the wall-clock time of that sample
+
+    def to_box(self) -> bytes:
+        """The `mtxi` box (a version 0 full box), as MediaMTX's recorder writes it."""
+        payload = struct.pack(">I16sQqq", 0, self.stream_id, self.number, self.dts, self.ntp)
+        return struct.pack(">I4s", 8 + len(payload), MTXI) + payload
+
+
+MTXI = b"mtxi"
+_MTXI_SIZE = 4 + 16 + 8 + 8 + 8
+
+
+def parse_mtxi(buf: bytes, payload: int, end: int) -> Mtxi | None:
+    """The mtxi box whose payload is buf[payload:end]; None if it is not one we can read."""
+    if end - payload < _MTXI_SIZE or buf[payload] != 0:
+        return None
+    stream_id, number, dts, ntp = struct.unpack_from(">16sQqq", buf, payload + 4)
+    return Mtxi(stream_id, number, dts, ntp)
+
+
 @dataclass(frozen=True)
 class Header:
     """The ftyp+moov of a segment."""
@@ -118,11 +146,21 @@ class Header:
     duration: float  # seconds from mvhd; 0 when the writer left it empty
     tracks: dict[int, Track]
     body_offset: int
+    mtxi: Mtxi | None = None
 
     @property
     def compat_key(self) -> tuple[tuple[int, int, bytes], ...]:
         """Equal for segments whose samples can follow each other in one stream."""
         return tuple((t.track_id, t.timescale, t.stsd) for t in self.tracks.values())
+
+    @property
+    def join_key(self) -> tuple[tuple[int, int, bytes], ...]:
+        """Equal for segments MediaMTX's 1 s rule may join: track ids, timescales, codecs.
+
+        MediaMTX compares the codec's type only (segmentFMP4TracksAreEqual), not its
+        parameters: the sample entry's four-character code stands for it here.
+        """
+        return tuple((t.track_id, t.timescale, t.stsd[20:24]) for t in self.tracks.values())
 
 
 def parse_header(ftyp: bytes, moov: bytes, body_offset: int) -> Header:
@@ -136,7 +174,12 @@ def parse_header(ftyp: bytes, moov: bytes, body_offset: int) -> Header:
         raise SegmentError("mvhd timescale is zero")
     trex: dict[int, tuple[int, int, int]] = {}
     tracks: dict[int, Track] = {}
+    mtxi: Mtxi | None = None
     for kind, payload, end in iter_boxes(moov, 8, len(moov)):
+        if kind == b"udta":
+            for sub, sub_payload, sub_end in iter_boxes(moov, payload, end):
+                if sub == MTXI and mtxi is None:
+                    mtxi = parse_mtxi(moov, sub_payload, sub_end)
         if kind == b"mvex":
             for sub, sub_payload, sub_end in iter_boxes(moov, payload, end):
                 if sub == b"trex" and sub_end - sub_payload >= 24:
@@ -177,6 +220,7 @@ def parse_header(ftyp: bytes, moov: bytes, body_offset: int) -> Header:
         duration=movie_duration / movie_timescale,
         tracks=tracks,
         body_offset=body_offset,
+        mtxi=mtxi,
     )
 
 

@@ -2,10 +2,11 @@
 
 A path's recordings are fragmented-MP4 files `RECORDINGS/{path}/YYYY-MM-DD_HH-MM-SS-ffffff.mp4`.
 
-Segment start times come from the file name, read as UTC, as MediaMTX's recordstore does
-(MediaMTX reads the name in the server's local zone; this service runs its clocks in UTC).
-A sample's wall-clock time is the segment start plus its decode time, as in MediaMTX. What is
-inside a segment file (header, fragments, duration) is read by `mp4read`.
+Segment start times come from the file name, read in the process's local time zone (`TZ`), as
+MediaMTX's recordstore reads them (`time.Local`); names are written the same way. A sample's
+wall-clock time is the segment's place in time plus its decode time, as in MediaMTX. What is
+inside a segment file (header, fragments, duration, `mtxi`) is read by `mp4read`; the index
+of a path's segments, kept current as files come and go, is `index`.
 """
 
 from __future__ import annotations
@@ -53,36 +54,41 @@ def path_dir(root: Path, name: str) -> Path | None:
 
 
 def parse_segment_name(filename: str) -> datetime | None:
-    """A segment's start time (UTC) from its file name, or None if it is not a segment name."""
+    """A segment's start time (aware, UTC) from its file name read in the local time zone.
+
+    None if it is not a segment name. A local time that occurs twice (when clocks go back)
+    is read as its first occurrence, one that never occurs as if the clocks had not moved.
+    """
     match = _NAME_RE.match(filename)
     if match is None:
         return None
     try:
         year, month, day, hour, minute, second, micro = (int(g) for g in match.groups())
-        return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
-    except ValueError:
+        return datetime(year, month, day, hour, minute, second, micro).astimezone(UTC)
+    except (ValueError, OverflowError, OSError):
         return None
+
+
+def is_segment_name(filename: str) -> bool:
+    """Whether `filename` is named like a segment (its time is not checked)."""
+    return _NAME_RE.match(filename) is not None
 
 
 @dataclass(frozen=True)
 class Segment:
-    """One segment file and the time of its first sample."""
+    """One segment file and where its first sample sits in time.
+
+    That is the time in its name, or, inside a run of segments joined by `mtxi`, the first
+    segment's time plus the DTS between them (as MediaMTX places them).
+    """
 
     path: Path
     start: datetime
 
 
 def segment_name(start: datetime) -> str:
-    """File name of a segment starting at `start`: YYYY-MM-DD_HH-MM-SS-ffffff.mp4 (UTC)."""
-    return as_utc(start).strftime("%Y-%m-%d_%H-%M-%S-%f") + ".mp4"
-
-
-def list_segments(root: Path, name: str) -> list[Segment]:
-    """Every segment of path `name`, oldest first (empty if the path has none)."""
-    directory = path_dir(root, name)
-    if directory is None:
-        return []
-    return segments_in(directory)
+    """File name of a segment starting at `start`: YYYY-MM-DD_HH-MM-SS-ffffff.mp4, local time."""
+    return as_utc(start).astimezone().strftime("%Y-%m-%d_%H-%M-%S-%f") + ".mp4"
 
 
 def segments_in(directory: Path) -> list[Segment]:
@@ -97,27 +103,6 @@ def segments_in(directory: Path) -> list[Segment]:
     except (FileNotFoundError, NotADirectoryError):
         return []
     segments.sort(key=lambda s: s.start)
-    return segments
-
-
-def find_segments(
-    root: Path, name: str, start: datetime | None = None, end: datetime | None = None
-) -> list[Segment]:
-    """Segments that may hold [start, end], as MediaMTX's FindSegments picks them.
-
-    Segments starting after `end` are dropped; with `start`, the list begins at the last
-    segment starting at or before it. NoSegmentsFound when nothing is left.
-    """
-    segments = [s for s in list_segments(root, name) if end is None or s.start <= end]
-    if not segments:
-        raise NoSegmentsFound
-    if start is not None:
-        first = 0
-        while first + 1 < len(segments) and segments[first + 1].start <= start:
-            first += 1
-        if segments[first].start > start:
-            first = 0  # `start` lies before every segment: all of them may hold footage
-        segments = segments[first:]
     return segments
 
 
@@ -183,71 +168,3 @@ def segment_info(segment: Segment, cache: InfoCache | None = None) -> SegmentInf
         return info
     finally:
         os.close(fd)
-
-
-@dataclass(frozen=True)
-class Span:
-    """A stretch of continuous recording, as one /list entry."""
-
-    start: datetime
-    duration: float
-
-
-def concatenate(infos: list[SegmentInfo]) -> list[Span]:
-    """Merge segments that follow each other within the tolerance and share a stream."""
-    spans: list[Span] = []
-    prev: SegmentInfo | None = None
-    for info in infos:
-        if info.duration <= 0:
-            continue
-        if spans and prev is not None and info.compat_key == prev.compat_key:
-            last = spans[-1]
-            last_end = last.start + timedelta(seconds=last.duration)
-            gap = (info.start - last_end).total_seconds()
-            if abs(gap) <= CONCATENATION_TOLERANCE:
-                spans[-1] = Span(last.start, (info.end - last.start).total_seconds())
-                prev = info
-                continue
-        spans.append(Span(info.start, info.duration))
-        prev = info
-    return spans
-
-
-def trim_spans(spans: list[Span], start: datetime | None, end: datetime | None) -> list[Span]:
-    """Clip the first span to `start` and the last to `end` (MediaMTX's trimEntries)."""
-    if not spans:
-        return []
-    spans = list(spans)
-    if start is not None:
-        first = spans[0]
-        if first.start + timedelta(seconds=first.duration) < start:
-            spans = spans[1:]
-            if not spans:
-                return []
-        elif first.start < start:
-            cut = (start - first.start).total_seconds()
-            spans[0] = Span(start, first.duration - cut)
-    if end is not None:
-        last = spans[-1]
-        if last.start + timedelta(seconds=last.duration) > end:
-            spans[-1] = Span(last.start, (end - last.start).total_seconds())
-    return [s for s in spans if s.duration > 0]
-
-
-def list_spans(
-    root: Path,
-    name: str,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    cache: InfoCache | None = None,
-) -> list[Span]:
-    """The /list answer for a path: continuous spans clipped to [start, end].
-
-    NoSegmentsFound when the path has no segments there. Blocking: run it in an executor.
-    """
-    segments = find_segments(root, name, start, end)
-    infos = [info for seg in segments if (info := segment_info(seg, cache)) is not None]
-    spans = trim_spans(concatenate(infos), start, end)
-    if not spans:
-        raise NoSegmentsFound
-    return spans

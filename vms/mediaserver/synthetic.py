@@ -2,7 +2,9 @@
 
 Every frame shows the camera name and the UTC wall-clock time it stands for, as digits for a
 person and as a stripe of large black/white blocks for a program (see docs/STRIPE.md).
-Segment files are named by the UTC time of their first frame.
+Segment files are named by the local time of their first frame, as MediaMTX names them. Like
+MediaMTX's recorder, a writer can put an `mtxi` box (stream id, segment number, DTS, NTP) in
+each segment's header, and fills in the mvhd duration when it closes a segment.
 
 One cohesive thing, kept whole: the stripe is written and read back by the same code, so the
 two can never disagree (tests decode what the demo recorder encoded).
@@ -26,6 +28,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
 from vms.dates import as_utc
+from vms.mediaserver.mp4read import Mtxi
 from vms.mediaserver.recordings import segment_name
 
 log = logging.getLogger(__name__)
@@ -262,8 +265,12 @@ class FragmentSink:
     whole boxes, so no empty segment file is ever seen either.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, mtxi: Mtxi | None = None) -> None:
         self.path = path
+        self.mtxi = mtxi
+        self.mvhd_at: int | None = None  # file offset of the mvhd box, once written
+        self._written = 0
+        self._moov_seen = False
         self._fd: int | None = None
         self._closed = False
         self._pending = bytearray()
@@ -285,6 +292,9 @@ class FragmentSink:
                 (size,) = struct.unpack_from(">Q", self._pending, self._parsed + 8)
             if size < 8 or len(self._pending) - self._parsed < size:
                 break
+            if kind == b"moov" and not self._moov_seen:
+                self._moov_seen = True
+                size = self._patch_moov(self._parsed, size)
             self._parsed += size
             if kind != b"moof" and kind != b"ftyp":
                 self._flushable = self._parsed
@@ -292,9 +302,38 @@ class FragmentSink:
             self._write_out(self._flushable)
         return len(data)
 
+    def _patch_moov(self, at: int, size: int) -> int:
+        """Add the mtxi box to the moov at _pending[at:at+size] (in its udta); the new size."""
+        moov = bytes(self._pending[at : at + size])
+        if moov[:4] == b"\x00\x00\x00\x01":
+            return size  # 64-bit header: never written by the mp4 muxer for a header
+        pos = 8
+        udta: tuple[int, int] | None = None
+        while pos + 8 <= len(moov):
+            box_size, kind = struct.unpack_from(">I4s", moov, pos)
+            if box_size < 8:
+                break
+            if kind == b"mvhd":
+                self.mvhd_at = self._written + at + pos
+            elif kind == b"udta":
+                udta = (pos, box_size)
+            pos += box_size
+        if self.mtxi is None:
+            return size
+        box = self.mtxi.to_box()
+        if udta is None:
+            new = moov + struct.pack(">I4s", 8 + len(box), b"udta") + box
+        else:
+            upos, usize = udta
+            grown = struct.pack(">I", usize + len(box)) + moov[upos + 4 : upos + usize] + box
+            new = moov[:upos] + grown + moov[upos + usize :]
+        new = struct.pack(">I", len(new)) + new[4:]
+        self._pending[at : at + size] = new
+        return len(new)
+
     def _write_out(self, count: int) -> None:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         view = memoryview(self._pending)[:count]
         done = 0
         while done < count:
@@ -303,19 +342,35 @@ class FragmentSink:
         del self._pending[:count]
         self._parsed -= count
         self._flushable = 0
+        self._written += count
 
-    def close(self) -> None:
-        """Write out everything left, whole or not, and close the file."""
+    def close(self, duration: float | None = None) -> None:
+        """Write out everything left, whole or not, fill in the mvhd duration, close the file."""
         if self._closed:
             return
         self._closed = True
         try:
             if self._pending:
                 self._write_out(len(self._pending))
+            if duration is not None and self._fd is not None and self.mvhd_at is not None:
+                write_mvhd_duration(self._fd, self.mvhd_at, duration)
         finally:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+def write_mvhd_duration(fd: int, mvhd_at: int, seconds: float) -> None:
+    """Set the duration of the mvhd box at file offset `mvhd_at`, in its own timescale."""
+    head = os.pread(fd, 36, mvhd_at)
+    if len(head) < 36 or head[4:8] != b"mvhd":
+        return
+    if head[8] == 1:
+        (timescale,) = struct.unpack_from(">I", head, 28)
+        os.pwrite(fd, struct.pack(">Q", round(seconds * timescale)), mvhd_at + 32)
+    else:
+        (timescale,) = struct.unpack_from(">I", head, 20)
+        os.pwrite(fd, struct.pack(">I", min(round(seconds * timescale), 0xFFFFFFFF)), mvhd_at + 24)
 
 
 class SegmentWriter:
@@ -331,6 +386,7 @@ class SegmentWriter:
         gop_seconds: float = 1.0,
         preset: str = "ultrafast",
         crf: int = 28,
+        mtxi: Mtxi | None = None,
     ) -> None:
         if fps < 1:
             raise ValueError("fps must be at least 1")
@@ -341,7 +397,7 @@ class SegmentWriter:
         self.frames = 0
         camera_dir.mkdir(parents=True, exist_ok=True)
         self.path = camera_dir / segment_name(self.start)
-        self._sink = FragmentSink(self.path)
+        self._sink = FragmentSink(self.path, mtxi)
         try:
             self._container = av.open(
                 self._sink, mode="w", format="mp4", options={"movflags": MOVFLAGS}
@@ -388,12 +444,12 @@ class SegmentWriter:
             self.frames += 1
 
     def close(self) -> None:
-        """Flush the encoder and the last fragment; the file is complete afterwards."""
+        """Flush the encoder and the last fragment, fill in the mvhd duration (as MediaMTX)."""
         try:
             self._container.mux(self._stream.encode(None))
         finally:
             self._container.close()
-            self._sink.close()
+            self._sink.close(duration=self.frames / self.fps)
 
     def __enter__(self) -> SegmentWriter:
         return self
@@ -416,9 +472,12 @@ def write_segment(
     fps: int = 10,
     size: tuple[int, int] = (640, 360),
     gop_seconds: float = 1.0,
+    mtxi: Mtxi | None = None,
 ) -> Path:
     """Write one complete segment of `seconds` (at least one frame) starting at `start`."""
     renderer = FrameRenderer(name, size)
-    with SegmentWriter(camera_dir, start, renderer, fps=fps, gop_seconds=gop_seconds) as writer:
+    with SegmentWriter(
+        camera_dir, start, renderer, fps=fps, gop_seconds=gop_seconds, mtxi=mtxi
+    ) as writer:
         writer.write_frames(max(1, round(seconds * fps)))
     return writer.path
