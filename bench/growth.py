@@ -2,7 +2,7 @@
 
 Usage:
     python bench/growth.py history [--sizes 10000 100000 1000000] [--requests 15]
-    python bench/growth.py recordings [...]   (bench/growth_recordings.py, wired in at merge)
+    python bench/growth.py recordings [--sizes 60 10080 43200] [--repeat 5]   (growth_recordings.py)
 
 `history` builds, for each size, a real DATA directory: the service's SQLite file with that
 many download rows over 1,000 users (bulk insert in one transaction), half of them archives
@@ -545,8 +545,10 @@ async def history(args: argparse.Namespace) -> None:
 
 
 def recordings(args: argparse.Namespace) -> None:
-    """`growth.py recordings`: the media server's index; bench/growth_recordings.py at merge."""
-    raise SystemExit("growth.py recordings: not wired in yet (bench/growth_recordings.py)")
+    """`growth.py recordings`: the media server's index beside the scan-per-request baseline."""
+    import growth_recordings
+
+    growth_recordings.run(tuple(args.sizes), args.repeat)
 
 
 def main() -> None:
@@ -556,8 +558,11 @@ def main() -> None:
     run_history = commands.add_parser("history", help="download history at 10k/100k/1M rows")
     run_history.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     run_history.add_argument("--requests", type=int, default=15, help="rounds per median")
-    # Wired in at merge: `recordings` runs bench/growth_recordings.py's benchmark.
-    commands.add_parser("recordings", help="recordings index at 1 h / 7 d / 30 d of segments")
+    run_recordings = commands.add_parser(
+        "recordings", help="recordings index at 1 h / 7 d / 30 d of one-minute segments"
+    )
+    run_recordings.add_argument("--sizes", type=int, nargs="+", default=[60, 10_080, 43_200])
+    run_recordings.add_argument("--repeat", type=int, default=5, help="rounds per median")
     args = parser.parse_args()
     if args.command == "history":
         asyncio.run(history(args))
