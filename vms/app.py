@@ -25,6 +25,7 @@ from vms.archive.cleanup import cleanup_forever
 from vms.archive.fetcher import FetchLimits
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
+from vms.archive.manifest import sign_manifest
 from vms.archive.mediaclient import MediaClient
 from vms.archive.requests import ArchiveRequests
 from vms.archive.worker import ArchiveWorker, WorkerSettings
@@ -95,7 +96,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     resources = app[appkeys.RESOURCES] = Resources(config.tz, files, links)
     async with aiohttp.ClientSession(auto_decompress=False) as http:
         media = MediaClient(http, lambda path, start, end: links.token(path, start, end))
-        worker = ArchiveWorker(_worker_settings(config), db, files, http, links, resources, hub)
+        worker = ArchiveWorker(
+            _worker_settings(config),
+            db,
+            files,
+            http,
+            media,
+            links,
+            resources,
+            hub,
+            lambda claims: sign_manifest(claims, keystore.signing_key, keystore.kid),
+        )
         requests = app[appkeys.REQUESTS] = ArchiveRequests(
             db,
             media,

@@ -18,6 +18,7 @@ from vms.bootstrap import OPERATOR_LOGIN, ensure_operator
 from vms.config import Config, ConfigError, load_config, unknown_environment
 from vms.dates import utcnow
 from vms.logs import AccessLogger, setup_logging
+from vms.verify import verify
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     camera_add.add_argument("--path", help="the media server's path (default: cameraID)")
     camera_list = camera_commands.add_parser("list", help="list cameras")
     _common(camera_list)
+
+    check = commands.add_parser(
+        "verify", help="check an archive file against its signed manifest (offline)"
+    )
+    _common(check)
+    check.add_argument("file", type=Path, metavar="FILE", help="the archive (.mp4)")
+    check.add_argument("manifest", type=Path, metavar="MANIFEST", help="its manifest (JWS)")
+    check.add_argument(
+        "--jwks",
+        metavar="FILE|URL",
+        help="the VMS's saved /.well-known/jwks.json, or its URL (default: this VMS's URL)",
+    )
 
     media = commands.add_parser("media-server", help="run only the media server, for another box")
     _common(media)
@@ -147,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(config)
     if args.command == "media-server":
         return _media_server(config, args)
+    if args.command == "verify":
+        jwks = args.jwks or f"{config.base_url}/.well-known/jwks.json"
+        return verify(args.file, args.manifest, jwks, sys.stdout, sys.stderr)
     if args.command == "user":
         if args.action == "add":
             return asyncio.run(admin.with_db(config, lambda db: admin.user_add(db, args)))

@@ -452,6 +452,11 @@ class Database:
         )
         return [rows.download(r) for r in found]
 
+    async def manifest(self, download_id: int) -> str | None:
+        """The signed manifest of a download, if it has one."""
+        row = await self._one("SELECT manifest FROM downloads WHERE id = ?", (download_id,))
+        return None if row is None else row[0]
+
     async def update_download(
         self,
         download_id: int,
@@ -475,6 +480,7 @@ class Database:
             "expires_at",
             "duration",
             "sha256",
+            "manifest",
         }
         unknown = set(fields) - allowed
         if unknown:

@@ -76,4 +76,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE downloads ADD COLUMN duration REAL;
     ALTER TABLE downloads ADD COLUMN sha256 TEXT;
     """,
+    # The signed manifest of a ready archive (a compact JWS), made once when it became ready.
+    """
+    ALTER TABLE downloads ADD COLUMN manifest TEXT;
+    """,
 )
