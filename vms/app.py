@@ -33,10 +33,9 @@ from vms.auth import Authenticator
 from vms.bootstrap import DEMO_CAMERAS, ensure_demo_cameras
 from vms.config import Config
 from vms.dates import utcnow
-from vms.keystore import load_or_create
+from vms.keystore import PublishedKeys, load_or_create
 from vms.listen import GuardedRunner, Limits, start_site
 from vms.logs import AccessLogger, scrub_library_logs
-from vms.mediaserver.auth import StaticKeys
 from vms.push.hub import Hub
 from vms.resources import Resources
 from vms.sessions import Sessions
@@ -56,7 +55,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data_dir, 0o700)
     keystore = app[appkeys.KEYSTORE] = load_or_create(config.keys_dir)
-    app[appkeys.MEDIA_KEYS] = StaticKeys(keystore.jwks())
+    app[appkeys.MEDIA_KEYS] = PublishedKeys(keystore)
     app[appkeys.DB] = db = await Database.open(config.database_path)
     app[appkeys.AUTH] = Authenticator(config, db, keystore)
     yield

@@ -80,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     camera_list = camera_commands.add_parser("list", help="list cameras")
     _common(camera_list)
 
+    keys = commands.add_parser("keys", help="the signing keys of tokens and manifests")
+    _common(keys)
+    key_commands = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
+    rotate = key_commands.add_parser(
+        "rotate", help="sign with a new key; the old one stays in the JWKS until unused"
+    )
+    _common(rotate)
+    key_list = key_commands.add_parser("list", help="the published keys")
+    _common(key_list)
+
     check = commands.add_parser(
         "verify", help="check an archive file against its signed manifest (offline)"
     )
@@ -160,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(config)
     if args.command == "media-server":
         return _media_server(config, args)
+    if args.command == "keys":
+        return admin.keys_rotate(config) if args.action == "rotate" else admin.keys_list(config)
     if args.command == "verify":
         jwks = args.jwks or f"{config.base_url}/.well-known/jwks.json"
         return verify(args.file, args.manifest, jwks, sys.stdout, sys.stderr)

@@ -548,6 +548,7 @@ def _paths() -> dict[str, Any]:
                         "Not the caller's, no such download, or one that never became a file."
                     ),
                     "409": _error("The archive is still being made: no digest yet."),
+                    "410": _error("The archive's file has been deleted or has expired."),
                     "422": invalid,
                 },
             }

@@ -137,3 +137,18 @@ async def test_a_manifest_asked_for_while_fetching_is_409_never_a_partial_digest
     bad_camera.mode = "ok"
     bad_camera.release.set()
     await wait_status(service, phone, download_id, {"ready", "failed"})
+
+
+async def test_a_deleted_archive_no_longer_offers_its_manifest(
+    service: Client, footage: Footage
+) -> None:
+    """Once the file is gone the manifest goes with it: 410, as the file's link answers."""
+    phone, ready = await ready_archive(service, footage)
+    deleted = await service.delete(
+        f"/api/v1/downloads/{ready['id']}", headers=bearer(phone, PHONE, "ios-cctv")
+    )
+    assert deleted.status == 200
+    assert await _manifest(service, phone, ready["id"]) == (
+        410,
+        json.dumps({"message": "This archive has expired."}),
+    )

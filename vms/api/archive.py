@@ -16,7 +16,7 @@ from vms.archive.requests import (
     InvalidCameras,
     NoRecording,
 )
-from vms.models import PENDING, THICK_CLIENT, Download, Kind, User
+from vms.models import PENDING, THICK_CLIENT, Download, Kind, Status, User
 from vms.pagination import Page
 from vms.validation import ValidationFailed
 
@@ -24,6 +24,7 @@ NO_RECORDING = "No recording found between from and to."
 DOWNLOAD_NOT_FOUND = "Download not found."
 MANIFEST_NOT_READY = "The archive is not ready yet."
 NO_MANIFEST = "This download has no manifest."
+ARCHIVE_EXPIRED = "This archive has expired."
 # A compact JWS whose `typ` is vms-archive-manifest+jwt (RFC 7515 section 4.1.9).
 MANIFEST_TYPE = "application/vms-archive-manifest+jwt"
 _LIST_PARAMETERS = ("page", "per_page", "from", "to", "kind")
@@ -117,7 +118,8 @@ async def show_manifest(request: web.Request) -> web.Response:
     """GET /api/v1/downloads/{id}/manifest: the signed manifest of a ready archive.
 
     The caller's own, or anyone's for an operator; 409 while the archive is being made (its
-    digest is not known yet), 404 for a download that never became a file.
+    digest is not known yet), 404 for a download that never became a file, 410 once the file
+    is gone.
     """
     app = request.config_dict
     principal = await authenticated(request)
@@ -129,10 +131,14 @@ async def show_manifest(request: web.Request) -> web.Response:
         raise ApiError(404, DOWNLOAD_NOT_FOUND)
     if download.kind == Kind.ARCHIVE and download.status in PENDING:
         raise ApiError(409, MANIFEST_NOT_READY)
+    resources = app[appkeys.RESOURCES]
+    if download.kind == Kind.ARCHIVE and resources.facts(download).status == Status.EXPIRED:
+        # Served while its file is: a retired key need outlive only the archives it signed.
+        raise ApiError(410, ARCHIVE_EXPIRED)
     manifest = await db.manifest(download.id) if download.kind == Kind.ARCHIVE else None
     if manifest is None:
         raise ApiError(404, NO_MANIFEST)
-    name = app[appkeys.RESOURCES].name(download) + ".jws"
+    name = resources.name(download) + ".jws"
     return web.Response(
         text=manifest,
         content_type=MANIFEST_TYPE,
