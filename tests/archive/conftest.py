@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.support.badserver import BadMediaServer, make_mp4, serve
+from tests.support.badserver import BadMediaServer, StopAtGap, make_mp4, serve
 from tests.support.service import Client
 from vms import appkeys
 from vms.config import Config
@@ -65,3 +66,19 @@ async def own_recordings(
     await service.app[appkeys.DB].put_camera(1, "Gate", "camera1", url, datetime.now(UTC))
     yield Recordings(root, url)
     await server.close()
+
+
+@pytest.fixture
+async def stop_at_gap(service: Client, media_server: str) -> AsyncIterator[StopAtGap]:
+    """Camera 2 (Lobby, with a gap) behind a proxy whose /get stops at gaps, like MediaMTX."""
+    proxy = StopAtGap(media_server)
+    runner = web.AppRunner(proxy.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    await service.app[appkeys.DB].put_camera(
+        2, "Lobby", "camera2", f"http://127.0.0.1:{port}", datetime.now(UTC)
+    )
+    yield proxy
+    await runner.cleanup()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,6 +30,8 @@ from vms.archive.joiner import FragmentJoiner, JoinError
 from vms.archive.mediaclient import Span
 from vms.archive.mp4check import IncompleteMP4, check_mp4
 from vms.threads import run_blocking
+
+log = logging.getLogger(__name__)
 
 # Bytes gathered before one write: few executor round trips, and one batch is written
 # while the next is received.
@@ -102,11 +105,15 @@ async def fetch_archive(
     One piece is copied as the media server sends it; several are joined into one
     fragmented MP4 (gaps skipped) while they stream in. FetchError says what failed.
     """
-    loop = asyncio.get_running_loop()
     output: _Output | None = None
+    opened: list[BufferedWriter] = []  # filled on the thread, so a cancel cannot lose it
+
+    def open_partial() -> BufferedWriter:
+        opened.append(open(partial, "wb"))  # noqa: SIM115 - closed by _discard or finish
+        return opened[0]
+
     try:
-        handle = await loop.run_in_executor(None, open, partial, "wb")
-        output = _Output(handle, limits.min_free_disk)
+        output = _Output(await run_blocking(None, open_partial), limits.min_free_disk)
         if len(pieces) == 1:
             spans = await _fetch_one(http, pieces[0], token, output, limits, on_progress)
         else:
@@ -136,7 +143,7 @@ async def fetch_archive(
     finally:
         if output is not None:
             await output.drain()
-        _discard(output.handle if output else None, partial)
+        _discard(opened[0] if opened else None, partial)
 
 
 async def _fetch_one(
@@ -170,6 +177,7 @@ async def _fetch_joined(
     on_progress: ProgressCallback,
 ) -> list[Span]:
     """One /get per piece, joined into one file; progress by the seconds written."""
+    pieces = await _joinable(http, pieces, token, limits)
     expected = sum(piece.seconds for piece in pieces) or 1.0
     joiner = FragmentJoiner(expected)
     spans: list[Span] = []
@@ -194,6 +202,40 @@ async def _fetch_joined(
     if not spans:
         raise FetchError(NOT_FOUND_MESSAGE, retryable=False)
     return spans
+
+
+async def _joinable(
+    http: aiohttp.ClientSession, pieces: Sequence[Piece], token: str, limits: FetchLimits
+) -> list[Piece]:
+    """The pieces whose stream is the first one's, found by reading only their headers.
+
+    A piece with another stream cannot share the file's track; knowing before the first byte
+    is written keeps the file's stated length true to what it holds.
+    """
+    keys = [await _stream_key(http, piece, token, limits) for piece in pieces]
+    first = next((key for key in keys if key is not None), None)
+    if first is None:
+        raise FetchError(NOT_FOUND_MESSAGE, retryable=False)
+    kept = [piece for piece, key in zip(pieces, keys, strict=True) if key == first]
+    if len(kept) < len(pieces):
+        log.warning("%d recorded spans have another stream: left out", len(pieces) - len(kept))
+    return kept
+
+
+async def _stream_key(
+    http: aiohttp.ClientSession, piece: Piece, token: str, limits: FetchLimits
+) -> object | None:
+    """What identifies the piece's stream (its tracks and sample entries); None if gone."""
+    joiner = FragmentJoiner(piece.seconds)
+    async with _get(http, piece.url, token, limits) as response:
+        if response.status == 404:
+            return None
+        check_status(response.status)
+        async for chunk in response.content.iter_any():
+            joiner.feed(chunk)
+            if joiner.header is not None:
+                return joiner.header.compat_key
+    raise JoinError("The media server sent a video without a movie header", retryable=True)
 
 
 def _get(

@@ -9,8 +9,9 @@ fragments renumbered. Sample data is passed through untouched, and only one box 
 moof is held at a time, so memory stays bounded whatever the archive's length.
 
 A piece whose stream differs from the first one's (another codec, size or track layout)
-cannot follow it in one track: it is left out, and the archive's spans say so by not
-listing it. Blocking-free and pure: the fetcher feeds it chunks on the event loop.
+cannot follow it in one track: it is left out (the fetcher reads every piece's header first,
+so the file's stated length counts only what it holds), and the archive's spans say so by
+not listing it. Pure and non-blocking: the fetcher feeds it chunks on the event loop.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class FragmentJoiner:
         self._first_dts: dict[int, int] = {}
         self._base: dict[int, int] = {}
         self._piece_ends: dict[int, int] = {}
+
+    @property
+    def header(self) -> Header | None:
+        """The current piece's ftyp+moov, once it has arrived."""
+        return self._header
 
     @property
     def written_seconds(self) -> float:

@@ -24,10 +24,19 @@ class MediaLinks:
         """A media token for `path` between `start` and `end`, issued now."""
         return self._auth.media_token(path, start, end, self._clock(), user_id=user_id)
 
-    def for_camera(self, user_id: int, camera: Camera, start: datetime, end: datetime) -> str:
-        """The thick client's link: the media server's own mp4 download of the range."""
+    def for_camera(
+        self,
+        user_id: int,
+        camera: Camera,
+        start: datetime,
+        end: datetime,
+        first_recorded: datetime | None = None,
+    ) -> str:
+        """The thick client's link: the media server's own mp4 download of the range, from
+        its first recorded moment when that is later than `start`."""
         token = self.token(camera.path, start, end, user_id=user_id)
-        return media_get(camera.media_server.url, camera.path, start, _seconds(start, end), token)
+        begin = max(start, first_recorded) if first_recorded else start
+        return media_get(camera.media_server.url, camera.path, begin, _seconds(begin, end), token)
 
     def for_record(self, download: Download) -> str | None:
         """A fresh link for a history record; None once its owner may no longer see the camera."""

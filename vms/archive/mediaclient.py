@@ -14,7 +14,6 @@ import aiohttp
 
 from vms import jsontext
 from vms.dates import format_rfc3339, parse_date, utcnow
-from vms.models import Camera
 from vms.urls import media_list
 
 log = logging.getLogger(__name__)
@@ -71,6 +70,19 @@ def parse_spans(body: bytes) -> list[Span]:
     return spans
 
 
+# A span that starts after the range does is asked for from a millisecond in: a start a hair
+# before the recording (a nanosecond lost reading a /list reply) is "inside a gap" to MediaMTX,
+# which answers 404.
+_SPAN_MARGIN = timedelta(milliseconds=1)
+
+
+def safe_start(span: Span, range_start: datetime) -> Span:
+    """The span as /get may be asked for it: from a millisecond in if it begins after the range."""
+    if span.start <= range_start or span.duration <= 2 * _SPAN_MARGIN.total_seconds():
+        return span
+    return Span(span.start + _SPAN_MARGIN, span.duration - _SPAN_MARGIN.total_seconds())
+
+
 def clip_spans(spans: list[Span], start: datetime, end: datetime) -> tuple[Span, ...]:
     """The parts of `spans` inside [start, end), in time order, overlaps merged."""
     clipped: list[Span] = []
@@ -102,10 +114,6 @@ class MediaClient:
         self._clock = clock
         self._cache: OrderedDict[_Key, tuple[float, tuple[Span, ...]]] = OrderedDict()
         self._inflight: dict[_Key, asyncio.Future[tuple[Span, ...]]] = {}
-
-    async def has_recording(self, camera: Camera, start: datetime, end: datetime) -> bool:
-        """True if any recorded span of the camera overlaps [start, end)."""
-        return bool(await self.recorded(camera.media_server.url, camera.path, start, end))
 
     async def recorded(
         self, server: str, path: str, start: datetime, end: datetime, *, fresh: bool = False

@@ -29,7 +29,7 @@ from vms.archive.fetcher import (
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
 from vms.archive.manifest import manifest_claims
-from vms.archive.mediaclient import MediaClient, MediaUnavailable, Span
+from vms.archive.mediaclient import MediaClient, MediaUnavailable, Span, safe_start
 from vms.archive.poster import make_poster
 from vms.dates import utcnow
 from vms.logs import log_unexpected
@@ -40,10 +40,6 @@ from vms.threads import run_blocking
 from vms.urls import media_get
 
 log = logging.getLogger(__name__)
-
-# A span that starts after `from` is asked for from a millisecond in: a start a hair before
-# the recording (a nanosecond lost in a /list reply) is "inside a gap" to MediaMTX (404).
-_SPAN_MARGIN = timedelta(milliseconds=1)
 
 # Signs a manifest's claims: the compact JWS.
 ManifestSigner = Callable[[Mapping[str, Any]], str]
@@ -252,11 +248,7 @@ class ArchiveWorker:
             )
         except MediaUnavailable:
             raise FetchError("The media server could not be reached.", retryable=True) from None
-        spans = []
-        for span in listed:
-            if span.start > download.range_from and span.duration > 0.002:
-                span = Span(span.start + _SPAN_MARGIN, span.duration - 0.001)
-            spans.append(span)
+        spans = [safe_start(span, download.range_from) for span in listed]
         if not spans:
             raise FetchError(NOT_FOUND_MESSAGE, retryable=False)
         return spans
