@@ -11,6 +11,7 @@ from vms import appkeys, urls
 from vms.api.errors import ApiError
 from vms.api.inputs import authenticated, header_values, parse_id, query_values, read_body
 from vms.archive.files import content_disposition
+from vms.archive.manifest import MEDIA_TYPE
 from vms.archive.requests import (
     CameraNotFound,
     InvalidCameras,
@@ -25,8 +26,6 @@ DOWNLOAD_NOT_FOUND = "Download not found."
 MANIFEST_NOT_READY = "The archive is not ready yet."
 NO_MANIFEST = "This download has no manifest."
 ARCHIVE_EXPIRED = "This archive has expired."
-# A compact JWS whose `typ` is vms-archive-manifest+jwt (RFC 7515 section 4.1.9).
-MANIFEST_TYPE = "application/vms-archive-manifest+jwt"
 _LIST_PARAMETERS = ("page", "per_page", "from", "to", "kind")
 _KINDS = {"link": (Kind.LINK,), "archive": (Kind.ARCHIVE,), "all": (Kind.LINK, Kind.ARCHIVE)}
 
@@ -141,7 +140,7 @@ async def show_manifest(request: web.Request) -> web.Response:
     name = resources.name(download) + ".jws"
     return web.Response(
         text=manifest,
-        content_type=MANIFEST_TYPE,
+        content_type=MEDIA_TYPE,
         headers={"Content-Disposition": content_disposition(name)},
     )
 

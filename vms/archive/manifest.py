@@ -28,6 +28,8 @@ from vms.dates import format_rfc3339, format_stamp
 from vms.models import Download
 
 TYPE = "vms-archive-manifest+jwt"
+# The media type a manifest is served as (RFC 7515 section 4.1.9: `typ` names it).
+MEDIA_TYPE = f"application/{TYPE}"
 ALGORITHM = "EdDSA"
 # A gap shorter than this between measured spans is a frame's worth of measuring, not a
 # stretch without recording.
