@@ -162,7 +162,7 @@ async def _fetch_one(
         async def progress(received: int) -> None:
             await on_progress(received / total if total else 0.0)
 
-        received = await _receive(response, output.add, limits, progress)
+        received = await _receive(response, None, output, limits, progress)
     if total is not None and received != total:
         raise FetchError("The media server sent an incomplete video.", retryable=True)
     return [Span(piece.start, piece.seconds)]
@@ -185,17 +185,13 @@ async def _fetch_joined(
     async def progress(_received: int) -> None:
         await on_progress(min(1.0, joiner.written_seconds / expected))
 
-    async def add(chunk: bytes) -> None:
-        for part in joiner.feed(chunk):
-            await output.add(part)
-
     for piece in pieces:
         async with _get(http, piece.url, token, limits) as response:
             if response.status == 404:  # gone since /list (retention): the gap grows
                 continue
             check_status(response.status)
             joiner.start_piece()
-            await _receive(response, add, limits, progress)
+            await _receive(response, joiner.feed, output, limits, progress)
         seconds = joiner.end_piece()
         if seconds > 0:
             spans.append(Span(piece.start, seconds))
@@ -298,15 +294,15 @@ class _Output:
         self._batch_size = 0
         self._writing: asyncio.Task[None] | None = None
 
-    async def add(self, chunk: bytes) -> None:
-        """Append `chunk`; a full batch goes to the threads once the previous one is done."""
+    def add(self, chunk: bytes) -> bool:
+        """Append `chunk`; True when the batch is full and should be flushed."""
         self._batch.append(chunk)
         self._batch_size += len(chunk)
         self.size += len(chunk)
-        if self._batch_size >= WRITE_BATCH:
-            await self._flush()
+        return self._batch_size >= WRITE_BATCH
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
+        """Hand the batch to the threads once the previous one is done."""
         if self._writing is not None:
             await asyncio.shield(self._writing)
         self._writing = None
@@ -318,7 +314,7 @@ class _Output:
 
     async def finish(self) -> None:
         """Write what is left and close the file."""
-        await self._flush()
+        await self.flush()
         if self._writing is not None:
             await asyncio.shield(self._writing)
         self._writing = None
@@ -337,16 +333,20 @@ class _Output:
 
 async def _receive(
     response: aiohttp.ClientResponse,
-    add: Callable[[bytes], Awaitable[None]],
+    transform: Callable[[bytes], list[bytes]] | None,
+    output: _Output,
     limits: FetchLimits,
     on_progress: Callable[[int], Awaitable[None]],
 ) -> int:
-    """Hand the body to `add` as it arrives, cut by a rate floor; the bytes received."""
+    """Copy the body (through `transform`, if any) to `output` as it arrives, cut by a rate
+    floor; the bytes received."""
     received = 0
     window_start = last_report = time.monotonic()  # the first report waits a second
     window_bytes = 0
     async for chunk in response.content.iter_any():
-        await add(chunk)
+        for part in (chunk,) if transform is None else transform(chunk):
+            if output.add(part):
+                await output.flush()
         received += len(chunk)
         window_bytes += len(chunk)
         now = time.monotonic()
