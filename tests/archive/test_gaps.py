@@ -41,23 +41,40 @@ def _claims(token: str) -> dict[str, Any]:
     return claims
 
 
+async def _ask(
+    service: Client, user: str, camera: int, start: datetime, end: datetime
+) -> tuple[dict[str, Any], int]:
+    """Ask for an archive as `user`'s phone: the login answer and the download's id."""
+    phone = await login(service, user, device=PHONE, x_client="ios-cctv")
+    response = await service.get(
+        f"/api/v1/cameras/{camera}/archive/link",
+        params={"from": rfc3339(start), "to": rfc3339(end)},
+        headers=bearer(phone, PHONE, "ios-cctv"),
+    )
+    assert response.status == 202, await response.text()
+    download_id: int = (await response.json())["download"]["id"]
+    return phone, download_id
+
+
+async def _finished(
+    service: Client, user: str, camera: int, start: datetime, end: datetime
+) -> dict[str, Any]:
+    """Ask for an archive as a phone and wait until it is ready or failed: the DOWNLOAD."""
+    phone, download_id = await _ask(service, user, camera, start, end)
+    return await wait_status(service, phone, download_id, {"ready", "failed"}, timeout=60)
+
+
 async def _archive(
     service: Client, user: str, camera: int, start: datetime, end: datetime
 ) -> tuple[dict[str, Any], dict[str, Any], Path]:
     """Ask for an archive as a phone and wait: the DOWNLOAD, the manifest's claims, the file."""
-    phone = await login(service, user, device=PHONE, x_client="ios-cctv")
-    headers = bearer(phone, PHONE, "ios-cctv")
-    response = await service.get(
-        f"/api/v1/cameras/{camera}/archive/link",
-        params={"from": rfc3339(start), "to": rfc3339(end)},
-        headers=headers,
-    )
-    assert response.status == 202, await response.text()
-    download_id = (await response.json())["download"]["id"]
+    phone, download_id = await _ask(service, user, camera, start, end)
     ready = await wait_status(service, phone, download_id, {"ready", "failed"}, timeout=60)
     assert ready["status"] == "ready", ready
     token = await (
-        await service.get(f"/api/v1/downloads/{download_id}/manifest", headers=headers)
+        await service.get(
+            f"/api/v1/downloads/{download_id}/manifest", headers=bearer(phone, PHONE, "ios-cctv")
+        )
     ).text()
     return ready, _claims(token), service.app[appkeys.FILES].path(download_id)
 
@@ -224,13 +241,17 @@ async def test_spans_that_cannot_be_joined_fail_the_archive_cleanly(
     start = footage.start + timedelta(seconds=30)
     bad_camera.listing = [(start, 10.0), (start + timedelta(seconds=20), 10.0)]
     bad_camera.mode = mode
-    phone = await login(service, device=PHONE, x_client="ios-cctv")
-    response = await service.get(
-        "/api/v1/cameras/1/archive/link",
-        params={"from": rfc3339(start), "to": rfc3339(start + timedelta(seconds=30))},
-        headers=bearer(phone, PHONE, "ios-cctv"),
-    )
-    download_id = (await response.json())["download"]["id"]
-    failed = await wait_status(service, phone, download_id, {"ready", "failed"}, timeout=30)
+    failed = await _finished(service, "alice", 1, start, start + timedelta(seconds=30))
     assert (failed["status"], failed["message"]) == ("failed", message)
     assert not list(service.app[appkeys.FILES].root.glob("*.part"))
+
+
+async def test_a_list_of_too_many_spans_is_refused(
+    service: Client, footage: Footage, bad_camera: BadMediaServer
+) -> None:
+    """A /list of thousands of slivers is not fetched piece by piece: the archive fails."""
+    start = footage.start + timedelta(seconds=30)
+    bad_camera.listing = [(start + timedelta(seconds=n * 0.05), 0.02) for n in range(1001)]
+    failed = await _finished(service, "alice", 1, start, start + timedelta(seconds=60))
+    assert failed["message"] == "The media server listed more than 1000 recorded spans."
+    assert bad_camera.get_requests == 0

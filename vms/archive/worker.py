@@ -41,6 +41,9 @@ from vms.urls import media_get
 
 log = logging.getLogger(__name__)
 
+# Most recorded spans one archive is made of (each costs a /get for its header and one for it).
+MAX_SPANS = 1000
+
 # Signs a manifest's claims: the compact JWS.
 ManifestSigner = Callable[[Mapping[str, Any]], str]
 
@@ -251,6 +254,10 @@ class ArchiveWorker:
         spans = [safe_start(span, download.range_from) for span in listed]
         if not spans:
             raise FetchError(NOT_FOUND_MESSAGE, retryable=False)
+        if len(spans) > MAX_SPANS:  # two requests each: a reply like this is not a recording
+            raise FetchError(
+                f"The media server listed more than {MAX_SPANS} recorded spans.", retryable=False
+            )
         return spans
 
     async def _ready(self, running: Download, fetched: Fetched) -> None:
