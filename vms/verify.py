@@ -12,7 +12,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any, TextIO
 
-from vms.archive.manifest import ManifestError, describe, file_differences, verify_manifest
+from vms.archive.manifest import (
+    MAX_MANIFEST,
+    ManifestError,
+    describe,
+    file_differences,
+    verify_manifest,
+)
 
 _MAX_JWKS = 1 << 20
 
@@ -46,7 +52,8 @@ def verify(archive: Path, manifest: Path, jwks_source: str, out: TextIO, err: Te
     """Check `archive` against `manifest` with the keys at `jwks_source`; the exit code."""
     try:
         jwks = load_jwks(jwks_source)
-        token = manifest.read_text(encoding="ascii", errors="replace")
+        with open(manifest, "rb") as handle:  # a manifest is a few KB; read no more than allowed
+            token = handle.read(MAX_MANIFEST + 1).decode("ascii", errors="replace")
         if not archive.is_file():
             raise VerifyInputError(f"cannot read the archive {archive}")
     except (VerifyInputError, OSError) as exc:

@@ -217,7 +217,16 @@ async def test_algorithm_swaps_are_refused(
 
 @pytest.mark.parametrize(
     "manifest",
-    ["", "not a jws", "a.b", "e30.e30.", "!!!.???.***", "eyJhbGciOiJFZERTQSJ9.e30"],
+    [
+        "",
+        "not a jws",
+        "a.b",
+        "e30.e30.",
+        "!!!.???.***",
+        "eyJhbGciOiJFZERTQSJ9.e30",
+        "é.é.é",
+        "a" * (2 << 20),
+    ],
 )
 async def test_garbage_manifests_fail_cleanly(evidence: Evidence, manifest: str) -> None:
     """Whatever the manifest file holds, the answer is exit 1 and a sentence, no traceback."""

@@ -34,7 +34,7 @@ ALGORITHM = "EdDSA"
 # A gap shorter than this between measured spans is a frame's worth of measuring, not a
 # stretch without recording.
 _MIN_GAP = 0.1
-_MAX_MANIFEST = 1 << 20
+MAX_MANIFEST = 1 << 20  # bytes; a manifest is a few KB
 
 
 def _b64url(data: bytes) -> str:
@@ -129,7 +129,7 @@ def _public_key(jwks: Mapping[str, Any], kid: str) -> Ed25519PublicKey:
 def verify_manifest(token: str, jwks: Mapping[str, Any]) -> VerifiedManifest:
     """The manifest's claims if its signature verifies with a key of `jwks`; else ManifestError."""
     token = token.strip()
-    if len(token) > _MAX_MANIFEST:
+    if len(token) > MAX_MANIFEST:
         raise ManifestError("the manifest is too large")
     parts = token.split(".")
     if len(parts) != 3 or not all(parts[:2]):
