@@ -224,6 +224,12 @@ async def test_a_thick_link_into_a_gap_starts_at_the_first_recorded_moment(
         clip.write_bytes(await got.read())
     _, moments, _ = _frames(clip)
     assert 240 <= (moments[0] - origin).total_seconds() < 240.5
+    # the history keeps the range asked for, and the link it hands out again starts there too
+    listing = await service.get("/api/v1/downloads", headers=bearer(answer))
+    (record,) = (await listing.json())["data"]
+    assert record["from"].endswith(f"{origin + timedelta(seconds=200):%H:%M:%S}")
+    again = parse_qs(urlsplit(record["url"]).query)
+    assert again["start"] == query["start"] and again["duration"] == query["duration"]
 
 
 @pytest.mark.parametrize(

@@ -173,11 +173,12 @@ class ArchiveRequests:
         if client == THICK_CLIENT:
             made = []
             for camera, first in zip(cameras, first_recorded, strict=True):
-                record = await self._create(principal, camera, start, end, Kind.LINK, Status.READY)
+                record = await self._create(
+                    principal, camera, start, end, Kind.LINK, Status.READY, first
+                )
                 # MediaMTX answers 404 for a start inside a gap: the link starts at the first
                 # recorded moment of the range (the record keeps the range asked for).
-                link = self._links.for_camera(principal.user.id, camera, start, end, first)
-                made.append(Asked(record, link))
+                made.append(Asked(record, self._links.for_record(record)))
             return made
         return [Asked(d) for d in await self._queue(principal, cameras, start, end)]
 
@@ -227,6 +228,7 @@ class ArchiveRequests:
         end: datetime,
         kind: Kind,
         status: Status,
+        recorded_from: datetime | None = None,
     ) -> Download:
         return await self._db.create_download(
             kind=kind,
@@ -237,6 +239,7 @@ class ArchiveRequests:
             range_to=end,
             status=status,
             now=self._clock(),
+            recorded_from=recorded_from if recorded_from and recorded_from > start else None,
         )
 
     async def replay(self, socket_id: str, channel: str) -> None:

@@ -293,6 +293,7 @@ class Database:
         range_to: datetime,
         status: Status,
         now: datetime,
+        recorded_from: datetime | None = None,
     ) -> Download:
         """Insert a history record or an archive job."""
         stamp = format_stamp(now)
@@ -309,6 +310,7 @@ class Database:
                 status,
                 stamp,
                 stamp,
+                recorded_from.timestamp() if recorded_from else None,
             ),
         )
         created = parse_stamp(stamp)
@@ -336,6 +338,7 @@ class Database:
             media_server_url=camera.media_server.url,
             # Whoever creates a download could see its camera at that moment.
             camera_visible=True,
+            recorded_from=from_unix(recorded_from.timestamp()) if recorded_from else None,
         )
 
     async def download(self, download_id: int) -> Download | None:

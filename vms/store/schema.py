@@ -76,8 +76,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE downloads ADD COLUMN duration REAL;
     ALTER TABLE downloads ADD COLUMN sha256 TEXT;
     """,
-    # The signed manifest of a ready archive (a compact JWS), made once when it became ready.
+    # The signed manifest of a ready archive (a compact JWS), made once when it became ready;
+    # the first recorded moment of a link's range, where its links start (MediaMTX answers 404
+    # for a start inside a gap).
     """
     ALTER TABLE downloads ADD COLUMN manifest TEXT;
+    ALTER TABLE downloads ADD COLUMN recorded_from REAL;
     """,
 )
