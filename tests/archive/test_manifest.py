@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from datetime import timedelta
@@ -24,6 +25,7 @@ from tests.support.service import (
     wait_status,
 )
 from vms import appkeys
+from vms.archive.manifest import manifest_claims
 
 PAYLOAD_KEYS = {
     "download_id",
@@ -152,3 +154,18 @@ async def test_a_deleted_archive_no_longer_offers_its_manifest(
         410,
         json.dumps({"message": "This archive has expired."}),
     )
+
+
+async def test_a_media_server_password_never_reaches_a_manifest(
+    service: Client, footage: Footage
+) -> None:
+    """A camera whose media server address carries credentials: the manifest names the host."""
+    _, ready = await ready_archive(service, footage)
+    download = await service.app[appkeys.DB].download(ready["id"])
+    assert download is not None
+    with_password = dataclasses.replace(
+        download, media_server_url="http://ops:s3cret@10.0.0.5:9996"
+    )
+    claims = manifest_claims(with_password, [], 1, "0" * 64)
+    assert claims["media_server"] == {"url": "http://10.0.0.5:9996", "path": "camera1"}
+    assert "s3cret" not in json.dumps(claims)

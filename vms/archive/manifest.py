@@ -22,6 +22,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from yarl import URL
 
 from vms.archive.mediaclient import Span
 from vms.dates import format_rfc3339, format_stamp
@@ -78,8 +79,20 @@ def manifest_claims(
         "sha256": sha256,
         "requested_by": {"id": download.user_id, "login": download.login},
         "created_at": format_stamp(download.created_at),
-        "media_server": {"url": download.media_server_url, "path": download.camera_path},
+        "media_server": {
+            "url": _without_credentials(download.media_server_url),
+            "path": download.camera_path,
+        },
     }
+
+
+def _without_credentials(url: str) -> str:
+    """The media server's address as a receiver may see it: no user or password in it."""
+    try:
+        parsed = URL(url)
+    except ValueError:
+        return ""
+    return str(parsed.with_user(None)) if parsed.user or parsed.password else url
 
 
 def sign_manifest(claims: Mapping[str, Any], key: Ed25519PrivateKey, kid: str) -> str:
