@@ -106,12 +106,15 @@ class FragmentJoiner:
                 continue
             limit = _MAX_MOOF if kind == b"moof" else _MAX_HEADER
             if size == 0 or size > limit:
-                raise JoinError(f"the media server sent an oversized {kind.decode()} box")
+                raise JoinError(f"The media server sent an oversized {kind.decode()} box")
             if len(buffer) < size:
                 break
             whole = bytes(buffer[:size])
             del buffer[:size]
-            if header_size == 16:  # normalise a 64-bit header so offsets inside are fixed
+            if header_size == 16:
+                if kind == b"moof":  # its data offsets count from its start: keep it as sent
+                    raise JoinError("The media server sent a fragment with a 64-bit header")
+                # normalise a 64-bit header so offsets inside are fixed
                 whole = struct.pack(">I4s", size - 8, kind) + whole[16:]
             out.extend(self._box(kind, whole))
         return out
