@@ -128,28 +128,38 @@ def _write(recordings: Recordings, start: datetime, seconds: int, size: tuple[in
     write_segment(recordings.root / "camera1", "Gate", start, seconds, fps=5, size=size)
 
 
-async def test_a_new_stream_after_a_gap_is_joined_and_a_changed_one_left_out(
+def _stream_changes(recordings: Recordings) -> datetime:
+    """Three recordings with gaps: a new stream with the same picture after the first, then
+    another picture size; when they start."""
+    origin = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    _write(recordings, origin, 20, (320, 180))
+    _write(recordings, origin + timedelta(seconds=30), 20, (320, 180))
+    _write(recordings, origin + timedelta(seconds=60), 20, (640, 360))
+    return origin
+
+
+async def test_a_new_stream_and_another_picture_size_after_gaps_are_all_in_the_file(
     service: Client, own_recordings: Recordings
 ) -> None:
-    """Three recordings with gaps: the second (a new stream, same picture) follows the first;
-    the third (another picture size) cannot share the track, so the manifest does not list
-    it and counts its time as a gap."""
-    origin = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-    _write(own_recordings, origin, 20, (320, 180))
-    _write(own_recordings, origin + timedelta(seconds=30), 20, (320, 180))
-    _write(own_recordings, origin + timedelta(seconds=60), 20, (640, 360))
+    """The new stream follows the first; the other picture size too, its parameter sets
+    carried in-band: every frame at its place and size, three spans and two gaps listed."""
+    origin = _stream_changes(own_recordings)
     ready, claims, path = await _archive(
         service, "alice", 1, origin + timedelta(seconds=5), origin + timedelta(seconds=79)
     )
-    times, moments, picture = _frames(path)
-    assert picture == (320, 180)
+    times, moments, _ = _frames(path)
     recorded = [(m - origin).total_seconds() for m in moments]
-    assert recorded[0] < 5.5 and 49 <= recorded[-1] < 50
-    assert not [s for s in recorded if 20 <= s < 30 or s >= 50]
+    assert recorded[0] < 5.5 and 78 <= recorded[-1] < 79
+    assert recorded == sorted(recorded)
+    assert not [s for s in recorded if 20 <= s < 30 or 50 <= s < 60]
     assert max(b - a for a, b in itertools.pairwise(times)) < 0.25
-    assert 34 <= ready["duration"] <= 36.5
-    assert [round(_seconds(s, origin)[0]) for s in claims["spans"]] == [5, 30]
+    assert 52 <= ready["duration"] <= 55.5
+    assert [round(_seconds(s, origin)[0]) for s in claims["spans"]] == [5, 30, 60]
     assert [round(_seconds(g, origin)[0]) for g in claims["gaps"]] == [20, 50]
+    with av.open(str(path)) as container:
+        sizes = [(f.width, f.height) for f in container.decode(video=0)]
+    assert sizes.index((640, 360)) == len([s for s in recorded if s < 60])
+    assert set(sizes) == {(320, 180), (640, 360)}
 
 
 async def test_an_archive_of_a_range_starting_in_a_gap_starts_at_the_first_recording(

@@ -17,7 +17,7 @@ import pytest
 
 from vms.archive.joiner import FragmentJoiner, JoinError
 from vms.mediaserver.mp4read import iter_boxes
-from vms.mediaserver.synthetic import write_segment
+from vms.mediaserver.synthetic import decode_stripe, write_segment
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -31,9 +31,9 @@ def piece(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 def _join(
-    pieces: list[bytes], expected: float, chunk: int | None = None
+    pieces: list[bytes], expected: float, chunk: int | None = None, *, in_band: bool = False
 ) -> tuple[bytes, list[float]]:
-    joiner = FragmentJoiner(expected)
+    joiner = FragmentJoiner(expected, in_band=in_band)
     out: list[bytes] = []
     seconds = []
     rng = random.Random(7)
@@ -123,3 +123,22 @@ def test_an_oversized_box_is_refused_before_it_is_buffered(piece: bytes) -> None
     joiner.feed(header)
     with pytest.raises(JoinError, match="oversized moof"):
         joiner.feed(struct.pack(">I4s", 0x7FFFFFFF, b"moof"))
+
+
+def test_another_picture_size_carries_its_parameter_sets_in_band(tmp_path: Path) -> None:
+    """320x180, 640x360, 320x180: one track, each frame decoded at its own size and showing
+    its own moment, fed in odd-sized chunks."""
+    pieces = []
+    for index, size in enumerate([(320, 180), (640, 360), (320, 180)]):
+        moment = T0.replace(second=10 * index)
+        path = write_segment(tmp_path / str(index), "Gate", moment, 4, fps=5, size=size)
+        pieces.append(path.read_bytes())
+    joined, seconds = _join(pieces, 12.0, 777, in_band=True)
+    assert seconds == pytest.approx([4.0, 4.0, 4.0], abs=0.01)
+    path = tmp_path / "joined.mp4"
+    path.write_bytes(joined)
+    with av.open(str(path)) as container:
+        frames = [(f.width, decode_stripe(f).second) for f in container.decode(video=0)]
+    assert len(frames) == 60
+    assert [w for w, _ in frames] == [320] * 20 + [640] * 20 + [320] * 20
+    assert [s for _, s in frames] == [10 * (n // 20) + (n % 20) // 5 for n in range(60)]

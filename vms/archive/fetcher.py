@@ -26,9 +26,10 @@ from typing import Protocol
 import aiohttp
 
 from vms.archive.files import fsync_and_publish
-from vms.archive.joiner import FragmentJoiner, JoinError
+from vms.archive.joiner import FragmentJoiner, JoinError, joinable
 from vms.archive.mediaclient import Span
 from vms.archive.mp4check import IncompleteMP4, check_mp4
+from vms.mediaserver.mp4read import Header
 from vms.threads import run_blocking
 
 log = logging.getLogger(__name__)
@@ -177,9 +178,9 @@ async def _fetch_joined(
     on_progress: ProgressCallback,
 ) -> list[Span]:
     """One /get per piece, joined into one file; progress by the seconds written."""
-    pieces = await _joinable(http, pieces, token, limits)
+    pieces, in_band = await _joinable(http, pieces, token, limits)
     expected = sum(piece.seconds for piece in pieces) or 1.0
-    joiner = FragmentJoiner(expected)
+    joiner = FragmentJoiner(expected, in_band=in_band)
     spans: list[Span] = []
 
     async def progress(_received: int) -> None:
@@ -202,26 +203,32 @@ async def _fetch_joined(
 
 async def _joinable(
     http: aiohttp.ClientSession, pieces: Sequence[Piece], token: str, limits: FetchLimits
-) -> list[Piece]:
-    """The pieces whose stream is the first one's, found by reading only their headers.
+) -> tuple[list[Piece], bool]:
+    """The pieces that can share the first one's tracks, and whether their H.264 settings
+    differ (then the joiner carries each piece's parameter sets in-band).
 
-    A piece with another stream cannot share the file's track; knowing before the first byte
-    is written keeps the file's stated length true to what it holds.
+    Read from their headers alone, before the first byte is written, so the file's stated
+    length counts only what it holds: a span with other tracks or another codec is left out.
     """
-    keys = [await _stream_key(http, piece, token, limits) for piece in pieces]
-    first = next((key for key in keys if key is not None), None)
+    headers = [await _header(http, piece, token, limits) for piece in pieces]
+    first = next((header for header in headers if header is not None), None)
     if first is None:
         raise FetchError(NOT_FOUND_MESSAGE, retryable=False)
-    kept = [piece for piece, key in zip(pieces, keys, strict=True) if key == first]
+    kept = [
+        (piece, header)
+        for piece, header in zip(pieces, headers, strict=True)
+        if header is not None and joinable(first, header, in_band=True)
+    ]
     if len(kept) < len(pieces):
         log.warning("%d recorded spans have another stream: left out", len(pieces) - len(kept))
-    return kept
+    in_band = any(header.compat_key != first.compat_key for _, header in kept)
+    return [piece for piece, _ in kept], in_band
 
 
-async def _stream_key(
+async def _header(
     http: aiohttp.ClientSession, piece: Piece, token: str, limits: FetchLimits
-) -> object | None:
-    """What identifies the piece's stream (its tracks and sample entries); None if gone."""
+) -> Header | None:
+    """The piece's ftyp+moov, read from the start of its /get; None if it is gone."""
     joiner = FragmentJoiner(piece.seconds)
     async with _get(http, piece.url, token, limits) as response:
         if response.status == 404:
@@ -230,7 +237,7 @@ async def _stream_key(
         async for chunk in response.content.iter_any():
             joiner.feed(chunk)
             if joiner.header is not None:
-                return joiner.header.compat_key
+                return joiner.header
     raise JoinError("The media server sent a video without a movie header", retryable=True)
 
 

@@ -8,10 +8,14 @@ each piece starts where the previous one ended (gaps skipped, time continuous) a
 fragments renumbered. Sample data is passed through untouched, and only one box header or
 moof is held at a time, so memory stays bounded whatever the archive's length.
 
-A piece whose stream differs from the first one's (another codec, size or track layout)
-cannot follow it in one track: it is left out (the fetcher reads every piece's header first,
-so the file's stated length counts only what it holds), and the archive's spans say so by
-not listing it. Pure and non-blocking: the fetcher feeds it chunks on the event loop.
+A piece recorded with other H.264 settings (another picture size, say) follows in the same
+track with its parameter sets carried in-band: when the fetcher, which reads every piece's
+header first, finds that the pieces' settings differ, the SPS and PPS of each piece are put
+before each of its keyframes (sizes, data offsets and the mdat's length grown to match), so
+a decoder switches at the first frame and again after any seek. A piece with other tracks or
+another codec cannot share the file's tracks: it is left out, before a byte is written, and
+the archive's spans say so by not listing it. Pure and non-blocking: the fetcher feeds it
+chunks on the event loop.
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ import logging
 import math
 import struct
 
-from vms.mediaserver.mp4read import Header, SegmentError, child, iter_boxes, parse_header
+from vms.mediaserver.mp4read import (
+    SAMPLE_IS_NON_SYNC,
+    Header,
+    Run,
+    SegmentError,
+    child,
+    iter_boxes,
+    parse_header,
+)
 from vms.mediaserver.mp4read import parse_moof as _parse_moof
 from vms.mediaserver.remux.fmp4 import fmp4_moov
 
@@ -42,8 +54,11 @@ class JoinError(Exception):
 class FragmentJoiner:
     """Feeds pieces in order; hands back the bytes of the one joined file."""
 
-    def __init__(self, expected_seconds: float) -> None:
+    def __init__(self, expected_seconds: float, *, in_band: bool = False) -> None:
+        """`in_band`: the pieces' H.264 settings differ (read from their headers first), so
+        every keyframe carries its piece's parameter sets in-band (see parameter_sets)."""
         self._expected = expected_seconds
+        self._in_band = in_band
         self._first: Header | None = None
         self._sequence = 0
         self._ends: dict[int, int] = {}  # per track: output decode time after its last sample
@@ -60,6 +75,11 @@ class FragmentJoiner:
         self._first_dts: dict[int, int] = {}
         self._base: dict[int, int] = {}
         self._piece_ends: dict[int, int] = {}
+        self._prefix = b""  # the piece's SPS and PPS, put before each of its keyframes
+        self._inserts: list[int] = []  # where, counted from the current moof's start
+        self._moof_size = 0
+        self._body: list[int] = []  # the same, counted in the current mdat's body
+        self._body_at = 0
 
     @property
     def header(self) -> Header | None:
@@ -87,7 +107,7 @@ class FragmentJoiner:
             if self._to_end or self._pass_left:
                 take = len(buffer) if self._to_end else min(len(buffer), self._pass_left)
                 if self._pass_out:
-                    out.append(bytes(buffer[:take]))
+                    out.extend(self._with_prefixes(bytes(buffer[:take])))
                 del buffer[:take]
                 if not self._to_end:
                     self._pass_left -= take
@@ -127,10 +147,37 @@ class FragmentJoiner:
         if keep:
             if size == 0:  # "to the end": give it a length the next piece cannot break
                 raise JoinError("The media server sent an mdat of unknown length")
+            start = self._moof_size + header_size
+            self._body = [at - start for at in self._inserts]
+            self._inserts, self._body_at = [], 0
+            if self._body:
+                grown = size + len(self._body) * len(self._prefix)
+                if header_size == 8 and grown > 0xFFFFFFFF:
+                    raise JoinError("The media server sent a fragment too large to carry")
+                head = (
+                    struct.pack(">I4s", grown, b"mdat")
+                    if header_size == 8
+                    else struct.pack(">I4sQ", 1, b"mdat", grown)
+                )
             out.append(head)
         self._pass_out = keep
         self._to_end = size == 0
         self._pass_left = size - header_size
+
+    def _with_prefixes(self, data: bytes) -> list[bytes]:
+        """An mdat body's next bytes, with the parameter sets put before each keyframe."""
+        if not self._body:
+            self._body_at += len(data)
+            return [data]
+        out = []
+        position = 0
+        while self._body and self._body[0] < self._body_at + len(data):
+            cut = self._body.pop(0) - self._body_at
+            out += [data[position:cut], self._prefix]
+            position = cut
+        out.append(data[position:])
+        self._body_at += len(data)
+        return out
 
     def _box(self, kind: bytes, whole: bytes) -> list[bytes]:
         if kind == b"ftyp":
@@ -153,10 +200,12 @@ class FragmentJoiner:
         except (SegmentError, struct.error, IndexError):
             raise JoinError("The media server sent a video that is not fragmented MP4") from None
         self._header = header
+        if self._in_band:
+            self._prefix = parameter_sets(header) or b""
         if self._first is None:
             self._first = header
             return [self._ftyp + fmp4_moov(header, self._expected)]
-        if header.compat_key != self._first.compat_key:
+        if not joinable(self._first, header, in_band=self._in_band):
             log.warning("a recorded span has another stream than the first; left out")
             self._skipping = True
             return []
@@ -173,6 +222,7 @@ class FragmentJoiner:
         header = self._header
         assert header is not None
         data = bytearray(moof)
+        self._moof_size = len(moof)
         try:
             runs = _parse_moof(moof, 0, header, len(moof) + 8, 1 << 62)
             ends: dict[int, int] = {}
@@ -184,6 +234,8 @@ class FragmentJoiner:
                     struct.pack_into(">I", data, payload + 4, self._sequence)
                 elif kind == b"traf":
                     self._retime(data, moof, payload, end, ends)
+            if self._prefix:
+                self._inserts = _carry_prefix(data, moof, header, runs, len(self._prefix))
         except (SegmentError, struct.error, IndexError):
             raise JoinError("The media server sent a broken fragment") from None
         return bytes(data)
@@ -232,3 +284,108 @@ class FragmentJoiner:
         video = [tid for tid in ends if tracks[tid].handler == b"vide"]
         chosen = video or list(ends)
         return max(ends[tid] / tracks[tid].timescale for tid in chosen)
+
+
+def _avcc(stsd: bytes) -> bytes | None:
+    """The avcC of an stsd whose one sample entry is H.264 (avc1 or avc3); None otherwise."""
+    if len(stsd) < 24 or int.from_bytes(stsd[12:16], "big") != 1:
+        return None
+    entry_size, entry_type = struct.unpack_from(">I4s", stsd, 16)
+    if entry_type not in (b"avc1", b"avc3") or 16 + entry_size > len(stsd):
+        return None
+    try:
+        at, end = child(stsd, 16 + 8 + 78, 16 + entry_size, b"avcC")
+    except SegmentError:
+        return None
+    return stsd[at:end]
+
+
+def _video(header: Header) -> int | None:
+    return next((tid for tid, t in header.tracks.items() if t.handler == b"vide"), None)
+
+
+def parameter_sets(header: Header) -> bytes | None:
+    """The SPS and PPS of the header's H.264 track as NAL units in sample form, or None."""
+    video = _video(header)
+    avcc = _avcc(header.tracks[video].stsd) if video is not None else None
+    if avcc is None or len(avcc) < 7:
+        return None
+    length_size = (avcc[4] & 0x3) + 1
+    units = []
+    position = 5
+    for mask in (0x1F, 0xFF):  # first the SPS count (5 bits), then the PPS count
+        count = avcc[position] & mask
+        position += 1
+        for _ in range(count):
+            size = int.from_bytes(avcc[position : position + 2], "big")
+            units.append(avcc[position + 2 : position + 2 + size])
+            position += 2 + size
+    if position > len(avcc) or not units:
+        return None
+    return b"".join(len(u).to_bytes(length_size, "big") + u for u in units)
+
+
+def joinable(first: Header, other: Header, *, in_band: bool) -> bool:
+    """Whether `other`'s samples can follow `first`'s in the same tracks.
+
+    With parameter sets carried in-band, the H.264 settings may differ (another picture
+    size); the tracks, their timescales, the NAL length size and any other track may not.
+    """
+    if other.compat_key == first.compat_key:
+        return True
+    if not in_band:
+        return False
+    if tuple((t.track_id, t.timescale, t.handler) for t in first.tracks.values()) != tuple(
+        (t.track_id, t.timescale, t.handler) for t in other.tracks.values()
+    ):
+        return False
+    video = _video(first)
+    for tid, track in first.tracks.items():
+        if tid != video and track.stsd != other.tracks[tid].stsd:
+            return False
+    if video is None:
+        return False
+    mine, theirs = _avcc(first.tracks[video].stsd), _avcc(other.tracks[video].stsd)
+    return mine is not None and theirs is not None and (mine[4] & 3) == (theirs[4] & 3)
+
+
+def _carry_prefix(
+    data: bytearray, moof: bytes, header: Header, runs: list[Run], size: int
+) -> list[int]:
+    """Grow each video keyframe by `size` bytes in the moof (sizes and data offsets);
+    where the bytes go, counted from the moof's start."""
+    video = _video(header)
+    inserts: list[int] = []
+    for run in runs:
+        if run.track_id != video:
+            continue
+        at = run.data_offset
+        for sample_size, flags in zip(run.sizes, run.flags, strict=True):
+            if not flags & SAMPLE_IS_NON_SYNC:
+                inserts.append(at)
+            at += sample_size
+    if not inserts:
+        return []
+    truns = [
+        (payload, end)
+        for kind, tpayload, tend in iter_boxes(moof, 8, len(moof))
+        if kind == b"traf"
+        for sub, payload, end in iter_boxes(moof, tpayload, tend)
+        if sub == b"trun" and struct.unpack_from(">I", moof, payload + 4)[0]
+    ]
+    for (payload, _), run in zip(truns, runs, strict=True):
+        flags = int.from_bytes(moof[payload + 1 : payload + 4], "big")
+        if not flags & 0x1 or (run.track_id == video and not flags & 0x200):
+            raise JoinError("The media server sent fragments whose stream cannot change")
+        before = sum(size for at in inserts if at < run.data_offset)
+        (offset,) = struct.unpack_from(">i", moof, payload + 8)
+        struct.pack_into(">i", data, payload + 8, offset + before)
+        if run.track_id != video:
+            continue
+        position = payload + 12 + (4 if flags & 0x4 else 0)
+        width = 4 * sum(1 for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit)
+        size_at = position + (4 if flags & 0x100 else 0)
+        for index, (sample_size, sample_flags) in enumerate(zip(run.sizes, run.flags, strict=True)):
+            if not sample_flags & SAMPLE_IS_NON_SYNC:
+                struct.pack_into(">I", data, size_at + index * width, sample_size + size)
+    return inserts
