@@ -1,4 +1,5 @@
-"""Administration commands: users and cameras, straight on the database (no service needed)."""
+"""Administration commands: users, cameras and signing keys, on the data directory (no service
+needed)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +19,7 @@ from vms.archive.fetcher import free_bytes
 from vms.audit import audit
 from vms.config import Config
 from vms.dates import utcnow
+from vms.keystore import load_or_create, rotate
 from vms.models import Status, User
 from vms.preflight import holder
 from vms.store import Conflict, Database, NotFound, StoreError
@@ -255,4 +259,38 @@ async def status(db: Database, config: Config) -> int:
             print(f"media server {server.url}: {cameras} camera(s), {state}")
     pid = holder(config.data_dir)
     print(f"server: running (pid {pid})" if pid else "server: not running")
+    return 0
+
+
+def signing_keep_seconds(config: Config) -> float:
+    """How long a retired signing key must stay published: the longest anything it signed
+    can still be in use (an access token, a media token, or a manifest served with its file,
+    which lives `archive_ttl` and until the next cleanup run)."""
+    return max(
+        config.token_ttl, config.media_token_ttl, config.archive_ttl + config.cleanup_interval
+    )
+
+
+def keys_rotate(config: Config) -> int:
+    """`keys rotate`: sign with a new key from now on; the old one stays published a while."""
+    keys_dir = config.keys_dir
+    load_or_create(keys_dir)
+    now = time.time()
+    kid, retired = rotate(keys_dir, signing_keep_seconds(config), now)
+    until = datetime.fromtimestamp(retired.drop_after, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    print(f"New signing key: {kid}")
+    print(f"Retired key {retired.jwk['kid']} stays in the JWKS until {until}.")
+    print("A running service signs with the new key within a second.")
+    return 0
+
+
+def keys_list(config: Config) -> int:
+    """`keys list`: the published keys, the current one first."""
+    keystore = load_or_create(config.keys_dir)
+    for entry in keystore.jwks()["keys"]:
+        if "retired_at" in entry:
+            since = datetime.fromtimestamp(entry["retired_at"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            print(f"{entry['kid']}  retired {since}")
+        else:
+            print(f"{entry['kid']}  signing")
     return 0

@@ -26,6 +26,7 @@ from vms.archive.cleanup import cleanup_forever
 from vms.archive.fetcher import FetchLimits
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
+from vms.archive.manifest import sign_manifest
 from vms.archive.mediaclient import MediaClient
 from vms.archive.requests import ArchiveRequests
 from vms.archive.worker import ArchiveWorker, WorkerSettings
@@ -33,10 +34,9 @@ from vms.auth import Authenticator
 from vms.bootstrap import DEMO_CAMERAS, ensure_demo_cameras, follow_media_port
 from vms.config import Config
 from vms.dates import utcnow
-from vms.keystore import load_or_create
+from vms.keystore import PublishedKeys, load_or_create
 from vms.listen import GuardedRunner, Limits, start_site
 from vms.logs import AccessLogger, scrub_library_logs
-from vms.mediaserver.auth import StaticKeys
 from vms.metrics import Metrics
 from vms.push.hub import Hub
 from vms.resources import Resources
@@ -59,7 +59,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data_dir, 0o700)
     keystore = app[appkeys.KEYSTORE] = load_or_create(config.keys_dir)
-    app[appkeys.MEDIA_KEYS] = StaticKeys(keystore.jwks())
+    app[appkeys.MEDIA_KEYS] = PublishedKeys(keystore)
     app[appkeys.DB] = db = await Database.open(config.database_path)
     app[appkeys.AUTH] = Authenticator(config, db, keystore)
     yield
@@ -103,9 +103,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(auto_decompress=False, connector=connector) as http:
         media = MediaClient(http, lambda path, start, end: links.token(path, start, end))
         worker = ArchiveWorker(
-            _worker_settings(config), db, files, http, links, resources, hub,
+            _worker_settings(config),
+            db,
+            files,
+            http,
+            media,
+            links,
+            resources,
+            hub,
+            lambda claims: sign_manifest(claims, keystore.signing_key, keystore.kid),
             metrics=app[monitoring.METRICS],
-        )  # fmt: skip
+        )
         requests = app[appkeys.REQUESTS] = ArchiveRequests(
             db,
             media,

@@ -13,7 +13,7 @@ from vms.archive.requests import ArchiveRequests
 from vms.auth import Authenticator
 from vms.config import Config
 from vms.keystore import Keystore
-from vms.mediaserver.auth import StaticKeys
+from vms.mediaserver.auth import KeySource
 from vms.push.hub import Hub
 from vms.resources import Resources
 from vms.sessions import Sessions
@@ -28,7 +28,7 @@ URLS = web.AppKey[Urls]("urls")
 DB = web.AppKey[Database]("db")
 KEYSTORE = web.AppKey[Keystore]("keystore")
 # The service's own public keys, as a media server checks media tokens with them.
-MEDIA_KEYS = web.AppKey[StaticKeys]("media_keys")
+MEDIA_KEYS = web.AppKey[KeySource]("media_keys")
 AUTH = web.AppKey[Authenticator]("auth")
 SESSIONS = web.AppKey[Sessions]("sessions")
 LINKS = web.AppKey[MediaLinks]("links")

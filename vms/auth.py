@@ -61,7 +61,6 @@ class Authenticator:
         self._config = config
         self._db = db
         self._keystore = keystore
-        self._public_key = keystore.public_key
         self._issuer = config.base_url
         self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -156,9 +155,14 @@ class Authenticator:
             self._verified.move_to_end(token)
             return claims
         try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            # The key it names (the current one, or one retired but still published).
+            key = self._keystore.verification_key(kid if isinstance(kid, str) else None)
+            if key is None or not (kid is None or isinstance(kid, str)):
+                raise Unauthenticated
             claims = jwt.decode(
                 token,
-                self._public_key,
+                key,
                 algorithms=[ALGORITHM],
                 audience=API_AUDIENCE,
                 issuer=self._issuer,

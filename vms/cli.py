@@ -24,6 +24,7 @@ from vms.preflight import StartupError
 from vms.store import StoreError
 from vms.tls import Tls
 from vms.tls import load as load_tls
+from vms.verify import verify
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,27 @@ def build_parser() -> argparse.ArgumentParser:
     _common(camera_list)
 
     _add_admin_commands(commands, user_commands, camera_commands)
+    keys = commands.add_parser("keys", help="the signing keys of tokens and manifests")
+    _common(keys)
+    key_commands = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
+    rotate = key_commands.add_parser(
+        "rotate", help="sign with a new key; the old one stays in the JWKS until unused"
+    )
+    _common(rotate)
+    key_list = key_commands.add_parser("list", help="the published keys")
+    _common(key_list)
+
+    check = commands.add_parser(
+        "verify", help="check an archive file against its signed manifest (offline)"
+    )
+    _common(check)
+    check.add_argument("file", type=Path, metavar="FILE", help="the archive (.mp4)")
+    check.add_argument("manifest", type=Path, metavar="MANIFEST", help="its manifest (JWS)")
+    check.add_argument(
+        "--jwks",
+        metavar="FILE|URL",
+        help="the VMS's saved /.well-known/jwks.json, or its URL (default: this VMS's URL)",
+    )
 
     media = commands.add_parser("media-server", help="run only the media server, for another box")
     _common(media)
@@ -274,6 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = _run_admin(config, args)
     if done is not None:
         return done
+    if args.command == "keys":
+        return admin.keys_rotate(config) if args.action == "rotate" else admin.keys_list(config)
+    if args.command == "verify":
+        jwks = args.jwks or f"{config.base_url}/.well-known/jwks.json"
+        return verify(args.file, args.manifest, jwks, sys.stdout, sys.stderr)
     if args.command == "user":
         if args.action == "add":
             return asyncio.run(admin.with_db(config, lambda db: admin.user_add(db, args)))

@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,14 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from vms.archive.files import fsync_and_publish
+from vms.mediaserver.auth import StaticKeys, VerifyKey
+
 log = logging.getLogger(__name__)
 
 SIGNING_KEY_FILE = "signing-ed25519.pem"
 SECRETS_FILE = "secrets.json"
+RETIRED_FILE = "retired-keys.json"
 
 
 def _b64url(data: bytes) -> str:
@@ -34,66 +40,201 @@ def write_private(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-@dataclass(frozen=True)
-class Keystore:
-    """The service's signing key (EdDSA: cheap to sign on the hot path) and shared secrets."""
+def public_jwk(public_key: Ed25519PublicKey) -> dict[str, Any]:
+    """The public JWK of an Ed25519 key, its `kid` the RFC 7638 thumbprint."""
+    x = _b64url(public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    canonical = json.dumps(
+        {"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"), sort_keys=True
+    )
+    kid = _b64url(hashlib.sha256(canonical.encode()).digest())
+    return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}
 
-    signing_key: Ed25519PrivateKey
-    app_key: str
-    app_secret: str
-    url_secret: bytes
+
+@dataclass(frozen=True)
+class RetiredKey:
+    """A public key no longer signing, kept in the JWKS until nothing it signed can be live."""
+
+    jwk: dict[str, Any]
+    retired_at: int
+    drop_after: int
 
     @property
     def public_key(self) -> Ed25519PublicKey:
-        """The key that verifies every token the service signs."""
+        """The key itself."""
+        return Ed25519PublicKey.from_public_bytes(_unb64url(self.jwk["x"]))
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class _Keys:
+    signing_key: Ed25519PrivateKey
+    jwk: dict[str, Any]
+    retired: tuple[RetiredKey, ...]
+    stamp: tuple[int, int]
+
+
+class Keystore:
+    """The service's signing key (EdDSA: cheap to sign on the hot path) and shared secrets.
+
+    After `server.py keys rotate` the running service picks up the new key within a second
+    (it looks at the key file's change time at most once a second) and keeps verifying what
+    the old one signed: retired public keys stay in the JWKS, marked with `retired_at`,
+    until `drop_after`.
+    """
+
+    def __init__(
+        self,
+        keys_dir: Path,
+        app_key: str,
+        app_secret: str,
+        url_secret: bytes,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._dir = keys_dir
+        self.app_key = app_key
+        self.app_secret = app_secret
+        self.url_secret = url_secret
+        self._clock = clock
+        self._keys = _read_keys(keys_dir)
+        self._checked = time.monotonic()
+
+    def _current(self) -> _Keys:
+        now = time.monotonic()
+        if now - self._checked >= 1.0:
+            self._checked = now
+            if _stamp(self._dir) != self._keys.stamp:
+                self._keys = _read_keys(self._dir)
+                log.info("signing keys reloaded: now signing with %s", self._keys.jwk["kid"])
+        return self._keys
+
+    @property
+    def signing_key(self) -> Ed25519PrivateKey:
+        """The key that signs tokens and manifests now."""
+        return self._current().signing_key
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        """The public half of the current signing key."""
         return self.signing_key.public_key()
 
     @property
     def kid(self) -> str:
-        """RFC 7638 thumbprint of the public key, used as the JWT `kid`."""
-        canonical = json.dumps(
-            {"crv": "Ed25519", "kty": "OKP", "x": self._x()}, separators=(",", ":"), sort_keys=True
-        )
-        return _b64url(hashlib.sha256(canonical.encode()).digest())
+        """RFC 7638 thumbprint of the current public key, used as the JWT `kid`."""
+        return str(self._current().jwk["kid"])
 
-    def _x(self) -> str:
-        raw = self.public_key.public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        return _b64url(raw)
+    def verification_key(self, kid: str | None) -> Ed25519PublicKey | None:
+        """The published key named `kid` (the current one when None); None if unknown."""
+        keys = self._current()
+        if kid is None or kid == keys.jwk["kid"]:
+            return keys.signing_key.public_key()
+        now = self._clock()
+        for retired in keys.retired:
+            if retired.jwk["kid"] == kid and retired.drop_after > now:
+                return retired.public_key
+        return None
 
     def jwks(self) -> dict[str, Any]:
         """The public JSON Web Key Set published at /.well-known/jwks.json."""
-        return {
-            "keys": [
-                {
-                    "kty": "OKP",
-                    "crv": "Ed25519",
-                    "x": self._x(),
-                    "kid": self.kid,
-                    "alg": "EdDSA",
-                    "use": "sig",
-                }
-            ]
-        }
+        keys = self._current()
+        now = self._clock()
+        published = [dict(keys.jwk)]
+        for retired in keys.retired:
+            if retired.drop_after > now:
+                published.append({**retired.jwk, "retired_at": retired.retired_at})
+        return {"keys": published}
 
 
-def load_or_create(keys_dir: Path) -> Keystore:
-    """Read the keys from `keys_dir`, generating any that are missing."""
+class PublishedKeys:
+    """The keystore's JWKS as the media server's key source, following rotations."""
+
+    def __init__(self, keystore: Keystore) -> None:
+        self._keystore = keystore
+        self._jwks: dict[str, Any] | None = None
+        self._keys = StaticKeys({"keys": []})
+
+    async def keys_for(self, kid: str | None) -> list[VerifyKey]:
+        """The published key named `kid` (every one for None); UnknownKey if there is none."""
+        jwks = self._keystore.jwks()
+        if jwks != self._jwks:
+            self._keys, self._jwks = StaticKeys(jwks), jwks
+        return await self._keys.keys_for(kid)
+
+
+def _stamp(keys_dir: Path) -> tuple[int, int]:
+    """Changes whenever the signing key or the retired list is replaced."""
+    stamps = []
+    for name in (SIGNING_KEY_FILE, RETIRED_FILE):
+        try:
+            stamps.append((keys_dir / name).stat().st_mtime_ns)
+        except FileNotFoundError:
+            stamps.append(0)
+    return stamps[0], stamps[1]
+
+
+def _read_keys(keys_dir: Path) -> _Keys:
+    stamp = _stamp(keys_dir)
+    key_path = keys_dir / SIGNING_KEY_FILE
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{key_path} is not an Ed25519 private key")
+    retired: list[RetiredKey] = []
+    retired_path = keys_dir / RETIRED_FILE
+    if retired_path.exists():
+        for entry in json.loads(retired_path.read_text(encoding="utf-8")).get("keys", []):
+            jwk = {k: v for k, v in entry.items() if k not in ("retired_at", "drop_after")}
+            retired.append(RetiredKey(jwk, int(entry["retired_at"]), int(entry["drop_after"])))
+    return _Keys(key, public_jwk(key.public_key()), tuple(retired), stamp)
+
+
+def _new_key_pem() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def rotate(keys_dir: Path, keep_seconds: float, now: float) -> tuple[str, RetiredKey]:
+    """Sign with a new key from now on; the old public key stays published `keep_seconds`.
+
+    Retired keys whose time is up are dropped from the list. Returns the new kid and the
+    retired key. Each file is replaced atomically, the list before the key, so a reader
+    never sees a new key whose predecessor is not listed.
+    """
+    current = _read_keys(keys_dir)
+    retired = RetiredKey(current.jwk, int(now), int(now + keep_seconds))
+    kept = [r for r in current.retired if r.drop_after > now and r.jwk["kid"] != current.jwk["kid"]]
+    entries = [
+        {**r.jwk, "retired_at": r.retired_at, "drop_after": r.drop_after} for r in (*kept, retired)
+    ]
+    _replace_private(keys_dir / RETIRED_FILE, json.dumps({"keys": entries}, indent=2).encode())
+    pem = _new_key_pem()
+    _replace_private(keys_dir / SIGNING_KEY_FILE, pem)
+    new_key = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(new_key, Ed25519PrivateKey)
+    return str(public_jwk(new_key.public_key())["kid"]), retired
+
+
+def _replace_private(path: Path, data: bytes) -> None:
+    """Write `data` to a new 0600 file and move it over `path` atomically."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.unlink(missing_ok=True)
+    write_private(temporary, data)
+    fsync_and_publish(temporary, path)
+
+
+def load_or_create(keys_dir: Path, clock: Callable[[], float] = time.time) -> Keystore:
+    """Read the keys from `keys_dir`, generating any that are missing (`clock`: Unix time)."""
     keys_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(keys_dir, 0o700)
     key_path = keys_dir / SIGNING_KEY_FILE
     if not key_path.exists():
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        write_private(key_path, pem)
+        write_private(key_path, _new_key_pem())
         log.info("generated a new token signing key in %s", keys_dir)
-    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{key_path} is not an Ed25519 private key")
 
     secrets_path = keys_dir / SECRETS_FILE
     if not secrets_path.exists():
@@ -105,13 +246,14 @@ def load_or_create(keys_dir: Path) -> Keystore:
         write_private(secrets_path, json.dumps(generated, indent=2).encode())
         log.info("generated new push and URL signing secrets in %s", keys_dir)
     stored = json.loads(secrets_path.read_text(encoding="utf-8"))
-    for path in (key_path, secrets_path):
-        if path.stat().st_mode & 0o077:
+    for path in (key_path, secrets_path, keys_dir / RETIRED_FILE):
+        if path.exists() and path.stat().st_mode & 0o077:
             log.warning("%s is readable by others; restricting it to 0600", path)
             os.chmod(path, 0o600)
     return Keystore(
-        signing_key=key,
+        keys_dir,
         app_key=stored["app_key"],
         app_secret=stored["app_secret"],
         url_secret=bytes.fromhex(stored["url_secret"]),
+        clock=clock,
     )

@@ -107,6 +107,8 @@ class Download:
     # Measured while a ready archive was written: seconds of footage in it, and its SHA-256.
     duration: float | None = None
     sha256: str | None = None
+    # A link record's first recorded moment, when later than range_from: its links start there.
+    recorded_from: datetime | None = None
 
 
 def effective_status(download: Download, file_exists: bool) -> Status:

@@ -522,6 +522,39 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/downloads/{id}/manifest": {
+            "get": {
+                "summary": "The signed manifest of a ready archive (a compact JWS).",
+                "description": "`alg` EdDSA, `typ` vms-archive-manifest+jwt, `kid` of a key in "
+                "/.well-known/jwks.json. The payload says which camera and range the file "
+                "holds, the recorded `spans` in it and the `gaps` (measured while it was "
+                "written), its `size` and `sha256`, who asked for it and from which media "
+                "server. The caller's own, or anyone's for an operator. Check a file "
+                "against it offline with `python server.py verify FILE MANIFEST --jwks FILE`.",
+                "security": _BEARER,
+                "parameters": [_download_id(), *_DEVICE_HEADERS],
+                "responses": {
+                    "200": {
+                        "description": "The manifest.",
+                        "content": {
+                            "application/vms-archive-manifest+jwt": {
+                                "schema": {
+                                    "type": "string",
+                                    "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+                                }
+                            }
+                        },
+                    },
+                    "401": unauthenticated,
+                    "404": _error(
+                        "Not the caller's, no such download, or one that never became a file."
+                    ),
+                    "409": _error("The archive is still being made: no digest yet."),
+                    "410": _error("The archive's file has been deleted or has expired."),
+                    "422": invalid,
+                },
+            }
+        },
         "/api/v1/downloads/{id}": {
             "get": {
                 "summary": "One of the caller's downloads: history record or server archive.",

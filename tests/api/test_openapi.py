@@ -84,6 +84,9 @@ async def test_real_answers_match_the_document(
     one = "/api/v1/downloads/{id}"
     await _check(doc, one, "get", await service.get("/api/v1/downloads/1", headers=headers))
     await _check(doc, one, "get", await service.get("/api/v1/downloads/999", headers=headers))
+    manifest = "/api/v1/downloads/{id}/manifest"
+    for target in ("/api/v1/downloads/1/manifest", "/api/v1/downloads/999/manifest"):
+        await _check(doc, manifest, "get", await service.get(target, headers=headers))
     await _check(doc, "/api/v1/wsurl", "get", await service.get("/api/v1/wsurl", headers=headers))
     auth = "/api/v1/broadcasting/auth"
     channel = f"private-token.{answer['user']['access_token_id']}"

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 
+import aiohttp
 import av
 from aiohttp import web
 
@@ -53,6 +54,8 @@ class BadMediaServer:
     # In mode "flaky", this many /get requests fail with 503 before one succeeds.
     failures_before_success: int = 1
     release: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    # What /list answers: (start, seconds) entries; None: one day up to now.
+    listing: list[tuple[datetime, float]] | None = None
 
     def app(self) -> web.Application:
         """The aiohttp application answering /list and /get."""
@@ -62,9 +65,12 @@ class BadMediaServer:
         return app
 
     async def _list(self, request: web.Request) -> web.Response:
-        start = datetime.now(UTC) - timedelta(days=1)
+        entries = self.listing or [(datetime.now(UTC) - timedelta(days=1), 86400.0)]
         return web.json_response(
-            [{"start": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "duration": 86400.0, "url": ""}]
+            [
+                {"start": _rfc3339(start), "duration": seconds, "url": ""}
+                for start, seconds in entries
+            ]
         )
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
@@ -115,3 +121,77 @@ async def serve(server: BadMediaServer, port: int = 0) -> AsyncGenerator[str, No
     finally:
         server.release.set()
         await runner.cleanup()
+
+
+class StopAtGap:
+    """A real proxy before a media server whose /get stops at the first gap, as MediaMTX's does.
+
+    /list is passed on; /get asks the upstream's /list and serves only the recorded span the
+    start falls in (404 for a start inside a gap), however long the duration asked for.
+    `gets` holds each distinct (start, duration) served.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.gets: set[tuple[str, float]] = set()
+
+    def app(self) -> web.Application:
+        """The proxy's application."""
+        app = web.Application()
+        app.router.add_get("/list", self._list)
+        app.router.add_get("/get", self._get)
+        app.cleanup_ctx.append(self._session)
+        return app
+
+    async def _session(self, app: web.Application) -> AsyncGenerator[None, None]:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            self._http = session
+            yield
+
+    def _headers(self, request: web.Request) -> dict[str, str]:
+        return {"Authorization": request.headers.get("Authorization", "")}
+
+    async def _list(self, request: web.Request) -> web.Response:
+        async with self._http.get(
+            f"{self.upstream}/list", params=request.query, headers=self._headers(request)
+        ) as upstream:
+            return web.Response(
+                status=upstream.status, body=await upstream.read(), content_type="application/json"
+            )
+
+    async def _get(self, request: web.Request) -> web.StreamResponse:
+        query = dict(request.query)
+        start = datetime.fromisoformat(query["start"].replace("Z", "+00:00"))
+        end = start + timedelta(seconds=float(query["duration"]))
+        listing = {"path": query["path"], "start": query["start"], "end": _rfc3339(end)}
+        listing.update({k: query[k] for k in ("jwt", "token") if k in query})
+        async with self._http.get(
+            f"{self.upstream}/list", params=listing, headers=self._headers(request)
+        ) as upstream:
+            entries = await upstream.json() if upstream.status == 200 else []
+        stop = None
+        for entry in entries:
+            begin = datetime.fromisoformat(entry["start"].replace("Z", "+00:00"))
+            if begin <= start < begin + timedelta(seconds=entry["duration"]):
+                stop = min(end, begin + timedelta(seconds=entry["duration"]))
+        if stop is None:
+            return web.json_response(
+                {"status": "error", "error": "no recordings found"}, status=404
+            )
+        query["duration"] = f"{(stop - start).total_seconds():.6f}"
+        self.gets.add((query["start"], float(query["duration"])))
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        async with self._http.get(
+            f"{self.upstream}/get", params=query, headers=self._headers(request)
+        ) as upstream:
+            if upstream.status != 200:
+                return web.Response(status=upstream.status, body=await upstream.read())
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        await response.write_eof()
+        return response
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -175,3 +175,13 @@ async def wait_status(
             raise AssertionError(f"download stuck in {data['status']!r}")
         # A request costs about a millisecond on loopback: poll often, finish soon after.
         await asyncio.sleep(0.01)
+
+
+async def ready_archive(
+    client: Client, footage: Footage, user: str = "alice", *, device: str = PHONE
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A phone login of `user` and the ready archive (DOWNLOAD) it asked for."""
+    phone = await login(client, user, device=device, x_client="ios-cctv")
+    _, body = await ask_archive(client, phone, footage, device=device)
+    ready = await wait_status(client, phone, body["download"]["id"], {"ready"}, device=device)
+    return phone, ready

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.support.chromium import ARGS, CHROMIUM, MARKS
 from tests.support.pages import SlowMedia, add_downloads, archives_of, thick_link
 from tests.support.service import PASSWORD, Client, Footage, bearer, login, rfc3339
 from vms import appkeys
@@ -21,27 +21,11 @@ from vms.resources import download_name
 
 pw = pytest.importorskip("playwright.async_api")
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists() and not os.environ.get("CI"), reason="needs Debian's chromium"
-    ),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture

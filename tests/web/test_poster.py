@@ -10,7 +10,7 @@ from typing import Any
 from PIL import Image
 
 from tests.support.pages import Browser, signed_in
-from tests.support.service import Client, Footage, ask_archive, login, wait_status
+from tests.support.service import Client, Footage, ready_archive
 from vms import appkeys
 from vms.archive.cleanup import purge_expired
 from vms.dates import utcnow
@@ -20,11 +20,8 @@ Browsers = Callable[[], Browser]
 
 async def _ready_archive(service: Client, footage: Footage) -> tuple[dict[str, Any], int]:
     """Alice's phone login and a ready archive it asked for."""
-    phone = await login(service, "alice", device="phone", x_client="ios-cctv")
-    _, body = await ask_archive(service, phone, footage, device="phone")
-    download_id: int = body["download"]["id"]
-    await wait_status(service, phone, download_id, {"ready"}, device="phone")
-    return phone, download_id
+    phone, ready = await ready_archive(service, footage, device="phone")
+    return phone, ready["id"]
 
 
 async def test_a_ready_archive_has_a_poster_its_owner_sees_in_the_player(

@@ -10,17 +10,22 @@ from aiohttp import web
 from vms import appkeys, urls
 from vms.api.errors import ApiError
 from vms.api.inputs import authenticated, header_values, parse_id, query_values, read_body
+from vms.archive.files import content_disposition
+from vms.archive.manifest import MEDIA_TYPE
 from vms.archive.requests import (
     CameraNotFound,
     InvalidCameras,
     NoRecording,
 )
-from vms.models import THICK_CLIENT, Download, Kind, User
+from vms.models import PENDING, THICK_CLIENT, Download, Kind, Status, User
 from vms.pagination import Page
 from vms.validation import ValidationFailed
 
 NO_RECORDING = "No recording found between from and to."
 DOWNLOAD_NOT_FOUND = "Download not found."
+MANIFEST_NOT_READY = "The archive is not ready yet."
+NO_MANIFEST = "This download has no manifest."
+ARCHIVE_EXPIRED = "This archive has expired."
 _LIST_PARAMETERS = ("page", "per_page", "from", "to", "kind")
 _KINDS = {"link": (Kind.LINK,), "archive": (Kind.ARCHIVE,), "all": (Kind.LINK, Kind.ARCHIVE)}
 
@@ -106,6 +111,38 @@ async def show_download(request: web.Request) -> web.Response:
     if download is None or download.user_id != principal.user.id:
         raise ApiError(404, DOWNLOAD_NOT_FOUND)
     return web.json_response({"data": app[appkeys.RESOURCES].download(download)})
+
+
+async def show_manifest(request: web.Request) -> web.Response:
+    """GET /api/v1/downloads/{id}/manifest: the signed manifest of a ready archive.
+
+    The caller's own, or anyone's for an operator; 409 while the archive is being made (its
+    digest is not known yet), 404 for a download that never became a file, 410 once the file
+    is gone.
+    """
+    app = request.config_dict
+    principal = await authenticated(request)
+    download_id = parse_id(request.match_info["id"])
+    db = app[appkeys.DB]
+    download = await db.download(download_id) if download_id else None
+    user = principal.user
+    if download is None or not (user.is_admin or download.user_id == user.id):
+        raise ApiError(404, DOWNLOAD_NOT_FOUND)
+    if download.kind == Kind.ARCHIVE and download.status in PENDING:
+        raise ApiError(409, MANIFEST_NOT_READY)
+    resources = app[appkeys.RESOURCES]
+    if download.kind == Kind.ARCHIVE and resources.facts(download).status == Status.EXPIRED:
+        # Served while its file is: a retired key need outlive only the archives it signed.
+        raise ApiError(410, ARCHIVE_EXPIRED)
+    manifest = await db.manifest(download.id) if download.kind == Kind.ARCHIVE else None
+    if manifest is None:
+        raise ApiError(404, NO_MANIFEST)
+    name = resources.name(download) + ".jws"
+    return web.Response(
+        text=manifest,
+        content_type=MEDIA_TYPE,
+        headers={"Content-Disposition": content_disposition(name)},
+    )
 
 
 async def list_cameras(request: web.Request) -> web.Response:

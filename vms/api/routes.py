@@ -35,6 +35,7 @@ def api_surface() -> web.Application:
             web.get("/v1/downloads", archive.list_downloads, name=urls.DOWNLOADS),
             web.post("/v1/downloads", archive.ask_batch),
             web.get("/v1/downloads/{id}", archive.show_download),
+            web.get("/v1/downloads/{id}/manifest", archive.show_manifest),
             web.delete("/v1/downloads/{id}", archive.remove_download),
             web.post("/admin/v1/downloads/{id}/repeat", archive.repeat_download),
             web.post("/v1/mediamtx/auth", mediamtx.mediamtx_auth),

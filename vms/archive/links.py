@@ -7,7 +7,7 @@ from datetime import datetime
 
 from vms.auth import Authenticator
 from vms.dates import utcnow
-from vms.models import Camera, Download
+from vms.models import Download
 from vms.urls import media_get
 
 
@@ -24,19 +24,18 @@ class MediaLinks:
         """A media token for `path` between `start` and `end`, issued now."""
         return self._auth.media_token(path, start, end, self._clock(), user_id=user_id)
 
-    def for_camera(self, user_id: int, camera: Camera, start: datetime, end: datetime) -> str:
-        """The thick client's link: the media server's own mp4 download of the range."""
-        token = self.token(camera.path, start, end, user_id=user_id)
-        return media_get(camera.media_server.url, camera.path, start, _seconds(start, end), token)
-
     def for_record(self, download: Download) -> str | None:
-        """A fresh link for a history record; None once its owner may no longer see the camera."""
+        """A fresh link for a history record; None once its owner may no longer see the camera.
+
+        It starts at the range's first recorded moment (MediaMTX answers 404 for a start
+        inside a gap); the token covers the whole range asked for.
+        """
         if not download.camera_visible:
             return None
         token = self.token(
             download.camera_path, download.range_from, download.range_to, user_id=download.user_id
         )
-        start, end = download.range_from, download.range_to
+        start, end = download.recorded_from or download.range_from, download.range_to
         return media_get(
             download.media_server_url, download.camera_path, start, _seconds(start, end), token
         )

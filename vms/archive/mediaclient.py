@@ -14,7 +14,6 @@ import aiohttp
 
 from vms import jsontext
 from vms.dates import format_rfc3339, parse_date, utcnow
-from vms.models import Camera
 from vms.urls import media_list
 
 log = logging.getLogger(__name__)
@@ -24,6 +23,10 @@ _CACHE_SIZE = 4096
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A range that ended this long ago has settled: new footage can no longer appear in it.
 _SETTLED_AFTER = timedelta(minutes=2)
+
+
+# (media server, path, start, end) of a question asked.
+_Key = tuple[str, str, float, float]
 
 
 class MediaUnavailable(Exception):
@@ -67,6 +70,33 @@ def parse_spans(body: bytes) -> list[Span]:
     return spans
 
 
+# A span that starts after the range does is asked for from a millisecond in: a start a hair
+# before the recording (a nanosecond lost reading a /list reply) is "inside a gap" to MediaMTX,
+# which answers 404.
+_SPAN_MARGIN = timedelta(milliseconds=1)
+
+
+def safe_start(span: Span, range_start: datetime) -> Span:
+    """The span as /get may be asked for it: from a millisecond in if it begins after the range."""
+    if span.start <= range_start or span.duration <= 2 * _SPAN_MARGIN.total_seconds():
+        return span
+    return Span(span.start + _SPAN_MARGIN, span.duration - _SPAN_MARGIN.total_seconds())
+
+
+def clip_spans(spans: list[Span], start: datetime, end: datetime) -> tuple[Span, ...]:
+    """The parts of `spans` inside [start, end), in time order, overlaps merged."""
+    clipped: list[Span] = []
+    for span in sorted(spans, key=lambda s: s.start):
+        begin, stop = max(span.start, start), min(span.end, end)
+        if stop <= begin:
+            continue
+        if clipped and begin <= clipped[-1].end:
+            last = clipped.pop()
+            begin, stop = last.start, max(stop, last.end)
+        clipped.append(Span(begin, (stop - begin).total_seconds()))
+    return tuple(clipped)
+
+
 class MediaClient:
     """Asks media servers what they recorded, with a small cache and one request per question."""
 
@@ -82,26 +112,32 @@ class MediaClient:
         self._token_for = token_for
         self._ttl = ttl
         self._clock = clock
-        self._cache: OrderedDict[tuple[str, str, float, float], tuple[float, bool]] = OrderedDict()
-        self._inflight: dict[tuple[str, str, float, float], asyncio.Future[bool]] = {}
+        self._cache: OrderedDict[_Key, tuple[float, tuple[Span, ...]]] = OrderedDict()
+        self._inflight: dict[_Key, asyncio.Future[tuple[Span, ...]]] = {}
 
-    async def has_recording(self, camera: Camera, start: datetime, end: datetime) -> bool:
-        """True if any recorded span of the camera overlaps [start, end)."""
+    async def recorded(
+        self, server: str, path: str, start: datetime, end: datetime, *, fresh: bool = False
+    ) -> tuple[Span, ...]:
+        """The recorded spans of `path` within [start, end), clipped to it, in order.
+
+        `fresh` asks the media server even if a recent answer is cached (an archive's file
+        must hold what is recorded now).
+        """
         if end <= _EPOCH:  # nothing was recorded before 1970; don't ask about year 1
-            return False
+            return ()
         start = max(start, _EPOCH)
-        key = (camera.media_server.url, camera.path, start.timestamp(), end.timestamp())
-        cached = self._cache.get(key)
+        key = (server, path, start.timestamp(), end.timestamp())
+        cached = None if fresh else self._cache.get(key)
         if cached and (cached[0] == float("inf") or time.monotonic() < cached[0]):
             self._cache.move_to_end(key)
             return cached[1]
         pending = self._inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[Span, ...]] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            found = await self._ask(camera, start, end)
+            found = await self._ask(server, path, start, end)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters re-raise it themselves
@@ -118,30 +154,30 @@ class MediaClient:
             self._cache.popitem(last=False)
         return found
 
-    async def _ask(self, camera: Camera, start: datetime, end: datetime) -> bool:
-        query = {"path": camera.path, "start": format_rfc3339(start), "end": format_rfc3339(end)}
-        url = media_list(camera.media_server.url)
-        headers = {"Authorization": f"Bearer {self._token_for(camera.path, start, end)}"}
+    async def _ask(
+        self, server: str, path: str, start: datetime, end: datetime
+    ) -> tuple[Span, ...]:
+        query = {"path": path, "start": format_rfc3339(start), "end": format_rfc3339(end)}
+        url = media_list(server)
+        headers = {"Authorization": f"Bearer {self._token_for(path, start, end)}"}
         try:
             async with self._http.get(
                 url, params=query, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
             ) as response:
                 if response.status == 404:
-                    return False
+                    return ()
                 if response.status != 200:
                     log.warning(
                         "media server %s answered /list for %s with HTTP %d",
-                        camera.media_server.url,
-                        camera.path,
+                        server,
+                        path,
                         response.status,
                     )
                     raise MediaUnavailable(f"media server answered HTTP {response.status}")
                 body = await response.content.read(_MAX_LIST_BYTES + 1)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning(
-                "media server %s unreachable: %s", camera.media_server.url, type(exc).__name__
-            )
+            log.warning("media server %s unreachable: %s", server, type(exc).__name__)
             raise MediaUnavailable("media server unreachable") from None
         if len(body) > _MAX_LIST_BYTES:
             raise MediaUnavailable("media server sent an oversized list")
-        return any(span.start < end and span.end > start for span in parse_spans(body))
+        return clip_spans(parse_spans(body), start, end)

@@ -19,7 +19,7 @@ from vms.archive.events import Publisher
 from vms.archive.fetcher import free_bytes
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
-from vms.archive.mediaclient import MediaClient
+from vms.archive.mediaclient import MediaClient, safe_start
 from vms.archive.worker import ArchiveWorker
 from vms.audit import audit_download
 from vms.auth import Principal
@@ -125,9 +125,11 @@ class ArchiveRequests:
 
         MediaUnavailable and TooManyPending pass through to the caller.
         """
-        if not await self._media.has_recording(camera, start, end):
+        spans = await self._media.recorded(camera.media_server.url, camera.path, start, end)
+        if not spans:
             raise NoRecording
-        (asked,) = await self._make(principal, [camera], start, end, client)
+        first = safe_start(spans[0], start).start
+        (asked,) = await self._make(principal, [camera], start, end, client, [first])
         return asked
 
     async def ask_many(
@@ -152,12 +154,16 @@ class ArchiveRequests:
         if problems:
             raise InvalidCameras(problems)
         found = await asyncio.gather(
-            *(self._media.has_recording(camera, start, end) for camera in cameras)
+            *(
+                self._media.recorded(camera.media_server.url, camera.path, start, end)
+                for camera in cameras
+            )
         )
         problems = {i: InvalidCameras.NO_RECORDING for i, ok in enumerate(found) if not ok}
         if problems:
             raise InvalidCameras(problems)
-        return await self._make(principal, cameras, start, end, client)
+        firsts = [safe_start(spans[0], start).start for spans in found]
+        return await self._make(principal, cameras, start, end, client, firsts)
 
     async def _make(
         self,
@@ -166,15 +172,19 @@ class ArchiveRequests:
         start: datetime,
         end: datetime,
         client: str,
+        first_recorded: list[datetime],
     ) -> list[Asked]:
         if client == THICK_CLIENT:
             made = []
-            for camera in cameras:
-                record = await self._create(principal, camera, start, end, Kind.LINK, Status.READY)
-                link = self._links.for_camera(principal.user.id, camera, start, end)
+            for camera, first in zip(cameras, first_recorded, strict=True):
+                record = await self._create(
+                    principal, camera, start, end, Kind.LINK, Status.READY, first
+                )
+                # MediaMTX answers 404 for a start inside a gap: the link starts at the first
+                # recorded moment of the range (the record keeps the range asked for).
                 audit_download("link.issued", record, principal.user.login,
                                device=record.device, client=client)  # fmt: skip
-                made.append(Asked(record, link))
+                made.append(Asked(record, self._links.for_record(record)))
             return made
         return [Asked(d) for d in await self._queue(principal, cameras, start, end)]
 
@@ -241,6 +251,7 @@ class ArchiveRequests:
         end: datetime,
         kind: Kind,
         status: Status,
+        recorded_from: datetime | None = None,
     ) -> Download:
         return await self._db.create_download(
             kind=kind,
@@ -251,6 +262,7 @@ class ArchiveRequests:
             range_to=end,
             status=status,
             now=self._clock(),
+            recorded_from=recorded_from if recorded_from and recorded_from > start else None,
         )
 
     async def replay(self, socket_id: str, channel: str) -> None:

@@ -10,17 +10,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import aiohttp
 
 from vms.archive import events
 from vms.archive.events import Publisher
-from vms.archive.fetcher import Fetched, FetchError, FetchLimits, fetch_archive
+from vms.archive.fetcher import (
+    NOT_FOUND_MESSAGE,
+    Fetched,
+    FetchError,
+    FetchLimits,
+    Piece,
+    fetch_archive,
+)
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
+from vms.archive.manifest import manifest_claims
+from vms.archive.mediaclient import MediaClient, MediaUnavailable, Span, safe_start
 from vms.archive.poster import make_poster
 from vms.audit import audit_download
 from vms.dates import utcnow
@@ -33,6 +43,12 @@ from vms.threads import run_blocking
 from vms.urls import media_get
 
 log = logging.getLogger(__name__)
+
+# Most recorded spans one archive is made of (each costs a /get for its header and one for it).
+MAX_SPANS = 1000
+
+# Signs a manifest's claims: the compact JWS.
+ManifestSigner = Callable[[Mapping[str, Any]], str]
 
 
 @dataclass(frozen=True)
@@ -55,9 +71,11 @@ class ArchiveWorker:
         db: Database,
         files: ArchiveFiles,
         http: aiohttp.ClientSession,
+        media: MediaClient,
         links: MediaLinks,
         resources: Resources,
         publisher: Publisher,
+        sign_manifest: ManifestSigner,
         clock: Callable[[], datetime] = utcnow,
         metrics: Metrics | None = None,
     ) -> None:
@@ -65,6 +83,8 @@ class ArchiveWorker:
         self._db = db
         self._files = files
         self._http = http
+        self._media = media
+        self._sign_manifest = sign_manifest
         self._links = links
         self._resources = resources
         self._publisher = publisher
@@ -186,22 +206,31 @@ class ArchiveWorker:
                     return
                 await asyncio.sleep(settings.backoff * 2 ** (attempt - 1))
                 continue
-            await self._ready(download_id, fetched)
+            await self._ready(running, fetched)
             return
 
     async def _fetch(self, download: Download) -> Fetched:
         token = self._links.token(download.camera_path, download.range_from, download.range_to)
-        seconds = (download.range_to - download.range_from).total_seconds()
-        url = media_get(
-            download.media_server_url, download.camera_path, download.range_from, seconds
-        )
+        spans = await self._recorded(download)
+        pieces = [
+            Piece(
+                media_get(
+                    download.media_server_url,
+                    download.camera_path,
+                    span.start,
+                    span.duration,
+                    fmt="mp4" if len(spans) == 1 else "fmp4",
+                ),
+                span.start,
+                span.duration,
+            )
+            for span in spans
+        ]
         percent = 0
 
-        async def on_progress(received: int, total: int | None) -> None:
+        async def on_progress(share: float) -> None:
             nonlocal percent
-            if not total:
-                return
-            now = min(99, received * 100 // total)
+            now = min(99, int(share * 100))
             if now <= percent:
                 return
             percent = now
@@ -213,7 +242,7 @@ class ArchiveWorker:
 
         return await fetch_archive(
             self._http,
-            url,
+            pieces,
             token,
             self._files.partial_path(download.id),
             self._files.path(download.id),
@@ -221,8 +250,36 @@ class ArchiveWorker:
             on_progress,
         )
 
-    async def _ready(self, download_id: int, fetched: Fetched) -> None:
+    async def _recorded(self, download: Download) -> list[Span]:
+        """The recorded spans of the range, as the media server lists them now.
+
+        MediaMTX's /get stops at the first gap, so each is fetched on its own.
+        """
+        try:
+            listed = await self._media.recorded(
+                download.media_server_url,
+                download.camera_path,
+                download.range_from,
+                download.range_to,
+                fresh=True,
+            )
+        except MediaUnavailable:
+            raise FetchError("The media server could not be reached.", retryable=True) from None
+        spans = [safe_start(span, download.range_from) for span in listed]
+        if not spans:
+            raise FetchError(NOT_FOUND_MESSAGE, retryable=False)
+        if len(spans) > MAX_SPANS:  # two requests each: a reply like this is not a recording
+            raise FetchError(
+                f"The media server listed more than {MAX_SPANS} recorded spans.", retryable=False
+            )
+        return spans
+
+    async def _ready(self, running: Download, fetched: Fetched) -> None:
+        download_id = running.id
         await self._poster(download_id)
+        manifest = self._sign_manifest(
+            manifest_claims(running, fetched.spans, fetched.size, fetched.sha256)
+        )
         # The lifetime counts from the moment the file is there.
         expires = self._clock() + timedelta(seconds=self._settings.archive_ttl)
         ready = await self._db.update_download(
@@ -234,6 +291,7 @@ class ArchiveWorker:
             size=fetched.size,
             duration=fetched.duration,
             sha256=fetched.sha256,
+            manifest=manifest,
             message=None,
             expires_at=expires,
         )

@@ -318,6 +318,7 @@ class Database:
         range_to: datetime,
         status: Status,
         now: datetime,
+        recorded_from: datetime | None = None,
     ) -> Download:
         """Insert a history record or an archive job."""
         stamp = format_stamp(now)
@@ -334,6 +335,7 @@ class Database:
                 status,
                 stamp,
                 stamp,
+                recorded_from.timestamp() if recorded_from else None,
             ),
         )
         created = parse_stamp(stamp)
@@ -361,6 +363,7 @@ class Database:
             media_server_url=camera.media_server.url,
             # Whoever creates a download could see its camera at that moment.
             camera_visible=True,
+            recorded_from=from_unix(recorded_from.timestamp()) if recorded_from else None,
         )
 
     async def download(self, download_id: int) -> Download | None:
@@ -469,6 +472,11 @@ class Database:
         )
         return [rows.download(r) for r in found]
 
+    async def manifest(self, download_id: int) -> str | None:
+        """The signed manifest of a download, if it has one."""
+        row = await self._one("SELECT manifest FROM downloads WHERE id = ?", (download_id,))
+        return None if row is None else row[0]
+
     async def update_download(
         self,
         download_id: int,
@@ -492,6 +500,7 @@ class Database:
             "expires_at",
             "duration",
             "sha256",
+            "manifest",
         }
         unknown = set(fields) - allowed
         if unknown:

@@ -16,7 +16,7 @@ DOWNLOAD_COLUMNS = """
     u.is_admin OR EXISTS (
         SELECT 1 FROM camera_grants g WHERE g.user_id = d.user_id AND g.camera_id = d.camera_id
     ),
-    d.duration, d.sha256
+    d.duration, d.sha256, d.recorded_from
 """
 DOWNLOAD_FROM = """
     FROM downloads d JOIN cameras c ON c.id = d.camera_id JOIN users u ON u.id = d.user_id
@@ -83,13 +83,14 @@ def download(row: Sequence[Any]) -> Download:
         camera_visible=bool(row[21]),
         duration=row[22],
         sha256=row[23],
+        recorded_from=from_unix(row[24]) if row[24] is not None else None,
     )
 
 
 INSERT_DOWNLOAD = """
     INSERT INTO downloads (kind, user_id, session_id, camera_id, device, client,
-        range_from, range_to, status, created_at, updated_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        range_from, range_to, status, created_at, updated_at, recorded_from)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 # Rows inserted with INSERT_DOWNLOAD counted into download_totals, once per batch and key.
 ADD_TOTALS = """

@@ -127,4 +127,11 @@ MIGRATIONS: tuple[str, ...] = (
             ON CONFLICT DO UPDATE SET n = n + 1;
     END;
     """,
+    # The signed manifest of a ready archive (a compact JWS), made once when it became ready;
+    # the first recorded moment of a link's range, where its links start (MediaMTX answers 404
+    # for a start inside a gap).
+    """
+    ALTER TABLE downloads ADD COLUMN manifest TEXT;
+    ALTER TABLE downloads ADD COLUMN recorded_from REAL;
+    """,
 )

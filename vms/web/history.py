@@ -193,6 +193,7 @@ class Row:
     partial: str = ""
     pending: bool = field(default=False)
     poster: bool = False  # a poster frame was made for the player
+    sha256: str = ""  # of a ready archive's file, as its signed manifest states it
 
     @property
     def can_cancel(self) -> bool:
@@ -328,6 +329,7 @@ def describe(download: Download, resources: Resources, now: datetime) -> Row:
         partial=partial_note(asked, download.duration) if made else "",
         pending=download.kind == Kind.ARCHIVE and status in PENDING,
         poster=status == Status.READY and resources.has_poster(download),
+        sha256=(download.sha256 or "") if status == Status.READY else "",
     )
 
 

@@ -12,6 +12,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from vms import appkeys, urls
+from vms.archive.files import content_disposition
+from vms.archive.manifest import MEDIA_TYPE
 from vms.auth import Principal
 from vms.dates import format_stamp, parse_stamp, utcnow
 from vms.models import Download, Status
@@ -342,8 +344,8 @@ def _stamp(text: str) -> datetime | None:
         return None
 
 
-async def poster(request: web.Request) -> web.StreamResponse:
-    """GET /history/downloads/{id}/poster: the player's poster frame of a ready archive."""
+async def _ready_archive(request: web.Request) -> Download:
+    """The signed-in user's (or, for an operator, anyone's) ready archive named in the path."""
     signed_in = await _signed_in(request)
     if signed_in is None:
         raise web.HTTPNotFound()
@@ -352,10 +354,35 @@ async def poster(request: web.Request) -> web.StreamResponse:
     download = await request.config_dict[appkeys.DB].download(int(request.match_info["id"]))
     if download is None or not (user.is_admin or download.user_id == user.id):
         raise web.HTTPNotFound()
+    if request.config_dict[appkeys.RESOURCES].facts(download).status != Status.READY:
+        raise web.HTTPNotFound()
+    return download
+
+
+async def poster(request: web.Request) -> web.StreamResponse:
+    """GET /history/downloads/{id}/poster: the player's poster frame of a ready archive."""
+    download = await _ready_archive(request)
     resources = request.config_dict[appkeys.RESOURCES]
-    if resources.facts(download).status != Status.READY or not resources.has_poster(download):
+    if not resources.has_poster(download):
         raise web.HTTPNotFound()
     return web.FileResponse(
         resources.poster_path(download),
         headers={"Content-Type": "image/jpeg", "Cache-Control": "private, max-age=3600"},
+    )
+
+
+async def manifest(request: web.Request) -> web.Response:
+    """GET /history/downloads/{id}/manifest: the signed manifest, saved beside the file."""
+    download = await _ready_archive(request)
+    token = await request.config_dict[appkeys.DB].manifest(download.id)
+    if token is None:
+        raise web.HTTPNotFound()
+    name = request.config_dict[appkeys.RESOURCES].name(download) + ".jws"
+    return web.Response(
+        text=token,
+        content_type=MEDIA_TYPE,
+        headers={
+            "Content-Disposition": content_disposition(name),
+            "Cache-Control": "private, no-store",
+        },
     )

@@ -24,6 +24,7 @@ CANCEL = "history-cancel"
 DELETE = "history-delete"
 AGAIN = "history-again"
 POSTER = "history-poster"
+MANIFEST = "history-manifest"
 
 
 def _static_versions(root: Path) -> dict[str, str]:
@@ -70,6 +71,7 @@ def setup_pages(app: web.Application) -> None:
     app.router.add_post(f"{one}/delete", actions.delete_archive, name=DELETE)
     app.router.add_post(f"{one}/again", actions.ask_again, name=AGAIN)
     app.router.add_get(f"{one}/poster", pages.poster, name=POSTER)
+    app.router.add_get(f"{one}/manifest", pages.manifest, name=MANIFEST)
     app.router.add_get("/static/{name:[A-Za-z0-9._-]+}", _static_handler(versions))
 
 
