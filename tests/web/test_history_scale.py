@@ -119,7 +119,7 @@ async def test_every_history_listing_and_total_is_served_by_an_index(
 
 
 async def test_cleanup_and_the_pending_count_use_their_indexes(
-    service: Client, config: Config, tmp_path_factory: pytest.TempPathFactory
+    service: Client, config: Config
 ) -> None:
     """The cleanup sweep and a phone's archive request find their rows by index or key."""
     db = service.app[appkeys.DB]

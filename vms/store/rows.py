@@ -87,6 +87,7 @@ def download(row: Sequence[Any]) -> Download:
     )
 
 
+# The one insert into downloads; whoever runs it also runs ADD_TOTALS for the same rows.
 INSERT_DOWNLOAD = """
     INSERT INTO downloads (kind, user_id, session_id, camera_id, device, client,
         range_from, range_to, status, created_at, updated_at, recorded_from)
