@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -58,7 +59,7 @@ def parse_spans(body: bytes) -> list[Span]:
     for entry in entries:
         start = entry.get("start") if isinstance(entry, dict) else None
         duration = entry.get("duration") if isinstance(entry, dict) else None
-        parsed = parse_date(start, UTC) if isinstance(start, str) else None
+        parsed = _listed_time(start) if isinstance(start, str) else None
         if (
             parsed is None
             or isinstance(duration, bool)
@@ -70,17 +71,19 @@ def parse_spans(body: bytes) -> list[Span]:
     return spans
 
 
-# A span that starts after the range does is asked for from a millisecond in: a start a hair
-# before the recording (a nanosecond lost reading a /list reply) is "inside a gap" to MediaMTX,
-# which answers 404.
-_SPAN_MARGIN = timedelta(milliseconds=1)
+# The fraction of an RFC 3339 time beyond microseconds (MediaMTX lists nanoseconds).
+_SUB_MICRO = re.compile(r"\.\d{6}(\d+)")
 
 
-def safe_start(span: Span, range_start: datetime) -> Span:
-    """The span as /get may be asked for it: from a millisecond in if it begins after the range."""
-    if span.start <= range_start or span.duration <= 2 * _SPAN_MARGIN.total_seconds():
-        return span
-    return Span(span.start + _SPAN_MARGIN, span.duration - _SPAN_MARGIN.total_seconds())
+def _listed_time(text: str) -> datetime | None:
+    """A /list entry's start, rounded up to the microsecond: a start a hair before the
+    recording (the nanoseconds a datetime cannot hold) is "inside a gap" to MediaMTX, which
+    answers 404, and one after its first frame would make that frame lead-in."""
+    parsed = parse_date(text, UTC)
+    digits = _SUB_MICRO.search(text)
+    if parsed is not None and digits is not None and int(digits.group(1)):
+        return parsed + timedelta(microseconds=1)
+    return parsed
 
 
 def clip_spans(spans: list[Span], start: datetime, end: datetime) -> tuple[Span, ...]:

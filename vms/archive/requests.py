@@ -19,7 +19,7 @@ from vms.archive.events import Publisher
 from vms.archive.fetcher import free_bytes
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
-from vms.archive.mediaclient import MediaClient, safe_start
+from vms.archive.mediaclient import MediaClient
 from vms.archive.worker import ArchiveWorker
 from vms.audit import audit_download
 from vms.auth import Principal
@@ -128,7 +128,7 @@ class ArchiveRequests:
         spans = await self._media.recorded(camera.media_server.url, camera.path, start, end)
         if not spans:
             raise NoRecording
-        first = safe_start(spans[0], start).start
+        first = spans[0].start
         (asked,) = await self._make(principal, [camera], start, end, client, [first])
         return asked
 
@@ -162,7 +162,7 @@ class ArchiveRequests:
         problems = {i: InvalidCameras.NO_RECORDING for i, ok in enumerate(found) if not ok}
         if problems:
             raise InvalidCameras(problems)
-        firsts = [safe_start(spans[0], start).start for spans in found]
+        firsts = [spans[0].start for spans in found]
         return await self._make(principal, cameras, start, end, client, firsts)
 
     async def _make(

@@ -30,7 +30,7 @@ from vms.archive.fetcher import (
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
 from vms.archive.manifest import manifest_claims
-from vms.archive.mediaclient import MediaClient, MediaUnavailable, Span, safe_start
+from vms.archive.mediaclient import MediaClient, MediaUnavailable, Span
 from vms.archive.poster import make_poster
 from vms.audit import audit_download
 from vms.dates import utcnow
@@ -265,7 +265,7 @@ class ArchiveWorker:
             )
         except MediaUnavailable:
             raise FetchError("The media server could not be reached.", retryable=True) from None
-        spans = [safe_start(span, download.range_from) for span in listed]
+        spans = list(listed)
         if not spans:
             raise FetchError(NOT_FOUND_MESSAGE, retryable=False)
         if len(spans) > MAX_SPANS:  # two requests each: a reply like this is not a recording
