@@ -24,7 +24,10 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "setup: refreshing the Debian package lists (apt-get update)"
   apt-get update -qq
   echo "setup: installing Debian packages: ${need[*]} with their dependencies"
-  echo "setup: (chromium and nodejs bring several hundred packages: a few minutes, quietly)"
+  case " ${need[*]} " in
+    *" chromium "* | *" nodejs "*)
+      echo "setup: (chromium and nodejs bring several hundred packages: a few minutes, quietly)" ;;
+  esac
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   echo "setup: Debian packages installed"
 fi
