@@ -32,6 +32,7 @@ import re
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +44,7 @@ from typing import Any
 import aiohttp
 import aiosqlite
 from cleanup import Ticker
-from common import BENCH_PASSWORD, ROOT, bench_service, free_port, small_footage
+from common import BENCH_PASSWORD, ROOT, Service, bench_service, free_port, small_footage
 
 sys.path.insert(0, str(ROOT))
 
@@ -118,7 +119,7 @@ def _rows(size: int, heavy: int, start: datetime) -> Iterator[tuple[Any, ...]]:
         )  # fmt: skip
 
 
-def build(path: Path, baseline: Path, size: int) -> tuple[int, float]:
+def build(path: Path, baseline: Path | None, size: int) -> tuple[int, float]:
     """Bulk-fill the service's file and a baseline copy with the old schema; (heavy id, s)."""
     started = time.perf_counter()
     with sqlite3.connect(path) as conn:
@@ -153,6 +154,8 @@ def build(path: Path, baseline: Path, size: int) -> tuple[int, float]:
             " SELECT user_id, camera_id, kind, status, count(*) FROM downloads GROUP BY 1, 2, 3, 4"
         )
         conn.execute("COMMIT")
+    if baseline is None:
+        return 5000, time.perf_counter() - started
     with sqlite3.connect(baseline) as conn:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA cache_size = -1000000")
@@ -372,6 +375,82 @@ async def measure_size(work: Path, size: int, rounds: int, sweep: bool) -> dict[
     return out
 
 
+async def lookup_under_pages(
+    data: Path, size: int, root: Path, rounds: int, ports: int
+) -> tuple[float, float]:
+    """`GET /api/v1/downloads/{id}` p50 over HTTP, idle and while two clients load `/history`.
+
+    They ask for page 1 and the last page in turn, back to back, of checkout `root`'s service.
+    """
+    port = free_port(ports)
+    service = Service(data, port, VMS_MEDIA_PORT=str(free_port(port + 1)))
+    service.root = root
+    last_page = (size - 1) // PER_PAGE + 1
+    with service.running():
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            http = Http(session, f"http://127.0.0.1:{port}")
+            await http.sign_in()
+            pages = iter(range(10**9))
+
+            async def history_load() -> None:
+                page = 1 if next(pages) % 2 else last_page
+                await http.page(f"/history?page={page}")
+
+            newest = await http.api("GET", "/api/v1/downloads?kind=archive&per_page=1")
+            one = newest["data"][0]["id"]
+            return await p50_while(
+                lambda: http.api("GET", f"/api/v1/downloads/{one}"), history_load, rounds
+            )
+
+
+def checkout(rev: str, into: Path) -> None:
+    """The files of git revision `rev` of this repository, in `into`."""
+    tar = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=tar, check=True)
+
+
+async def lookups(args: argparse.Namespace) -> None:
+    """`growth.py history --lookup-only`: the lookup under page loads, new beside `--against`."""
+    work = Path(tempfile.mkdtemp(prefix="bench-growth-"))
+    try:
+        trees = {"new": ROOT}
+        if args.against:
+            trees = {args.against: work / "baseline-tree", **trees}
+            trees[args.against].mkdir()
+            checkout(args.against, trees[args.against])
+        for size in args.sizes:
+            data = work / f"data-{size}"
+            small_footage(data, 1)
+            bench_service(
+                data, free_port(args.port_base)
+            )  # creates the schema, camera 1 and `bench`
+            _, seconds = await asyncio.to_thread(build, data / "vms.sqlite3", None, size)
+            print(f"{size:,} rows built in {seconds:.1f} s", flush=True)
+            # Alternately, so both see the same machine; medians of each code's rounds.
+            runs: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
+            for _ in range(args.repeat):
+                for name, root in trees.items():
+                    runs[name].append(
+                        await lookup_under_pages(
+                            data, size, root, args.requests * 2, args.port_base
+                        )
+                    )
+            for name, figures in runs.items():
+                idle = statistics.median(a for a, _ in figures)
+                busy = statistics.median(b for _, b in figures)
+                each = ", ".join(f"{a:.2f} -> {b:.2f}" for a, b in figures)
+                print(
+                    f"  {size:,} rows, {name}: idle {idle:.2f} ms -> under load {busy:.2f} ms "
+                    f"({busy / idle:.1f}x; target <= 2x)  [runs: {each}]",
+                    flush=True,
+                )
+            shutil.rmtree(data, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 async def _old_phone_checks(old: Baseline, heavy: int) -> None:
     """What the old phone request read under its global lock: the same archive, the cap."""
     now = datetime.now(UTC).timestamp()
@@ -558,6 +637,18 @@ def main() -> None:
     run_history = commands.add_parser("history", help="download history at 10k/100k/1M rows")
     run_history.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     run_history.add_argument("--requests", type=int, default=15, help="rounds per median")
+    run_history.add_argument(
+        "--lookup-only",
+        action="store_true",
+        help="only the lookup while /history loads (no baseline SQL copy; quicker)",
+    )
+    run_history.add_argument(
+        "--against", metavar="REV", help="with --lookup-only: the git revision to compare with"
+    )
+    run_history.add_argument("--repeat", type=int, default=3, help="with --lookup-only: runs")
+    run_history.add_argument(
+        "--port-base", type=int, default=PORTS, help="with --lookup-only: the first port to use"
+    )
     run_recordings = commands.add_parser(
         "recordings", help="recordings index at 1 h / 7 d / 30 d of one-minute segments"
     )
@@ -565,7 +656,7 @@ def main() -> None:
     run_recordings.add_argument("--repeat", type=int, default=5, help="rounds per median")
     args = parser.parse_args()
     if args.command == "history":
-        asyncio.run(history(args))
+        asyncio.run(lookups(args) if args.lookup_only else history(args))
     else:
         recordings(args)
 

@@ -91,12 +91,13 @@ class Service:
     """`python server.py serve` (or another command) as a child process on its own data directory.
 
     `env` adds or replaces VMS_* settings, e.g. `VMS_MEDIA_PORT="8554"`; set `log` to a path
-    to keep its stderr.
+    to keep its stderr; set `root` to run another checkout's server.py (a benchmark baseline).
     """
 
     def __init__(self, data: Path, port: int, **env: str) -> None:
         self.data = data
         self.port = port
+        self.root = ROOT
         self.log: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.env = {
@@ -135,7 +136,7 @@ class Service:
         with open(self.log, "ab") if self.log else open(os.devnull, "wb") as stderr:
             self.process = subprocess.Popen(
                 [sys.executable, "server.py", *(args or ("serve",))],
-                cwd=ROOT,
+                cwd=self.root,
                 env=self.env,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,

@@ -73,17 +73,26 @@ def render(
     write_cookie: bool = False,
 ) -> web.Response:
     """A page with the CSRF token and the signed-in user in its context."""
-    full = {
+    full = _page_context(request, context, state, user)
+    response = aiohttp_jinja2.render_template(template, request, full, status=status)
+    if write_cookie:
+        set_state(request, response, state)
+    return response
+
+
+def _page_context(
+    request: web.Request,
+    context: Mapping[str, Any],
+    state: CookieState,
+    user: Principal | None,
+) -> dict[str, Any]:
+    return {
         "csrf_field": CSRF_FIELD,
         "csrf": csrf_token(request, state),
         "user": user.user if user else None,
         "tz_name": request.config_dict[appkeys.CONFIG].timezone,
         **context,
     }
-    response = aiohttp_jinja2.render_template(template, request, full, status=status)
-    if write_cookie:
-        set_state(request, response, state)
-    return response
 
 
 async def home(request: web.Request) -> web.StreamResponse:
