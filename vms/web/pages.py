@@ -30,6 +30,7 @@ from vms.web.history import (
     parse_ids,
     user_options,
 )
+from vms.web.rendering import render_sliced
 from vms.web.session import (
     CSRF_FIELD,
     WEB_CLIENT,
@@ -248,7 +249,8 @@ async def history_page(
         "note": note,
         "problem": problem,
     }
-    return render(request, "history.html", context, state, user=principal, status=status)
+    full = _page_context(request, context, state, principal)
+    return await render_sliced(request, "history.html", full, status=status)
 
 
 async def _list(
