@@ -1,7 +1,8 @@
 """Field-size data (issue 9): what a year of history costs, new code beside a baseline, one run.
 
 Usage:
-    python bench/growth.py history [--sizes 10000 100000 1000000] [--requests 15]
+    python bench/growth.py history [--sizes 10000 100000 1000000] [--requests 15] [--port-base N]
+    python bench/growth.py history --lookup-only [--against REV] [--repeat 3] [--sizes ...]
     python bench/growth.py recordings [--sizes 60 10080 43200] [--repeat 5]   (growth_recordings.py)
 
 `history` builds, for each size, a real DATA directory: the service's SQLite file with that
@@ -19,7 +20,11 @@ below, verbatim). For each size it prints, as medians:
   has half the rows as archives: one at a time, and the last of five at once;
 - at the largest size, the cleanup sweep of min(100k, size/10) due archives with the
   event loop's worst lag (baseline: the old due query and batches).
-Servers listen on 127.0.0.1:55500-55999 only.
+Servers listen on 127.0.0.1:55500-55999 only (`--port-base` moves the range).
+
+`history --lookup-only [--against REV]` builds the rows only for the new schema and measures
+just the lookup while `/history` loads, on this checkout and (alternately, `--repeat` times)
+on the files of git revision REV.
 """
 
 from __future__ import annotations
@@ -261,11 +266,13 @@ async def p50_while(
     return idle, busy
 
 
-async def measure_size(work: Path, size: int, rounds: int, sweep: bool) -> dict[str, Any]:
+async def measure_size(
+    work: Path, size: int, rounds: int, sweep: bool, ports: int = PORTS
+) -> dict[str, Any]:
     """Every figure for one size."""
     data = work / f"data-{size}"
     footage_start = small_footage(data, 10)
-    port = free_port(PORTS)
+    port = free_port(ports)
     media_port = free_port(port + 1)
     service = bench_service(
         data, port, VMS_MEDIA_PORT=str(media_port), VMS_MAX_PENDING_PER_DEVICE="1000"
@@ -611,7 +618,8 @@ async def history(args: argparse.Namespace) -> None:
     try:
         results = {}
         for size in args.sizes:
-            results[size] = await measure_size(work, size, args.requests, size == max(args.sizes))
+            largest = size == max(args.sizes)
+            results[size] = await measure_size(work, size, args.requests, largest, args.port_base)
             shutil.rmtree(work / f"data-{size}", ignore_errors=True)
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
@@ -647,7 +655,7 @@ def main() -> None:
     )
     run_history.add_argument("--repeat", type=int, default=3, help="with --lookup-only: runs")
     run_history.add_argument(
-        "--port-base", type=int, default=PORTS, help="with --lookup-only: the first port to use"
+        "--port-base", type=int, default=PORTS, help="the first port servers use"
     )
     run_recordings = commands.add_parser(
         "recordings", help="recordings index at 1 h / 7 d / 30 d of one-minute segments"
