@@ -2,6 +2,7 @@
 
 Usage:
     python bench/growth.py history [--sizes 10000 100000 1000000] [--requests 15] [--port-base N]
+                                   [--only-sweep]
     python bench/growth.py history --lookup-only [--against REV] [--repeat 3] [--sizes ...]
     python bench/growth.py recordings [--sizes 60 10080 43200] [--repeat 5]   (growth_recordings.py)
 
@@ -19,7 +20,9 @@ below, verbatim). For each size it prints, as medians:
 - the phone archive request (`/cameras/1/archive/link`, ios-cctv) of the heavy user, who
   has half the rows as archives: one at a time, and the last of five at once;
 - at the largest size, the cleanup sweep of min(100k, size/10) due archives with the
-  event loop's worst lag (baseline: the old due query and batches).
+  event loop's worst lag (baseline: the old due query and batches; previous: the field-size
+  schema before the sweep migration, its batches and per-row totals trigger). With
+  `--only-sweep`, only this is built and measured.
 Servers listen on 127.0.0.1:55500-55999 only (`--port-base` moves the range).
 
 `history --lookup-only [--against REV]` builds the rows only for the new schema and measures
@@ -70,6 +73,8 @@ YEAR = timedelta(days=365)
 _CSRF = re.compile(r'name="_csrf" value="([0-9a-f]{64})"')
 # The migration that brought the field-size indexes and totals; the baseline stops before it.
 FIELD_SIZE = next(i for i, script in enumerate(MIGRATIONS) if "download_totals" in script)
+# The migration that made the sweep cheap; "previous" is the field-size schema before it.
+SWEEP = next(i for i, s in enumerate(MIGRATIONS) if "DROP TRIGGER download_totals_update" in s)
 
 
 # The queries the service made before the field-size work, kept verbatim as the baseline.
@@ -93,6 +98,12 @@ OLD_PENDING_ARCHIVE = (
 )
 OLD_DUE = "SELECT id FROM downloads WHERE kind = 'archive' AND status = ? AND expires_at <= ?"
 OLD_BY_ID = f"SELECT {DOWNLOAD_COLUMNS} {DOWNLOAD_FROM} WHERE d.id = ?"
+
+
+def previous_mark_expired_sql(count: int) -> str:
+    """The field-size batch update, before the sweep migration (a trigger moved each total)."""
+    marks = ", ".join("?" * count)
+    return f"UPDATE downloads SET status = ?, progress = 0, updated_at = ? WHERE id IN ({marks}) AND +kind = 'archive'"  # noqa: E501, S608
 
 
 def old_mark_expired_sql(count: int) -> str:
@@ -266,10 +277,25 @@ async def p50_while(
     return idle, busy
 
 
+def previous_copy(baseline: Path, previous: Path) -> None:
+    """The baseline's rows under the field-size schema as it was before the sweep migration."""
+    with sqlite3.connect(baseline) as source, sqlite3.connect(previous) as copy:
+        source.backup(copy)
+    with sqlite3.connect(previous) as conn:
+        conn.execute("PRAGMA cache_size = -1000000")
+        for number, script in enumerate(MIGRATIONS[FIELD_SIZE:SWEEP], start=FIELD_SIZE + 1):
+            conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+
+
 async def measure_size(
-    work: Path, size: int, rounds: int, sweep: bool, ports: int = PORTS
+    work: Path,
+    size: int,
+    rounds: int,
+    sweep: bool,
+    ports: int = PORTS,
+    only_sweep: bool = False,
 ) -> dict[str, Any]:
-    """Every figure for one size."""
+    """Every figure for one size (with `only_sweep`, the cleanup sweep alone)."""
     data = work / f"data-{size}"
     footage_start = small_footage(data, 10)
     port = free_port(ports)
@@ -281,6 +307,9 @@ async def measure_size(
     heavy, seconds = await asyncio.to_thread(build, path, baseline_path, size)
     print(f"{size:,} rows built (and the baseline copy) in {seconds:.1f} s", flush=True)
     out: dict[str, Any] = {}
+    if only_sweep:
+        out["sweep"] = await _sweep(path, baseline_path, min(100_000, size // 10))
+        return out
     last_offset = (size - 1) // PER_PAGE * PER_PAGE
     heavy_archives = (size + 1) // 2
     heavy_last = (heavy_archives - 1) // PER_PAGE * PER_PAGE
@@ -511,10 +540,12 @@ async def _phone_requests(http: Http, start: datetime, rounds: int) -> tuple[flo
 
 
 async def _sweep(path: Path, baseline_path: Path, due: int) -> dict[str, Any]:
-    """The cleanup sweep of `due` archives past their lifetime, new and old, with loop lag."""
+    """The cleanup sweep of `due` archives past their lifetime: new, previous, old; loop lag."""
     now = datetime.now(UTC)
     past = (now - timedelta(hours=1)).timestamp()
-    for file in (path, baseline_path):
+    previous_path = baseline_path.with_name(f"previous-{baseline_path.name}")
+    await asyncio.to_thread(previous_copy, baseline_path, previous_path)
+    for file in (path, baseline_path, previous_path):
         with sqlite3.connect(file) as plain:
             plain.execute(
                 "UPDATE downloads SET status = 'ready', expires_at = ? WHERE id IN"
@@ -547,10 +578,30 @@ async def _sweep(path: Path, baseline_path: Path, due: int) -> dict[str, Any]:
         old_seconds, old_late = await ticker.measure(old_purge)
     finally:
         await conn.close()
+    conn = await aiosqlite.connect(previous_path, isolation_level=None)
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    previous = Baseline(conn)
+
+    async def previous_purge() -> None:
+        ids = [r[0] for r in await previous.all(OLD_DUE, [Status.READY, now.timestamp()])]
+        stamp = format_stamp(now)
+        for index in range(0, len(ids), 500):
+            batch = ids[index : index + 500]
+            sql = previous_mark_expired_sql(len(batch))
+            await previous.all(sql, [Status.EXPIRED, stamp, *batch])
+
+    try:
+        previous_seconds, previous_late = await ticker.measure(previous_purge)
+    finally:
+        await conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{previous_path}{suffix}")
     return {
         "due": due,
         "left": left,
         "new": (new_seconds, max(new_late)),
+        "previous": (previous_seconds, max(previous_late)),
         "old": (old_seconds, max(old_late)),
     }
 
@@ -565,6 +616,9 @@ def _row(name: str, cells: list[str]) -> str:
 def report(results: dict[int, dict[str, Any]]) -> None:
     """The issue's history table, baseline beside new, then the other figures."""
     sizes = sorted(results)
+    if all(set(r) == {"sweep"} for r in results.values()):
+        _report_sweep(results[sizes[-1]]["sweep"], sizes[-1])
+        return
     print("\nmedians, ms; each cell: baseline SQL / new store call / new HTTP request")
     print(_row("request", [f"{s:,} rows" for s in sizes]))
     print(_row("---", ["---"] * len(sizes)))
@@ -604,12 +658,18 @@ def report(results: dict[int, dict[str, Any]]) -> None:
     )
     sweep = largest.get("sweep")
     if sweep:
-        (new_s, new_lag), (old_s, old_lag) = sweep["new"], sweep["old"]
-        print(f"\ncleanup sweep of {sweep['due']:,} due archives at {sizes[-1]:,} rows:")
-        print(f"  new: {new_s:.2f} s, worst loop lag {new_lag:.1f} ms (target < 1 s, < 20 ms)")
-        print(f"  baseline: {old_s:.2f} s, worst loop lag {old_lag:.1f} ms")
-        print(f"  new / baseline: {new_s / old_s:.2f}x")
-        print(f"  due left after the new sweep: {sweep['left']}")  # fmt: skip
+        _report_sweep(sweep, sizes[-1])
+
+
+def _report_sweep(sweep: dict[str, Any], size: int) -> None:
+    (new_s, new_lag), (old_s, old_lag) = sweep["new"], sweep["old"]
+    prev_s, prev_lag = sweep["previous"]
+    print(f"\ncleanup sweep of {sweep['due']:,} due archives at {size:,} rows:")
+    print(f"  new: {new_s:.2f} s, worst loop lag {new_lag:.1f} ms (target < 1 s, < 20 ms)")
+    print(f"  previous (field-size schema, trigger per row): {prev_s:.2f} s, lag {prev_lag:.1f} ms")
+    print(f"  baseline: {old_s:.2f} s, worst loop lag {old_lag:.1f} ms")
+    print(f"  new / previous: {new_s / prev_s:.2f}x; new / baseline: {new_s / old_s:.2f}x")
+    print(f"  due left after the new sweep: {sweep['left']}")
 
 
 async def history(args: argparse.Namespace) -> None:
@@ -619,7 +679,11 @@ async def history(args: argparse.Namespace) -> None:
         results = {}
         for size in args.sizes:
             largest = size == max(args.sizes)
-            results[size] = await measure_size(work, size, args.requests, largest, args.port_base)
+            if args.only_sweep and not largest:
+                continue
+            results[size] = await measure_size(
+                work, size, args.requests, largest, args.port_base, only_sweep=args.only_sweep
+            )
             shutil.rmtree(work / f"data-{size}", ignore_errors=True)
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
@@ -656,6 +720,9 @@ def main() -> None:
     run_history.add_argument("--repeat", type=int, default=3, help="with --lookup-only: runs")
     run_history.add_argument(
         "--port-base", type=int, default=PORTS, help="the first port servers use"
+    )
+    run_history.add_argument(
+        "--only-sweep", action="store_true", help="the cleanup sweep alone, at the largest size"
     )
     run_recordings = commands.add_parser(
         "recordings", help="recordings index at 1 h / 7 d / 30 d of one-minute segments"

@@ -19,6 +19,7 @@ from vms.archive.cleanup import purge_expired
 from vms.config import Config
 from vms.models import Kind, Status
 from vms.store import MIGRATIONS, Database
+from vms.store.database import EXPIRE_BATCH
 from vms.web.history import PER_PAGE
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -34,6 +35,10 @@ _PAGE_QUERIES = [
     "status=failed&camera=1",
     "status=ready&user={alice}",
     "status=ready&user={alice}&camera=1",
+    "status=expired",
+    "status=expired&user={alice}",
+    "status=expired&camera=1&page=2",
+    "status=expired&user={alice}&camera=1",
     "status=link&user={bob}&camera=2",
     "from=2026-03-01",
     "from=2026-03-01&to=2026-03-01&user={alice}&status=link",
@@ -169,6 +174,13 @@ async def test_totals_follow_new_rows_and_status_changes(
     assert await _page_total(operator, "status=failed") == 5
     assert await _page_total(operator, "status=expired&camera=1") == 2
     assert await _page_total(operator, "status=cancelled&camera=1") == 5
+    # Expiring again, or together with a failed one, counts nothing twice.
+    assert await db.mark_expired([made[0].id, made[1].id, made[2].id], NOW) == 1
+    assert await _page_total(operator, "status=expired&camera=1") == 3
+    assert await _page_total(operator, "status=failed") == 4
+    assert await _page_total(operator, "") == 72
+    expired = await operator.page("/history?status=expired")
+    assert sorted(_ids(expired)) == sorted(d.id for d in made)
 
 
 async def test_an_existing_history_gets_its_totals_when_migrated(config: Config) -> None:
@@ -261,3 +273,32 @@ async def test_the_user_filter_lists_every_user_escaped_with_the_chosen_one_sele
     assert f'<option value="{odd.id}" selected>&lt;b&gt;Odd&lt;/b&gt; &amp; Co (o&#39;neil)' in page
     assert "<b>Odd</b>" not in page
     assert page.count("<option value=") >= 4 and page.count(" selected>") >= 1
+
+
+async def test_a_sweep_of_many_batches_removes_every_file_and_keeps_the_counts(
+    service: Client, browsers: Callable[[], Browser]
+) -> None:
+    """More due archives than one batch: all lose their files and read expired; counts exact."""
+    db = service.app[appkeys.DB]
+    files = service.app[appkeys.FILES]
+    users = await _seed(service)
+    due = await add_downloads(service, users["alice"], 1, EXPIRE_BATCH + 7, kind=Kind.ARCHIVE)
+    kept = await add_downloads(service, users["bob"], 2, 3, kind=Kind.ARCHIVE)
+    files.root.mkdir(parents=True, exist_ok=True)
+    for download in due:
+        await db.update_download(download.id, NOW, expires_at=NOW - timedelta(minutes=1))
+    for download in [*due, *kept]:
+        files.path(download.id).write_bytes(b"mp4")
+    for download in kept:
+        await db.update_download(download.id, NOW, expires_at=NOW + timedelta(days=1))
+    assert await purge_expired(db, files, NOW) == len(due)
+    assert not any(files.path(d.id).exists() for d in due)
+    assert all(files.path(d.id).exists() for d in kept)
+    operator = await signed_in(browsers, "admin")
+    assert await _page_total(operator, f"status=expired&user={users['alice']}") == len(due)
+    assert await _page_total(operator, "status=ready") == len(kept)
+    assert await _page_total(operator, "") == 69 + len(due) + len(kept)
+    counts = await db.archive_counts()
+    assert counts[Status.EXPIRED] == len(due) and counts[Status.READY] == len(kept)
+    page = await operator.page(f"/history?status=expired&user={users['alice']}")
+    assert _ids(page) == sorted((d.id for d in due), reverse=True)[:PER_PAGE]

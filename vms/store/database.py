@@ -10,11 +10,11 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -26,6 +26,15 @@ from vms.store.history import Cursor, HistoryQuery, page_window
 from vms.store.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+# Archives expired per transaction: short enough that other writes wait little between them.
+EXPIRE_BATCH = 500
+# The statuses the pending-count index holds, spelt as in its WHERE: SQLite uses a partial
+# index only for a query that repeats its condition.
+_PENDING_SQL = f"status IN ('{Status.QUEUED}', '{Status.RUNNING}')"
+# Every status index leaves out expired rows; a query that means to use one says so.
+_NOT_EXPIRED = f"status <> '{Status.EXPIRED}'"
 
 # Readers beside the one writer: WAL lets them read while it writes, so a long list never
 # holds up a short lookup (each connection has its own thread).
@@ -116,6 +125,27 @@ class Database:
             if sql.lstrip().upper().startswith("INSERT"):
                 return cursor.lastrowid or 0
             return cursor.rowcount
+
+    async def _transaction(self, work: Callable[[], Awaitable[_T]]) -> _T:
+        """Run `work` in one transaction on the writer, to its end even if the caller is cancelled.
+
+        A cancelled await leaves its statement running in the writer's thread, so a transaction
+        cut there would be half done: this one commits or rolls back as a whole.
+        """
+
+        async def run() -> _T:
+            async with self._write_lock:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = await work()
+                    await self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        await self._conn.execute("ROLLBACK")
+                    raise
+                return result
+
+        return await asyncio.shield(run())
 
     async def _insert_download(self, values: tuple[Any, ...]) -> int:
         """Insert one downloads row as part of the next group commit; its id once durable.
@@ -449,16 +479,17 @@ class Database:
         """How many archives this user's device has queued or running."""
         row = await self._one(
             "SELECT count(*) FROM downloads INDEXED BY downloads_device_status"
-            " WHERE kind = 'archive' AND user_id = ? AND device = ? AND status IN (?, ?)",
-            (user_id, device, Status.QUEUED, Status.RUNNING),
+            f" WHERE kind = 'archive' AND user_id = ? AND device = ? AND {_PENDING_SQL}",
+            (user_id, device),
         )
         return int(row[0])
 
     async def archives_in(self, statuses: Sequence[Status]) -> list[Download]:
         """Every archive in one of `statuses`, oldest first."""
+        unexpired = "" if Status.EXPIRED in statuses else f" AND d.{_NOT_EXPIRED}"
         found = await self._all(
             f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM} WHERE d.kind = 'archive'"
-            f" AND d.status IN ({', '.join('?' * len(statuses))}) ORDER BY d.id",
+            f" AND d.status IN ({', '.join('?' * len(statuses))}){unexpired} ORDER BY d.id",
             statuses,
         )
         return [rows.download(r) for r in found]
@@ -512,43 +543,72 @@ class Database:
         if expect is not None:
             sql += f" AND status IN ({', '.join('?' * len(expect))})"
             params += sorted(expect)
-        async with self._write_lock:
-            async with self._conn.execute(sql, params):
-                pass
-            row = await self._written_one(
+
+        async def update() -> Any:
+            before = await self._written_one(
+                "SELECT user_id, camera_id, kind, status FROM downloads WHERE id = ?",
+                (download_id,),
+            )
+            async with self._conn.execute(sql, params) as cursor:
+                changed = cursor.rowcount
+            if before is not None and changed and "status" in values:
+                moves = rows.moved([before], str(values["status"]))
+                await self._conn.executemany(rows.ADD_TOTALS, moves)
+            return await self._written_one(
                 f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM} WHERE d.id = ?",
                 (download_id,),
             )
+
+        row = await self._transaction(update)
         return rows.download(row) if row else None
 
     async def archives_due(self, now: datetime) -> list[int]:
         """Ready archives whose lifetime is over."""
         found = await self._all(
-            "SELECT id FROM downloads WHERE kind = 'archive' AND status = ? AND expires_at <= ?",
-            (Status.READY, now.timestamp()),
+            "SELECT id FROM downloads INDEXED BY downloads_ready_expiry"
+            f" WHERE kind = 'archive' AND status = '{Status.READY}' AND expires_at <= ?",
+            (now.timestamp(),),
         )
         return [r[0] for r in found]
 
     async def archive_statuses(self) -> dict[int, Status]:
         """Status of every archive that may own a file: queued, running or ready."""
         found = await self._all(
-            "SELECT id, status FROM downloads WHERE kind = 'archive' AND status IN (?, ?, ?)",
+            "SELECT id, status FROM downloads WHERE kind = 'archive' AND status IN (?, ?, ?)"
+            f" AND {_NOT_EXPIRED}",
             (Status.QUEUED, Status.RUNNING, Status.READY),
         )
         return {r[0]: Status(r[1]) for r in found}
 
     async def mark_expired(self, ids: Sequence[int], now: datetime) -> int:
-        """Mark archives expired, in one transaction per batch."""
+        """Mark archives expired, a transaction per batch that also moves their totals.
+
+        Other writes go between batches. The batch is found by primary key (`+kind` keeps the
+        planner off the kind indexes); rows already expired are neither changed nor counted.
+        """
         changed = 0
         stamp = format_stamp(now)
-        for index in range(0, len(ids), 500):
-            batch = list(ids[index : index + 500])
-            changed += await self._write(
-                # `+kind`: the batch is found by primary key, never by the kind index.
-                f"UPDATE downloads SET status = ?, progress = 0, updated_at = ?"
-                f" WHERE id IN ({', '.join('?' * len(batch))}) AND +kind = 'archive'",
-                [Status.EXPIRED, stamp, *batch],
+        for index in range(0, len(ids), EXPIRE_BATCH):
+            batch = list(ids[index : index + EXPIRE_BATCH])
+            where = (
+                f"WHERE id IN ({', '.join('?' * len(batch))}) AND +kind = 'archive'"
+                f" AND +{_NOT_EXPIRED}"
             )
+
+            async def expire(batch: list[int] = batch, where: str = where) -> int:
+                async with self._conn.execute(
+                    f"SELECT user_id, camera_id, kind, status FROM downloads {where}", batch
+                ) as cursor:
+                    before = list(await cursor.fetchall())
+                async with self._conn.execute(
+                    f"UPDATE downloads SET status = ?, progress = 0, updated_at = ? {where}",
+                    [Status.EXPIRED, stamp, *batch],
+                ) as cursor:
+                    done = cursor.rowcount
+                await self._conn.executemany(rows.ADD_TOTALS, rows.moved(before, Status.EXPIRED))
+                return done
+
+            changed += await self._transaction(expire)
         return changed
 
     # Administration (the command line)

@@ -3,7 +3,7 @@
 Every filter the API and the history page offer is equality on some of user, camera, kind
 and status, plus a range on created_at; each such set has an index (equality columns, then
 created_at, then the rowid), so a page is read in index order and costs its own rows.
-Totals without a date range come from `download_totals`, which triggers keep in step.
+Totals without a date range come from `download_totals`, which the store keeps in step.
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ class HistoryQuery:
     def where(self, cursor: Cursor | None = None) -> tuple[str, list[Any]]:
         """The condition on `downloads d` (with `cursor`, only rows older than it)."""
         terms, params = self._equalities("d.")
+        if self.status is not None and self.status != Status.EXPIRED:
+            # The status indexes leave out expired rows; SQLite uses one only when told.
+            terms.append(f"d.status <> '{Status.EXPIRED}'")
         if self.created_from is not None:
             terms.append("d.created_at >= ?")
             params.append(format_stamp(self.created_from))

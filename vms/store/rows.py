@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from vms.dates import from_unix, parse_stamp
@@ -104,6 +104,16 @@ def totals(inserted: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
     """ADD_TOTALS parameters for INSERT_DOWNLOAD values: (user, camera, kind, status, count)."""
     counts = Counter((v[1], v[3], v[0], v[8]) for v in inserted)
     return [(*key, n) for key, n in counts.items()]
+
+
+def moved(before: Iterable[Sequence[Any]], status: str) -> list[tuple[Any, ...]]:
+    """ADD_TOTALS parameters for rows (user, camera, kind, old status) now in `status`."""
+    counts: Counter[tuple[Any, ...]] = Counter()
+    for user_id, camera_id, kind, old in before:
+        if old != status:
+            counts[(user_id, camera_id, kind, old)] -= 1
+            counts[(user_id, camera_id, kind, status)] += 1
+    return [(*key, n) for key, n in counts.items() if n]
 
 
 USER_COLUMNS = "id, login, name, is_admin, created_at, updated_at"

@@ -134,4 +134,31 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE downloads ADD COLUMN manifest TEXT;
     ALTER TABLE downloads ADD COLUMN recorded_from REAL;
     """,
+    # A cheap cleanup sweep: expiring an archive touched six status indexes and ran a trigger
+    # per row. Expired rows (most archives, in time) leave the status indexes: a listing of
+    # expired archives reads the kind indexes instead, where they are most of the rows. The
+    # due and pending-count indexes hold only the statuses their queries ask for, so expiring
+    # leaves the pending one alone. Totals on update are kept by the store in the same
+    # transaction (one upsert per batch, as on insert), not by a trigger per row.
+    """
+    DROP INDEX downloads_status_created;
+    DROP INDEX downloads_user_status_created;
+    DROP INDEX downloads_camera_status_created;
+    DROP INDEX downloads_user_camera_status_created;
+    DROP INDEX downloads_status_expiry;
+    DROP INDEX downloads_device_status;
+    CREATE INDEX downloads_status_created ON downloads(kind, status, created_at)
+        WHERE status <> 'expired';
+    CREATE INDEX downloads_user_status_created ON downloads(user_id, kind, status, created_at)
+        WHERE status <> 'expired';
+    CREATE INDEX downloads_camera_status_created
+        ON downloads(camera_id, kind, status, created_at) WHERE status <> 'expired';
+    CREATE INDEX downloads_user_camera_status_created
+        ON downloads(user_id, camera_id, kind, status, created_at) WHERE status <> 'expired';
+    CREATE INDEX downloads_ready_expiry ON downloads(expires_at)
+        WHERE kind = 'archive' AND status = 'ready';
+    CREATE INDEX downloads_device_status ON downloads(user_id, device, status)
+        WHERE kind = 'archive' AND status IN ('queued', 'in progress');
+    DROP TRIGGER download_totals_update;
+    """,
 )
