@@ -453,18 +453,19 @@ class RecordingsIndex:
         self, name: str, start: datetime | None = None, end: datetime | None = None
     ) -> list[Span]:
         """The /list answer for path `name`. NoSegmentsFound when there is nothing. Blocking."""
-        with self._request():
-            index = self.path(name)
-            if index is None:
-                raise NoSegmentsFound
-            first, stop = index.window(start, end)
-            if stop <= first:
-                raise NoSegmentsFound
-            _, infos = index.infos(first, stop)
+        _, _, infos = self._window(name, start, end)
         return list_entries(infos, start, end)
 
     def segments_for_get(self, name: str, start: datetime, end: datetime) -> list[Segment]:
         """The segments a /get of [start, end] reads, placed in time. Blocking."""
+        index, names, infos = self._window(name, start, end)
+        return get_chain(index.directory, names, infos)
+
+    def _window(
+        self, name: str, start: datetime | None, end: datetime | None
+    ) -> tuple[PathIndex, list[str], list[Info]]:
+        """Path `name`'s index with the names and infos of its segments that may hold
+        [start, end]; NoSegmentsFound when there are none."""
         with self._request():
             index = self.path(name)
             if index is None:
@@ -473,7 +474,7 @@ class RecordingsIndex:
             if stop <= first:
                 raise NoSegmentsFound
             names, infos = index.infos(first, stop)
-        return get_chain(index.directory, names, infos)
+        return index, names, infos
 
     def list_paths(self, stop: threading.Event) -> list[PathIndex]:
         """Index the names of every path under the root; the indexes, for `learn_all`.
