@@ -242,6 +242,8 @@ async def _stream(
         cancel.set()
         if pending is not None:
             await asyncio.wait([pending])
+            if not pending.cancelled():
+                pending.exception()  # a read stopped by `cancel` ends in Cancelled: seen
     return response
 
 
