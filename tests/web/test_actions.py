@@ -319,25 +319,23 @@ async def test_asking_again_for_ones_own_cancelled_archive_makes_one_new_archive
     await wait_download(service, new.id, {Status.READY})
 
 
-async def test_asking_again_for_a_range_no_longer_recorded_says_so(
-    service: Client, browsers: Browsers
+@pytest.mark.parametrize(
+    ("status", "note"),
+    [
+        # An expired archive of footage that is gone cannot be made again.
+        (Status.EXPIRED, "no-recording"),
+        # Ask again is only for failed, cancelled or expired archives.
+        (Status.QUEUED, "nothing"),
+    ],
+)
+async def test_asking_again_that_cannot_be_done_says_why_and_makes_nothing(
+    service: Client, browsers: Browsers, status: Status, note: str
 ) -> None:
-    """An expired archive of footage that is gone cannot be made again: a note, nothing new."""
-    [expired] = await add_downloads(service, 1, 1, 1, kind=Kind.ARCHIVE, status=Status.EXPIRED)
+    """Ask again for a range no longer recorded, or for a queued archive: a note, nothing new."""
+    [download] = await add_downloads(service, 1, 1, 1, kind=Kind.ARCHIVE, status=status)
     alice = await signed_in(browsers, "alice")
-    response = await submit(alice, f"/history/downloads/{expired.id}/again", {})
-    assert response.status == 303 and note_of(response) == "no-recording"
-    assert len(await archives_of(service, "alice")) == 1
-
-
-async def test_asking_again_for_a_queued_archive_changes_nothing(
-    service: Client, browsers: Browsers
-) -> None:
-    """Ask again is only for failed, cancelled or expired archives."""
-    [queued] = await add_downloads(service, 1, 1, 1, kind=Kind.ARCHIVE, status=Status.QUEUED)
-    alice = await signed_in(browsers, "alice")
-    response = await submit(alice, f"/history/downloads/{queued.id}/again", {})
-    assert response.status == 303 and note_of(response) == "nothing"
+    response = await submit(alice, f"/history/downloads/{download.id}/again", {})
+    assert response.status == 303 and note_of(response) == note
     assert len(await archives_of(service, "alice")) == 1
 
 
