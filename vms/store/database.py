@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -163,27 +164,24 @@ class Database:
         while self._pending_inserts:
             batch, self._pending_inserts = self._pending_inserts, []
             try:
-                async with self._write_lock:
-                    await self._conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        values = [v for v, _ in batch]
-                        await self._conn.executemany(rows.INSERT_DOWNLOAD, values)
-                        last = await self._written_one("SELECT last_insert_rowid()")
-                        await self._conn.executemany(rows.ADD_TOTALS, rows.totals(values))
-                        await self._conn.execute("COMMIT")
-                    except BaseException:
-                        await self._conn.execute("ROLLBACK")
-                        raise
+                last = await self._transaction(partial(self._insert_rows, [v for v, _ in batch]))
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(StoreError(f"insert failed: {type(exc).__name__}"))
                 continue
             # One writer holds the lock, so rowids of one statement's rows are consecutive.
-            first = int(last[0]) - len(batch) + 1
+            first = last - len(batch) + 1
             for offset, (_, future) in enumerate(batch):
                 if not future.done():
                     future.set_result(first + offset)
+
+    async def _insert_rows(self, values: list[tuple[Any, ...]]) -> int:
+        """Insert downloads rows and count them into the totals; the last row's id."""
+        await self._conn.executemany(rows.INSERT_DOWNLOAD, values)
+        last = await self._written_one("SELECT last_insert_rowid()")
+        await self._conn.executemany(rows.ADD_TOTALS, rows.totals(values))
+        return int(last[0])
 
     # Users
 
