@@ -258,3 +258,47 @@ def test_missing_toml_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "absent.toml", environ={})
     assert "absent.toml" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("VMS_DATABASE_URL", "mysql://u:p@db/vms", "postgresql://HOST:PORT"),
+        ("VMS_DATABASE_URL", "postgresql:///vms", "postgresql://HOST:PORT"),
+        ("VMS_DATABASE_URL", "postgresql://u:secret@db:port/vms", "port is not a number"),
+        ("VMS_REDIS_URL", "http://cache:6379/0", "redis://HOST:PORT"),
+        ("VMS_STORAGE_URL", "https://bucket/prefix", "s3://BUCKET"),
+        ("VMS_STORAGE_URL", "s3://A_bucket", "s3://BUCKET"),
+        ("VMS_S3_ENDPOINT", "ftp://s3", "http(s) URL"),
+        ("VMS_STORAGE_PROXY", "maybe", "true or false"),
+        ("VMS_JOB_LEASE", "0", "greater than zero"),
+    ],
+)
+def test_bad_scaling_settings_are_named_without_echoing_secrets(
+    name: str, value: str, message: str
+) -> None:
+    """A bad engine URL names the setting and the expected shape, and never prints a password."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={name: value})
+    assert name in str(raised.value) and message in str(raised.value)
+    assert "secret" not in str(raised.value)
+
+
+def test_scaling_settings_are_read_and_kept_out_of_repr() -> None:
+    """Engine URLs are parsed from the environment; a password in them never shows in repr."""
+    config = load_config(
+        environ={
+            "VMS_DATABASE_URL": "postgresql://vms:hunter2@127.0.0.1:5432/vms",
+            "VMS_REDIS_URL": "redis://:hunter3@127.0.0.1:6379/0",
+            "VMS_STORAGE_URL": "s3://vms-archives/site-1/",
+            "VMS_S3_ENDPOINT": "http://127.0.0.1:9000",
+            "VMS_STORAGE_PROXY": "true",
+            "VMS_JOB_LEASE": "45s",
+        }
+    )
+    assert config.database_url.endswith("@127.0.0.1:5432/vms")
+    assert config.redis_url.startswith("redis://")
+    assert config.storage_url == "s3://vms-archives/site-1"
+    assert config.storage_proxy is True and config.job_lease == 45.0
+    assert "hunter" not in repr(config)
+    assert Config().database_url == "" and Config().job_lease == 30.0

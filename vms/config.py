@@ -9,9 +9,10 @@ import re
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -123,6 +124,15 @@ class Config:
     tls_cert: str = ""
     tls_key: str = ""
     tls: str = "auto"
+    # Beyond one box (docs/SCALING.md); empty: SQLite in DATA, push in process, archives in
+    # DATA/archives. The URLs may hold passwords: they are never logged or shown (repr=False).
+    database_url: str = field(default="", repr=False)
+    redis_url: str = field(default="", repr=False)
+    storage_url: str = ""
+    s3_endpoint: str = ""
+    storage_proxy: bool = False
+    # A worker holds a claimed job this long without renewing it before another may take it.
+    job_lease: float = 30.0
 
     @property
     def tls_on(self) -> bool:
@@ -177,8 +187,6 @@ class Config:
         """The embedded media server's address as clients reach it."""
         host = self.host
         if self.public_url:
-            from urllib.parse import urlsplit
-
             host = urlsplit(self.public_url).hostname or host
         if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a bind-all address is not reachable
             host = "127.0.0.1"
@@ -217,7 +225,35 @@ _PARSERS: dict[str, Any] = {
     "tls_cert": lambda v, n: str(v).strip(),
     "tls_key": lambda v, n: str(v).strip(),
     "tls": lambda v, n: _parse_tls(v, n),
+    "database_url": lambda v, n: _parse_engine_url(v, n, ("postgresql", "postgres")),
+    "redis_url": lambda v, n: _parse_engine_url(v, n, ("redis", "rediss")),
+    "storage_url": lambda v, n: _parse_storage_url(v, n),
+    "s3_endpoint": lambda v, n: _parse_url(v, n),
+    "storage_proxy": lambda v, n: _parse_bool(v, n),
+    "job_lease": parse_duration,
 }
+
+
+def _parse_engine_url(value: object, name: str, schemes: tuple[str, ...]) -> str:
+    """A `scheme://[user[:password]@]host[:port]/...` URL; errors never echo the value."""
+    text = str(value).strip()
+    if not text:
+        return text
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{name}: the port is not a number") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigError(f"{name}: expected a URL like {schemes[0]}://HOST:PORT/...")
+    return text
+
+
+def _parse_storage_url(value: object, name: str) -> str:
+    text = str(value).strip().rstrip("/")
+    if text and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?\Z", text):
+        raise ConfigError(f"{name}: expected s3://BUCKET or s3://BUCKET/PREFIX")
+    return text
 
 
 def _is_loopback(host: str) -> bool:
