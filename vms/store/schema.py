@@ -161,4 +161,19 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE kind = 'archive' AND status IN ('queued', 'in progress');
     DROP TRIGGER download_totals_update;
     """,
+    # Beyond one box: an archive job is held by the process working it (`claimed_by`) until
+    # `lease_until` (unix seconds), which that process keeps moving forward; a lapsed lease
+    # lets another process take the job over. Keys and secrets shared by every process live
+    # in `secrets` when the database is shared (with SQLite they stay files in DATA/keys).
+    """
+    ALTER TABLE downloads ADD COLUMN claimed_by TEXT;
+    ALTER TABLE downloads ADD COLUMN lease_until REAL;
+    CREATE INDEX downloads_claimable ON downloads(id)
+        WHERE kind = 'archive' AND status IN ('queued', 'in progress');
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
