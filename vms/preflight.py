@@ -95,12 +95,14 @@ def _probe_writable(data_dir: Path) -> None:
         probe.unlink()
 
 
-def bind(host: str, port: int, setting: str) -> list[socket.socket]:
+def bind(host: str, port: int, setting: str, *, shared: bool = False) -> list[socket.socket]:
     """Sockets bound to host:port (one per address the host names), not yet listening.
 
     Bound, the port is ours; `Claim.listen` makes both accept just before the first-start
     password is printed, so it is printed only once both ports listen.
-    `setting` is what the operator can change, for the error message.
+    `setting` is what the operator can change, for the error message. With `shared`, other
+    processes of this user may bind the same port (SO_REUSEPORT) and the kernel spreads new
+    connections among them.
     """
     where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     try:
@@ -115,6 +117,8 @@ def bind(host: str, port: int, setting: str) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if shared:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
@@ -132,7 +136,9 @@ def claim(config: Config) -> Claim:
     created = not config.data_dir.exists()
     held = Claim(lock_data_dir(config.data_dir))
     try:
-        held.api = bind(config.host, config.port, "set VMS_PORT or --port")
+        # Processes of one site share the database, so they may share the API port too.
+        shared = bool(config.database_url)
+        held.api = bind(config.host, config.port, "set VMS_PORT or --port", shared=shared)
         if config.media_port:
             held.media = bind(config.host, config.media_port, "set VMS_MEDIA_PORT or --media-port")
     except StartupError:
