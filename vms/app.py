@@ -34,6 +34,7 @@ from vms.auth import Authenticator
 from vms.bootstrap import DEMO_CAMERAS, ensure_demo_cameras, follow_media_port
 from vms.config import Config
 from vms.dates import utcnow
+from vms.foreground import FOREGROUND, Foreground
 from vms.keystore import PublishedKeys, load_or_create
 from vms.listen import GuardedRunner, Limits, start_site
 from vms.logs import AccessLogger, scrub_library_logs
@@ -237,6 +238,7 @@ def create_app(
     app[appkeys.CONFIG] = config
     app[health.SHUTTING_DOWN] = asyncio.Event()
     app[monitoring.METRICS] = Metrics()
+    app[FOREGROUND] = Foreground()
     if tls is None and config.tls_on:
         tls = load_tls(config, utcnow())
     if tls is not None:

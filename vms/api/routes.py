@@ -13,13 +13,18 @@ from aiohttp import web
 from vms import asyncapi, openapi, urls
 from vms.api import archive, files, mediamtx, push, sessions
 from vms.api.errors import api_errors
+from vms.foreground import api_first
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_surface(routes: list[web.RouteDef]) -> web.Application:
-    """A sub-application whose every answer, errors included, is Laravel JSON."""
-    surface = web.Application(middlewares=[api_errors])
+def json_surface(routes: list[web.RouteDef], *, foreground: bool = False) -> web.Application:
+    """A sub-application whose every answer, errors included, is Laravel JSON.
+
+    A `foreground` surface's requests go before a big page being drawn (`vms.foreground`).
+    """
+    middlewares = [api_first, api_errors] if foreground else [api_errors]
+    surface = web.Application(middlewares=middlewares)
     surface.add_routes(routes)
     return surface
 
@@ -43,7 +48,8 @@ def api_surface() -> web.Application:
             web.post("/v1/broadcasting/auth", push.broadcasting_auth),
             web.get("/openapi.json", openapi.openapi_json),
             web.get("/asyncapi.json", asyncapi.asyncapi_json),
-        ]
+        ],
+        foreground=True,
     )
 
 
