@@ -57,6 +57,13 @@ class Foreground:
 FOREGROUND = web.AppKey("foreground", Foreground)
 
 
+async def yield_to_api(request: web.Request) -> None:
+    """For a page's own steps: wait while API requests run (at most MAX_WAIT)."""
+    foreground = request.config_dict.get(FOREGROUND)
+    if foreground is not None:
+        await foreground.wait_turn()
+
+
 @web.middleware
 async def api_first(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Mark this request as foreground work while its handler runs."""

@@ -16,6 +16,7 @@ from vms.archive.files import content_disposition
 from vms.archive.manifest import MEDIA_TYPE
 from vms.auth import Principal
 from vms.dates import format_stamp, parse_stamp, utcnow
+from vms.foreground import yield_to_api
 from vms.models import Download, Status
 from vms.pagination import Page
 from vms.sessions import CREDENTIALS_MESSAGE, InvalidCredentials, Throttled
@@ -215,6 +216,7 @@ async def history_page(
     filters = parse_filters(request.query if query is None else query, operator=user.is_admin)
     now = utcnow()
     downloads, total = await _list(request, principal, filters, PER_PAGE)
+    await yield_to_api(request)
     rows = [describe(d, resources, now) for d in downloads]
     visible = await db.visible_cameras(user)
     cameras = list(visible)
