@@ -44,6 +44,14 @@ TABLES = (
 )  # fmt: skip
 # Tables whose ids the database hands out, started again from 1 as on a new database.
 SEQUENCED = ("downloads", "media_servers", "users")
+EMPTY_SQL = "; ".join(
+    [
+        "SET lock_timeout = '10s'",
+        *(f"DELETE FROM {table}" for table in TABLES),  # noqa: S608 - constant names
+        *(f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), 1, false)" for t in SEQUENCED),
+        f"UPDATE vms_schema SET version = {len(PG_MIGRATIONS)}",
+    ]
+)
 
 
 def wanted() -> bool:
@@ -214,15 +222,7 @@ class Databases:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-        await keeper.execute(
-            "SET lock_timeout = '10s';"
-            + "".join(f" DELETE FROM {table};" for table in TABLES)
-            + "".join(
-                f" SELECT setval(pg_get_serial_sequence('{table}', 'id'), 1, false);"
-                for table in SEQUENCED
-            )
-            + f" UPDATE vms_schema SET version = {len(PG_MIGRATIONS)}"
-        )
+        await keeper.execute(EMPTY_SQL)
 
     def close(self) -> None:
         """Close the admin connection and stop the loop's thread."""
