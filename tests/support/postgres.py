@@ -49,7 +49,7 @@ EMPTY_SQL = "; ".join(
         "SET lock_timeout = '10s'",
         *(f"DELETE FROM {table}" for table in TABLES),  # noqa: S608 - constant names
         *(f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), 1, false)" for t in SEQUENCED),
-        f"UPDATE vms_schema SET version = {len(PG_MIGRATIONS)}",
+        f"UPDATE vms_schema SET version = {len(PG_MIGRATIONS)}",  # noqa: S608 - a number
     ]
 )
 
