@@ -19,7 +19,7 @@ from vms.app import create_app
 from vms.config import Config
 from vms.keystore import load_or_create
 from vms.logs import AccessLogger
-from vms.store import Database
+from vms.store import open_store
 
 ClientFactory = Callable[..., Awaitable[Client]]
 
@@ -159,7 +159,7 @@ async def test_no_key_secret_token_or_password_in_logs(
     """Start-up, login, a link, a bad login and logout log no key, secret, token or password."""
 
     caplog.set_level(logging.DEBUG)
-    db = await Database.open(config.database_path)
+    db = await open_store(config)
     await seed(db, media_server, password_hash)
     await db.close()
     client = await aiohttp_client(

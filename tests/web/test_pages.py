@@ -29,7 +29,7 @@ from vms import appkeys
 from vms.app import create_app
 from vms.config import Config
 from vms.models import Kind, Status
-from vms.store import Database
+from vms.store import open_store
 from vms.web.errors import page_errors
 from vms.web.routes import setup_pages
 
@@ -351,7 +351,7 @@ async def test_dates_are_read_in_the_configured_time_zone(
 ) -> None:
     """With Asia/Tokyo, a record made at 2026-03-01 20:00 UTC belongs to March 2 and shows 05:00."""
     tokyo = dataclasses.replace(config, timezone="Asia/Tokyo")
-    db = await Database.open(tokyo.database_path)
+    db = await open_store(tokyo)
     ids = await seed(db, media_server, password_hash)
     await db.close()
     client = await aiohttp_client(create_app(tokyo))
