@@ -60,6 +60,7 @@ def postgres_databases() -> Iterator[postgres.Databases | None]:
     if not postgres.wanted():
         yield None
         return
+    postgres.forget_choice()
     try:
         with postgres.running() as databases:
             yield databases

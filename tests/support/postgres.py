@@ -54,9 +54,19 @@ EMPTY_SQL = "; ".join(
 )
 
 
+# Read once: the variable leaves the environment when the server starts (forget_choice).
+_WANTED = os.environ.get(ENGINE_VARIABLE, "").lower() in ("postgresql", "postgres")
+
+
 def wanted() -> bool:
     """Whether this run is on PostgreSQL (VMS_TEST_DATABASE=postgresql)."""
-    return os.environ.get(ENGINE_VARIABLE, "").lower() in ("postgresql", "postgres")
+    return _WANTED
+
+
+def forget_choice() -> None:
+    """Take VMS_TEST_DATABASE out of the environment: the service warns of unknown VMS_*
+    variables, and tests of its command line expect a quiet start."""
+    os.environ.pop(ENGINE_VARIABLE, None)
 
 
 def binaries() -> Path | None:
