@@ -7,11 +7,14 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from tests.support import postgres
 from tests.support.processes import worker_port
+from vms.backup import BackupError, backup, restore
+from vms.config import Config
 from vms.models import Kind, Status
 from vms.store import MIGRATIONS, StoreError
 from vms.store.postgres import PgDatabase
@@ -177,3 +180,11 @@ async def test_secrets_keep_the_first_writer_unless_set(stores) -> None:
     await second.set_secret("app_key", b"three", NOW)
     assert await first.secret("app_key") == b"three"
     assert await first.secret_names() == ["app_key"]
+
+
+def test_backup_refuses_a_postgresql_store(config: Config, tmp_path: Path) -> None:
+    """`backup` and `restore` say the database is PostgreSQL's to dump, and write nothing."""
+    for command in (backup, restore):
+        with pytest.raises(BackupError, match="pg_dump"):
+            command(config, tmp_path / "vms.tar.gz")
+    assert not (tmp_path / "vms.tar.gz").exists()
