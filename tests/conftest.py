@@ -26,6 +26,9 @@ from vms.mediaserver.auth import StaticKeys
 from vms.passwords import hash_password
 from vms.store import open_store
 
+# Paths relative to this directory, left out of the PostgreSQL pass (see STORELESS).
+collect_ignore = list(postgres.STORELESS) if postgres.wanted() else []
+
 
 @pytest.fixture
 def unused_tcp_port_factory() -> Callable[[], int]:
