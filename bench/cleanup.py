@@ -2,8 +2,9 @@
 
 Usage: python bench/cleanup.py [--archives 10000] [--file-kb 64]
 
-Builds a real DATA directory in a temp dir: a SQLite database (vms.store.Database) with
-`--archives` ready archives whose lifetime is over, and their real files in DATA/archives.
+Builds a real DATA directory in a temp dir: the store (the SQLite file in DATA, or with
+VMS_DATABASE_URL that PostgreSQL database, which must be empty) with `--archives` ready
+archives whose lifetime is over, and their real files in DATA/archives.
 A ticker task asks to wake every 5 ms and records how late it wakes. Three phases, each
 measured the same way:
 1. idle: the ticker alone for a second (the loop's own lateness);
@@ -33,8 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from vms.archive.cleanup import purge_expired  # noqa: E402
 from vms.archive.files import ArchiveFiles  # noqa: E402
+from vms.config import Config  # noqa: E402
 from vms.models import Kind, Status  # noqa: E402
-from vms.store import Database  # noqa: E402
+from vms.store import Store, open_store  # noqa: E402
 from vms.urls import Urls  # noqa: E402
 
 TICK = 0.005
@@ -80,7 +82,7 @@ def write_files(root: Path, names: list[str], size: int) -> None:
     os.sync()
 
 
-async def seed(db: Database, count: int, now: datetime) -> list[int]:
+async def seed(db: Store, count: int, now: datetime) -> list[int]:
     """`count` ready archives whose lifetime ended an hour ago; their ids."""
     await db.put_camera(1, "Gate", "camera1", "http://127.0.0.1:9", now)
     camera = await db.camera(1)
@@ -125,7 +127,8 @@ async def run(work: Path, count: int, size: int) -> None:
     """The benchmark proper, inside a temporary directory."""
     data = work / "data"
     now = datetime.now(UTC)
-    db = await Database.open(data / "vms.sqlite3")
+    config = Config(data_dir=data, database_url=os.environ.get("VMS_DATABASE_URL", ""))
+    db = await open_store(config)
     try:
         started = time.perf_counter()
         ids = await seed(db, count, now)

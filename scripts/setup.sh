@@ -15,6 +15,8 @@ if [ "$mode" = test ]; then
   command -v npm >/dev/null || need+=(npm)
   # The Playwright driver's own node needs libatomic, which a minimal Debian lacks.
   ldconfig -p 2>/dev/null | grep -q 'libatomic.so.1 ' || need+=(libatomic1)
+  # The suite's second pass runs on a real PostgreSQL server (tests/support/postgres.py).
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

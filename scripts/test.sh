@@ -17,3 +17,13 @@ status=0
 if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
   exit "$status"
 fi
+# The same suite on the other storage layer: a real PostgreSQL server per worker.
+export VMS_TEST_DATABASE=postgresql
+echo "== tests on PostgreSQL (two workers)"
+.venv/bin/python -m pytest -p no:cacheprovider -n 2 -m "not serial" "$@"
+echo "== tests on PostgreSQL that need the machine to themselves"
+status=0
+.venv/bin/python -m pytest -p no:cacheprovider -m serial "$@" || status=$?
+if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
+  exit "$status"
+fi

@@ -1,16 +1,21 @@
-"""Shared fixtures: a real service on 127.0.0.1 with a real SQLite file, keys and media server."""
+"""Shared fixtures: a real service on 127.0.0.1 with a real store, keys and media server.
+
+The store is a SQLite file per test, or with VMS_TEST_DATABASE=postgresql a fresh database
+on a real PostgreSQL server per worker (tests/support/postgres.py).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
 
+from tests.support import postgres
 from tests.support.processes import NODE_DIR, worker_port
 from tests.support.service import PASSWORD, Client, Footage, seed, write_footage
 from vms.app import create_app
@@ -19,7 +24,10 @@ from vms.keystore import load_or_create
 from vms.mediaserver.app import create_media_app
 from vms.mediaserver.auth import StaticKeys
 from vms.passwords import hash_password
-from vms.store import Database
+from vms.store import open_store
+
+# Paths relative to this directory, left out of the PostgreSQL pass (see STORELESS).
+collect_ignore = list(postgres.STORELESS) if postgres.wanted() else []
 
 
 @pytest.fixture
@@ -46,12 +54,48 @@ def password_hash() -> str:
     return hash_password(PASSWORD)
 
 
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[postgres.Databases | None]:
+    """This worker's PostgreSQL server when the run is on it (else None), stopped at the end.
+
+    Skipped where PostgreSQL is missing, but under CI (which installs it) that is a failure.
+    """
+    if not postgres.wanted():
+        yield None
+        return
+    postgres.forget_choice()
+    try:
+        with postgres.running() as databases:
+            yield databases
+    except LookupError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{exc}; scripts/setup.sh test installs it")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(autouse=True)
+def database_url(
+    postgres_databases: postgres.Databases | None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """This test's own PostgreSQL database ("" on SQLite), also in VMS_DATABASE_URL.
+
+    In the environment, so a service a test starts as a child process uses it too.
+    """
+    if postgres_databases is None:
+        yield ""
+        return
+    with postgres_databases.fresh() as url:
+        monkeypatch.setenv("VMS_DATABASE_URL", url)
+        yield url
+
+
 @pytest.fixture
-def config(tmp_path: Path, unused_tcp_port_factory: Callable[[], int]) -> Config:
-    """Settings for one test: its own data directory and port, no embedded media server."""
+def config(tmp_path: Path, unused_tcp_port_factory: Callable[[], int], database_url: str) -> Config:
+    """Settings for one test: its own data directory, port and store, no embedded media server."""
     port = unused_tcp_port_factory()
     return Config(
         data_dir=tmp_path / "data",
+        database_url=database_url,
         host="127.0.0.1",
         port=port,
         media_port=0,
@@ -81,7 +125,7 @@ async def service(
     aiohttp_client: Callable[..., Awaitable[Client]],
 ) -> Client:
     """The whole service on 127.0.0.1 (config.port), seeded, with a media server behind it."""
-    db = await Database.open(config.database_path)
+    db = await open_store(config)
     try:
         await seed(db, media_server, password_hash)
     finally:

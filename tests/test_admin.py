@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support import postgres
 from tests.support.processes import ROOT, Service, free_port
 from tests.support.service import Footage, rfc3339
 from tests.test_cli import _env, assert_clean_failure, run
@@ -196,6 +197,10 @@ def _integrity(database: Path) -> str:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
 
 
+@pytest.mark.skipif(
+    postgres.wanted(),
+    reason="SQLite-only: `backup` copies the SQLite file; PostgreSQL is dumped with pg_dump",
+)
 async def test_backup_under_load_restores_with_keys_and_tokens(
     tmp_path: Path, media_server: str, footage: Footage
 ) -> None:

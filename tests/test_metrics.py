@@ -25,7 +25,7 @@ from vms.app import create_app
 from vms.config import Config
 from vms.logs import AccessLogger
 from vms.monitoring import Handler
-from vms.store import Database
+from vms.store import open_store
 
 FAMILIES = (
     "vms_http_requests_total",
@@ -116,7 +116,7 @@ async def test_metrics_from_elsewhere_need_an_operator_token(
     address: str,
 ) -> None:
     """Off loopback: 403 without a token or with a user's, 200 with an operator's."""
-    db = await Database.open(config.database_path)
+    db = await open_store(config)
     await seed(db, media_server, password_hash)
     await db.close()
     app = create_app(config)
@@ -139,7 +139,7 @@ async def test_the_access_log_counts_a_sendfile_body(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The access line of a 2-minute archive sent by sendfile counts its bytes, not just headers."""
-    db = await Database.open(config.database_path)
+    db = await open_store(config)
     await seed(db, media_server, password_hash)
     await db.close()
     server = TestServer(create_app(config), port=config.port)

@@ -17,7 +17,7 @@ from tests.support.processes import Service, free_port
 from tests.support.service import Client, Footage, bearer, login, rfc3339, seed, wait_status
 from vms.app import create_app
 from vms.config import Config, ConfigError, parse_size, unknown_environment
-from vms.store import Database
+from vms.store import open_store
 
 
 async def test_healthz_answers_while_the_process_does(service: Client) -> None:
@@ -45,7 +45,7 @@ async def _service_with(
     **changes: Any,
 ) -> Client:
     config = dataclasses.replace(config, **changes)
-    db = await Database.open(config.database_path)
+    db = await open_store(config)
     await seed(db, media_server, password_hash)
     await db.close()
     return await aiohttp_client(create_app(config), server_kwargs={"port": config.port})

@@ -26,7 +26,7 @@ from tests.support.processes import ROOT, Service, free_port, wait_port
 from tests.support.service import PHONE, Client, Footage, ask_archive, login, seed, wait_status
 from vms.app import create_app
 from vms.config import Config
-from vms.store import Database
+from vms.store import open_store
 
 PASSWORD = "alice-passphrase"
 ANY = "0.0.0.0"  # noqa: S104 - only a Config value, nothing listens on it
@@ -219,7 +219,7 @@ async def test_archives_are_fetched_from_the_embedded_media_server_over_tls(
     and the archive worker, trusting it, fetches a phone's archive from it."""
     config = dataclasses.replace(config, tls="on", media_port=free_port())
     shutil.copytree(footage.root, config.recordings_dir)
-    db = await Database.open(config.database_path)
+    db = await open_store(config)
     await seed(db, config.media_url, password_hash)
     await db.close()
     assert config.media_url.startswith("https://127.0.0.1:")

@@ -22,17 +22,17 @@ from vms.dates import utcnow
 from vms.keystore import load_or_create, rotate
 from vms.models import Status, User
 from vms.preflight import holder
-from vms.store import Conflict, Database, NotFound, StoreError
+from vms.store import Conflict, NotFound, Store, StoreError, open_store, store_name
 from vms.threads import run_blocking
 from vms.users import create_user, password_problem, set_password
 
 
-async def with_db(config: Config, work: Callable[[Database], Awaitable[int]]) -> int:
+async def with_db(config: Config, work: Callable[[Store], Awaitable[int]]) -> int:
     """Open the database of `config`, run `work` on it and close it; the exit code."""
     try:
-        db = await Database.open(config.database_path)
+        db = await open_store(config)
     except (StoreError, sqlite3.Error, OSError) as exc:
-        print(f"error: cannot open {config.database_path}: {exc}", file=sys.stderr)
+        print(f"error: cannot open {store_name(config)}: {exc}", file=sys.stderr)
         return 1
     try:
         return await work(db)
@@ -51,7 +51,7 @@ def _password(args: argparse.Namespace) -> str | None:
     return secret
 
 
-async def user_add(db: Database, args: argparse.Namespace) -> int:
+async def user_add(db: Store, args: argparse.Namespace) -> int:
     """`user add LOGIN --password PW|- [--name] [--admin] [--camera ID]...`."""
     secret = _password(args)
     if secret is None:
@@ -75,7 +75,7 @@ async def user_add(db: Database, args: argparse.Namespace) -> int:
     return 0
 
 
-async def user_list(db: Database) -> int:
+async def user_list(db: Store) -> int:
     """`user list`: one line per user with its role and cameras."""
     for user in await db.users():
         cameras = "all" if user.is_admin else ",".join(map(str, await db.grants(user.id))) or "-"
@@ -84,7 +84,7 @@ async def user_list(db: Database) -> int:
     return 0
 
 
-async def camera_add(db: Database, config: Config, args: argparse.Namespace) -> int:
+async def camera_add(db: Store, config: Config, args: argparse.Namespace) -> int:
     """`camera add ID --name NAME [--media-server URL] [--path PATH]`: create or update."""
     url = (args.media_server or config.media_url).rstrip("/")
     if not url.startswith(("http://", "https://")):
@@ -102,7 +102,7 @@ async def camera_add(db: Database, config: Config, args: argparse.Namespace) -> 
     return 0
 
 
-async def camera_list(db: Database) -> int:
+async def camera_list(db: Store) -> int:
     """`camera list`: one line per camera."""
     for camera in await db.cameras():
         print(f"{camera.id}\t{camera.name}\t{camera.media_server.url}\t{camera.path}")
@@ -112,7 +112,7 @@ async def camera_list(db: Database) -> int:
 # Changing what exists: each takes effect in a running server at once (it is told by SIGHUP).
 
 
-async def _user(db: Database, login: str) -> User | None:
+async def _user(db: Store, login: str) -> User | None:
     found = await db.user_with_hash(login)
     if found is None:
         print(f"error: user {login!r} does not exist", file=sys.stderr)
@@ -132,7 +132,7 @@ def _tell_server(config: Config) -> None:
               file=sys.stderr)  # fmt: skip
 
 
-async def user_passwd(db: Database, config: Config, args: argparse.Namespace) -> int:
+async def user_passwd(db: Store, config: Config, args: argparse.Namespace) -> int:
     """`user passwd LOGIN --password PW|-`: a new password; the user's sessions end."""
     user = await _user(db, args.login)
     if user is None:
@@ -149,7 +149,7 @@ async def user_passwd(db: Database, config: Config, args: argparse.Namespace) ->
     return 0
 
 
-async def user_remove(db: Database, config: Config, args: argparse.Namespace) -> int:
+async def user_remove(db: Store, config: Config, args: argparse.Namespace) -> int:
     """`user remove LOGIN`: the user, their grants and history go; their sessions end."""
     user = await _user(db, args.login)
     if user is None:
@@ -162,7 +162,7 @@ async def user_remove(db: Database, config: Config, args: argparse.Namespace) ->
     return 0
 
 
-async def _cameras_exist(db: Database, camera_ids: list[int]) -> bool:
+async def _cameras_exist(db: Store, camera_ids: list[int]) -> bool:
     for camera_id in camera_ids:
         if await db.camera(camera_id) is None:
             print(f"error: camera {camera_id} does not exist", file=sys.stderr)
@@ -171,7 +171,7 @@ async def _cameras_exist(db: Database, camera_ids: list[int]) -> bool:
 
 
 async def _change_grants(
-    db: Database, config: Config, args: argparse.Namespace, *, grant: bool
+    db: Store, config: Config, args: argparse.Namespace, *, grant: bool
 ) -> int:
     user = await _user(db, args.login)
     if user is None:
@@ -188,17 +188,17 @@ async def _change_grants(
     return 0
 
 
-async def user_grant(db: Database, config: Config, args: argparse.Namespace) -> int:
+async def user_grant(db: Store, config: Config, args: argparse.Namespace) -> int:
     """`user grant LOGIN CAMERA...`: the user may see these cameras too."""
     return await _change_grants(db, config, args, grant=True)
 
 
-async def user_revoke(db: Database, config: Config, args: argparse.Namespace) -> int:
+async def user_revoke(db: Store, config: Config, args: argparse.Namespace) -> int:
     """`user revoke LOGIN CAMERA...`: the user no longer sees these cameras."""
     return await _change_grants(db, config, args, grant=False)
 
 
-async def camera_remove(db: Database, config: Config, args: argparse.Namespace) -> int:
+async def camera_remove(db: Store, config: Config, args: argparse.Namespace) -> int:
     """`camera remove ID`: the camera, its grants and its history go (files are cleaned up)."""
     if not await db.delete_camera(args.id):
         print(f"error: camera {args.id} does not exist", file=sys.stderr)
@@ -238,7 +238,7 @@ async def _reachable(http: aiohttp.ClientSession, url: str) -> str:
         return f"down ({type(exc).__name__})"
 
 
-async def status(db: Database, config: Config) -> int:
+async def status(db: Store, config: Config) -> int:
     """`status`: archives by status, the queue, disk use, media servers, the server."""
     counts = await db.archive_counts()
     print("archives: " + ", ".join(f"{state.value} {counts.get(state, 0)}" for state in Status))

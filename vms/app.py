@@ -42,7 +42,7 @@ from vms.metrics import Metrics
 from vms.push.hub import Hub
 from vms.resources import Resources
 from vms.sessions import Sessions
-from vms.store import Database
+from vms.store import open_store
 from vms.tls import Tls
 from vms.tls import load as load_tls
 from vms.validation import ArchiveLinkSchema, DownloadBatchSchema, DownloadListSchema
@@ -61,7 +61,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     os.chmod(config.data_dir, 0o700)
     keystore = app[appkeys.KEYSTORE] = load_or_create(config.keys_dir)
     app[appkeys.MEDIA_KEYS] = PublishedKeys(keystore)
-    app[appkeys.DB] = db = await Database.open(config.database_path)
+    app[appkeys.DB] = db = await open_store(config)
     app[appkeys.AUTH] = Authenticator(config, db, keystore)
     yield
     await db.close()

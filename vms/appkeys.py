@@ -17,7 +17,7 @@ from vms.mediaserver.auth import KeySource
 from vms.push.hub import Hub
 from vms.resources import Resources
 from vms.sessions import Sessions
-from vms.store import Database
+from vms.store import Store
 from vms.throttle import Throttle
 from vms.tls import Tls
 from vms.urls import Urls
@@ -25,7 +25,7 @@ from vms.validation import ArchiveLinkSchema, DownloadBatchSchema, DownloadListS
 
 CONFIG = web.AppKey[Config]("config")
 URLS = web.AppKey[Urls]("urls")
-DB = web.AppKey[Database]("db")
+DB = web.AppKey[Store]("db")
 KEYSTORE = web.AppKey[Keystore]("keystore")
 # The service's own public keys, as a media server checks media tokens with them.
 MEDIA_KEYS = web.AppKey[KeySource]("media_keys")

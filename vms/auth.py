@@ -17,7 +17,7 @@ from vms.dates import utcnow
 from vms.keystore import Keystore
 from vms.mediaserver.auth import RANGE_CLAIM
 from vms.models import Session, User
-from vms.store import Database
+from vms.store import Store
 
 API_AUDIENCE = "vms-api"
 MEDIA_AUDIENCE = "media-server"
@@ -57,7 +57,7 @@ class IssuedToken:
 class Authenticator:
     """Issues and checks tokens; decides whether a session is alive, caching recent ones."""
 
-    def __init__(self, config: Config, db: Database, keystore: Keystore) -> None:
+    def __init__(self, config: Config, db: Store, keystore: Keystore) -> None:
         self._config = config
         self._db = db
         self._keystore = keystore

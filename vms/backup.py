@@ -54,8 +54,18 @@ def _snapshot(database: Path, into: Path) -> None:
         source.close()
 
 
+def _refuse_postgres(config: Config) -> None:
+    """A backup holds the SQLite file; a PostgreSQL database is the operator's to dump."""
+    if config.database_url:
+        raise BackupError(
+            "the database is PostgreSQL (VMS_DATABASE_URL): back it up with pg_dump;"
+            " `backup` and `restore` handle the SQLite file in DATA"
+        )
+
+
 def backup(config: Config, file: Path) -> Summary:
     """Write the database and keys of `config` to `file` (0600), replacing it atomically."""
+    _refuse_postgres(config)
     if not config.database_path.is_file():
         raise BackupError(f"no database at {config.database_path}")
     keys = (
@@ -125,6 +135,7 @@ def _check_database(path: Path) -> None:
 
 def restore(config: Config, file: Path) -> Summary:
     """Unpack `file` into the stopped, empty data directory of `config`."""
+    _refuse_postgres(config)
     data = config.data_dir
     if data.exists() and not data.is_dir():
         raise BackupError(f"{data} is not a directory")

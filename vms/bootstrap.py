@@ -8,7 +8,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from vms.config import Config
-from vms.store import Database
+from vms.store import Store
 from vms.users import create_user
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,7 @@ OPERATOR_LOGIN = "admin"
 DEMO_CAMERAS = ((1, "Gate", "camera1"), (2, "Lobby", "camera2"))
 
 
-async def ensure_operator(db: Database, now: datetime) -> str | None:
+async def ensure_operator(db: Store, now: datetime) -> str | None:
     """Create the operator account if there are no users; returns its one-time password."""
     if await db.count_users():
         return None
@@ -26,14 +26,14 @@ async def ensure_operator(db: Database, now: datetime) -> str | None:
     return password
 
 
-async def forget_operator(db: Database) -> None:
+async def forget_operator(db: Store) -> None:
     """Remove the first-start operator account again (its password was never shown)."""
     found = await db.user_with_hash(OPERATOR_LOGIN)
     if found is not None:
         await db.delete_user(found[0].id)
 
 
-async def ensure_demo_cameras(db: Database, config: Config, now: datetime) -> bool:
+async def ensure_demo_cameras(db: Store, config: Config, now: datetime) -> bool:
     """Register demo cameras 1 and 2 on the embedded media server if there are no cameras."""
     if config.media_port == 0 or not config.demo_cameras or await db.cameras():
         return False
@@ -42,7 +42,7 @@ async def ensure_demo_cameras(db: Database, config: Config, now: datetime) -> bo
     return True
 
 
-async def follow_media_port(db: Database, config: Config, now: datetime) -> list[int]:
+async def follow_media_port(db: Store, config: Config, now: datetime) -> list[int]:
     """Move demo cameras left on an earlier embedded media port (or scheme) to the current one.
 
     A demo camera is one with a demo id and path whose media server is on the embedded

@@ -21,7 +21,7 @@ from vms.config import Config, ConfigError, load_config, unknown_environment
 from vms.dates import utcnow
 from vms.logs import AccessLogger, setup_logging
 from vms.preflight import StartupError
-from vms.store import StoreError
+from vms.store import StoreError, store_name
 from vms.tls import Tls
 from vms.tls import load as load_tls
 from vms.verify import verify
@@ -246,7 +246,7 @@ def _serve(config: Config) -> int:
         )  # fmt: skip
     except (StoreError, sqlite3.Error) as exc:
         # Raised while opening the database, before anything is served.
-        print(f"error: cannot open {config.database_path}: {exc}", file=sys.stderr)
+        print(f"error: cannot open {store_name(config)}: {exc}", file=sys.stderr)
         return 1
     except StartupError as exc:  # a port lost between bind and listen
         print(f"error: {exc}", file=sys.stderr)

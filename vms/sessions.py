@@ -17,7 +17,7 @@ from vms.config import Config
 from vms.dates import utcnow
 from vms.models import User
 from vms.passwords import verify_password
-from vms.store import Database
+from vms.store import Store
 from vms.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class Sessions:
     def __init__(
         self,
         config: Config,
-        db: Database,
+        db: Store,
         auth: Authenticator,
         on_ended: SessionEnded,
         clock: Callable[[], datetime] = utcnow,

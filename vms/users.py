@@ -7,7 +7,7 @@ from datetime import datetime
 
 from vms.models import User
 from vms.passwords import hash_password
-from vms.store import Database
+from vms.store import Store
 
 # Shorter passwords are refused wherever one is set.
 MIN_PASSWORD_LENGTH = 12
@@ -23,7 +23,7 @@ def password_problem(password: str) -> str | None:
 
 
 async def create_user(
-    db: Database,
+    db: Store,
     login: str,
     password: str,
     *,
@@ -37,7 +37,7 @@ async def create_user(
     return await db.create_user(login, name or login, hashed, is_admin=is_admin, now=now)
 
 
-async def set_password(db: Database, user: User, password: str, now: datetime) -> None:
+async def set_password(db: Store, user: User, password: str, now: datetime) -> None:
     """Hash the new password off the event loop and store it."""
     loop = asyncio.get_running_loop()
     hashed = await loop.run_in_executor(None, hash_password, password)

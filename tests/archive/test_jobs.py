@@ -32,7 +32,7 @@ from vms.app import create_app
 from vms.archive.cleanup import purge_expired
 from vms.config import Config
 from vms.dates import utcnow
-from vms.store import Database
+from vms.store import open_store
 
 
 async def test_mobile_client_gets_202_then_a_ready_archive_it_can_download(
@@ -267,7 +267,7 @@ async def test_disk_full_fails_the_job_and_leaves_no_partial_file(
     archives.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(archives)], check=True)
     try:
-        db = await Database.open(config.database_path)
+        db = await open_store(config)
         await seed(db, url, password_hash)
         await db.close()
         client = await aiohttp_client(create_app(config), server_kwargs={"port": config.port})

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from vms.mediaserver.synthetic import write_segment
-from vms.store import Database
+from vms.store import Store
 
 # The test client of the service (or of any one sub-application) every test drives.
 Client = TestClient[web.Request, web.Application]
@@ -81,7 +81,13 @@ class Seeded:
     admin: int  # operator: sees everything
 
 
-async def seed(db: Database, media_url: str, password_hash: str) -> Seeded:
+async def sql_rows(db: Store, sql: str) -> list[Any]:
+    """The rows of one parameterless query, on either engine: for tests that look inside."""
+    found = await db._all(sql)  # type: ignore[attr-defined]
+    return list(found)
+
+
+async def seed(db: Store, media_url: str, password_hash: str) -> Seeded:
     """Cameras 1 (Gate) and 2 (Lobby) on `media_url`, camera 3 nobody is granted, three users."""
     now = datetime.now(UTC)
     for camera_id, name in ((1, "Gate"), (2, "Lobby"), (3, "Yard")):

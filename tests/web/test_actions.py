@@ -21,7 +21,7 @@ from tests.support.pages import (
     thick_link,
     wait_download,
 )
-from tests.support.service import Client, Footage
+from tests.support.service import Client, Footage, sql_rows
 from vms import appkeys
 from vms.models import Download, Kind, Status
 
@@ -185,7 +185,7 @@ async def test_a_signed_out_browser_is_sent_to_log_in(
     token = await alice.csrf("/history")
     db = service.app[appkeys.DB]
     user = next(u for u in await db.users() if u.login == "alice")
-    for (session_id,) in await db._all("SELECT id FROM sessions"):
+    for (session_id,) in await sql_rows(db, "SELECT id FROM sessions"):
         await service.app[appkeys.SESSIONS].end(user, session_id)
     data = {"_csrf": token, **asked_range(footage)}
     response = await alice.post("/history/request", data)

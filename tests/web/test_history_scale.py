@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.support import postgres
 from tests.support.pages import Browser, add_downloads, signed_in
 from tests.support.service import PHONE, Client, bearer, login
 from vms import appkeys
@@ -23,6 +24,10 @@ from vms.store.database import EXPIRE_BATCH
 from vms.web.history import PER_PAGE
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+# The plans below are SQLite's; tests/store/test_postgres_plans.py checks PostgreSQL's.
+sqlite_plans = pytest.mark.skipif(
+    postgres.wanted(), reason="SQLite-only: EXPLAIN QUERY PLAN on the SQLite file"
+)
 _PAGE_QUERIES = [
     "",
     "page=2",
@@ -94,6 +99,7 @@ async def _seed(service: Client) -> dict[str, int]:
     return users
 
 
+@sqlite_plans
 async def test_every_history_listing_and_total_is_served_by_an_index(
     service: Client, browsers: Callable[[], Browser], config: Config
 ) -> None:
@@ -123,6 +129,7 @@ async def test_every_history_listing_and_total_is_served_by_an_index(
     assert not bad, bad
 
 
+@sqlite_plans
 async def test_cleanup_and_the_pending_count_use_their_indexes(
     service: Client, config: Config
 ) -> None:

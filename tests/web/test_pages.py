@@ -22,13 +22,14 @@ from tests.support.service import (
     login,
     rfc3339,
     seed,
+    sql_rows,
     wait_status,
 )
 from vms import appkeys
 from vms.app import create_app
 from vms.config import Config
 from vms.models import Kind, Status
-from vms.store import Database
+from vms.store import open_store
 from vms.web.errors import page_errors
 from vms.web.routes import setup_pages
 
@@ -85,7 +86,7 @@ async def test_login_opens_a_web_device_session(service: Client, browsers: Brows
     page = await browser.page("/history")
     assert "Alice" in page and "Log out" in page
     db = service.app[appkeys.DB]
-    rows = await db._all("SELECT client, device, ended_at FROM sessions")
+    rows = await sql_rows(db, "SELECT client, device, ended_at FROM sessions")
     assert [(r[0], r[2]) for r in rows] == [("web", None)]
     assert rows[0][1].startswith("web-")
 
@@ -99,7 +100,7 @@ async def test_login_keeps_the_device_between_logins(service: Client, browsers: 
     token = csrf_of(await browser.page("/history"))  # again, while signed in
     again = {"login": "alice", "password": PASSWORD, "_csrf": token}
     assert (await browser.post("/login", again)).status == 303
-    rows = await service.app[appkeys.DB]._all("SELECT device, ended_at FROM sessions")
+    rows = await sql_rows(service.app[appkeys.DB], "SELECT device, ended_at FROM sessions")
     assert len({r[0] for r in rows}) == 1
     assert sorted(r[1] is None for r in rows) == [False, False, True]
 
@@ -168,7 +169,9 @@ async def test_logout_needs_csrf_and_ends_the_session(service: Client, browsers:
     replay = browsers()
     replay.session.cookie_jar.update_cookies({"vms_web": stolen})
     assert (await replay.get("/history")).status == 303
-    ended = await service.app[appkeys.DB]._all("SELECT ended_at FROM sessions WHERE client = 'web'")
+    ended = await sql_rows(
+        service.app[appkeys.DB], "SELECT ended_at FROM sessions WHERE client = 'web'"
+    )
     assert ended and all(r[0] for r in ended)
 
 
@@ -348,7 +351,7 @@ async def test_dates_are_read_in_the_configured_time_zone(
 ) -> None:
     """With Asia/Tokyo, a record made at 2026-03-01 20:00 UTC belongs to March 2 and shows 05:00."""
     tokyo = dataclasses.replace(config, timezone="Asia/Tokyo")
-    db = await Database.open(tokyo.database_path)
+    db = await open_store(tokyo)
     ids = await seed(db, media_server, password_hash)
     await db.close()
     client = await aiohttp_client(create_app(tokyo))

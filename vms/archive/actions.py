@@ -18,7 +18,7 @@ from vms.archive.worker import ArchiveWorker
 from vms.audit import audit_download
 from vms.dates import utcnow
 from vms.models import PENDING, Download, Kind, Status, User
-from vms.store import Database
+from vms.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ArchiveActions:
 
     def __init__(
         self,
-        db: Database,
+        db: Store,
         files: ArchiveFiles,
         worker: ArchiveWorker,
         clock: Callable[[], datetime] = utcnow,

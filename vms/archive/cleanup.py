@@ -12,7 +12,7 @@ from pathlib import Path
 from vms.archive.files import PART_SUFFIX, POSTER_SUFFIX, ArchiveFiles, file_name, poster_name
 from vms.dates import utcnow
 from vms.models import PENDING, Status
-from vms.store import Database
+from vms.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _list_names(root: Path) -> list[str]:
         return []
 
 
-async def purge_expired(db: Database, files: ArchiveFiles, now: datetime) -> int:
+async def purge_expired(db: Store, files: ArchiveFiles, now: datetime) -> int:
     """Delete archives whose time is up and files nobody owns; returns files removed.
 
     Files being sent right now and jobs being written are left for the next round.
@@ -121,7 +121,7 @@ async def purge_expired(db: Database, files: ArchiveFiles, now: datetime) -> int
 
 
 async def cleanup_forever(
-    db: Database, files: ArchiveFiles, interval: float, clock: Callable[[], datetime] = utcnow
+    db: Store, files: ArchiveFiles, interval: float, clock: Callable[[], datetime] = utcnow
 ) -> None:
     """Purge now and then every `interval` seconds until cancelled."""
     while True:

@@ -26,7 +26,7 @@ from vms.auth import Principal
 from vms.dates import utcnow
 from vms.models import THICK_CLIENT, Camera, Download, Kind, Status
 from vms.resources import Resources
-from vms.store import Database
+from vms.store import Store
 
 # Grants change rarely (by the CLI, in another process); a few seconds of caching spares a
 # query on every request, and a revoked grant stops working within that time.
@@ -74,7 +74,7 @@ class ArchiveRequests:
 
     def __init__(
         self,
-        db: Database,
+        db: Store,
         media: MediaClient,
         links: MediaLinks,
         files: ArchiveFiles,

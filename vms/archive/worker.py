@@ -38,7 +38,7 @@ from vms.logs import log_unexpected
 from vms.metrics import Metrics
 from vms.models import PENDING, Download, Status
 from vms.resources import Resources
-from vms.store import Database
+from vms.store import Store
 from vms.threads import run_blocking
 from vms.urls import media_get
 
@@ -68,7 +68,7 @@ class ArchiveWorker:
     def __init__(
         self,
         settings: WorkerSettings,
-        db: Database,
+        db: Store,
         files: ArchiveFiles,
         http: aiohttp.ClientSession,
         media: MediaClient,

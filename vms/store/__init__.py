@@ -1,7 +1,7 @@
 """The only code that speaks SQL: the schema, row mapping and the store the service uses.
 
 `open_store(config)` picks the engine: PostgreSQL when `database_url` is set, else the SQLite
-file in DATA.
+file in DATA. Callers are typed against `Store`, the interface both engines implement.
 """
 
 from __future__ import annotations
@@ -11,23 +11,30 @@ from typing import TYPE_CHECKING
 from vms.store.database import Database
 from vms.store.errors import Conflict, NotFound, StoreError
 from vms.store.history import Cursor
+from vms.store.interface import Store
 from vms.store.schema import MIGRATIONS
 
 if TYPE_CHECKING:
     from vms.config import Config
 
-# What every engine offers; the SQLite Database is the reference (a Protocol once there are two).
-Store = Database
-
 
 async def open_store(config: Config) -> Store:
     """Open the configured store, bringing its schema up to date."""
     if config.database_url:
-        from vms.store.postgres import PgDatabase  # type: ignore[import-not-found]
+        from vms.store.postgres import PgDatabase
 
-        store: Store = await PgDatabase.open(config.database_url)
-        return store
+        return await PgDatabase.open(config.database_url)
     return await Database.open(config.database_path)
+
+
+def store_name(config: Config) -> str:
+    """Where the configured store is, for messages: the SQLite file, or the server and database
+    (never the password)."""
+    if config.database_url:
+        from vms.store.postgres import where_to
+
+        return where_to(config.database_url)
+    return str(config.database_path)
 
 
 __all__ = [
@@ -39,4 +46,5 @@ __all__ = [
     "Store",
     "StoreError",
     "open_store",
+    "store_name",
 ]

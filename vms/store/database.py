@@ -7,6 +7,7 @@ downloads), so a second engine implements exactly this; the SQL it runs is besid
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -512,6 +513,7 @@ class Database:
         now: datetime,
         *,
         expect: Collection[Status] | None = None,
+        held_by: str | None = None,
         **fields: Any,
     ) -> Download | None:
         """Change some columns (status, progress, size, attempts, message, expires_at, ...).
@@ -541,6 +543,9 @@ class Database:
         if expect is not None:
             sql += f" AND status IN ({', '.join('?' * len(expect))})"
             params += sorted(expect)
+        if held_by is not None:
+            sql += " AND claimed_by = ?"
+            params.append(held_by)
 
         async def update() -> Any:
             before = await self._written_one(
@@ -661,6 +666,44 @@ class Database:
             " JOIN cameras c ON c.media_server_id = m.id GROUP BY m.id ORDER BY m.id"
         )
         return [(MediaServer(id=r[0], url=r[1]), int(r[2])) for r in found]
+
+    # Jobs, singletons, device lock, secrets: helper jobs
+
+    shared = False
+
+    async def claim_jobs(self, owner: str, now: datetime, lease: float, limit: int) -> list[int]:
+        raise NotImplementedError
+
+    async def renew_leases(
+        self, owner: str, ids: Collection[int], now: datetime, lease: float
+    ) -> set[int]:
+        raise NotImplementedError
+
+    async def release_jobs(self, owner: str, ids: Collection[int]) -> None:
+        raise NotImplementedError
+
+    async def try_singleton(self, name: str) -> bool:
+        raise NotImplementedError
+
+    async def release_singleton(self, name: str) -> None:
+        raise NotImplementedError
+
+    def device_lock(
+        self, user_id: int, device: str
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    async def secret(self, name: str) -> bytes | None:
+        raise NotImplementedError
+
+    async def add_secret(self, name: str, value: bytes, now: datetime) -> bytes:
+        raise NotImplementedError
+
+    async def set_secret(self, name: str, value: bytes, now: datetime) -> None:
+        raise NotImplementedError
+
+    async def secret_names(self) -> list[str]:
+        raise NotImplementedError
 
 
 async def _migrate(conn: aiosqlite.Connection) -> None:

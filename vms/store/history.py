@@ -4,10 +4,12 @@ Every filter the API and the history page offer is equality on some of user, cam
 and status, plus a range on created_at; each such set has an index (equality columns, then
 created_at, then the rowid), so a page is read in index order and costs its own rows.
 Totals without a date range come from `download_totals`, which the store keeps in step.
+With `postgres`, the same SQL in PostgreSQL's spelling ($n placeholders, TRUE).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +19,19 @@ from vms.dates import format_stamp
 from vms.models import Kind, Status
 
 ALL_KINDS = frozenset(Kind)
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def numbered(sql: str) -> str:
+    """`sql` with each `?` replaced by PostgreSQL's `$1`, `$2`, ... in order."""
+    count = iter(range(1, sql.count("?") + 1))
+    return _PLACEHOLDER.sub(lambda _: f"${next(count)}", sql)
+
+
+def _spelt(clause: str, sql: str, postgres: bool) -> str:
+    if not postgres:
+        return sql
+    return numbered(sql.replace(" WHERE 1", " WHERE TRUE") if clause == "1" else sql)
 
 
 @dataclass(frozen=True)
@@ -80,17 +95,25 @@ class HistoryQuery:
             params += [stamp, stamp, cursor.id]
         return " AND ".join(terms) or "1", params
 
-    def total_sql(self) -> tuple[str, list[Any]]:
+    def total_sql(self, *, postgres: bool = False) -> tuple[str, list[Any]]:
         """A statement whose one value is how many rows match."""
         if self.created_from is None and self.created_to is None:
             terms, params = self._equalities("")
             clause = " AND ".join(terms) or "1"
-            return f"SELECT coalesce(sum(n), 0) FROM download_totals WHERE {clause}", params
+            sql = f"SELECT coalesce(sum(n), 0) FROM download_totals WHERE {clause}"
+            return _spelt(clause, sql, postgres), params
         clause, params = self.where()
-        return f"SELECT count(*) FROM downloads d WHERE {clause}", params
+        sql = f"SELECT count(*) FROM downloads d WHERE {clause}"
+        return _spelt(clause, sql, postgres), params
 
     def ids_sql(
-        self, *, limit: int, offset: int, oldest_first: bool, cursor: Cursor | None = None
+        self,
+        *,
+        limit: int,
+        offset: int,
+        oldest_first: bool,
+        cursor: Cursor | None = None,
+        postgres: bool = False,
     ) -> tuple[str, list[Any]]:
         """A subquery of the ids of one page, read along the index from one end."""
         clause, params = self.where(cursor)
@@ -99,7 +122,7 @@ class HistoryQuery:
             f"SELECT d.id FROM downloads d WHERE {clause}"
             f" ORDER BY d.created_at {order}, d.id {order} LIMIT ? OFFSET ?"
         )
-        return sql, [*params, limit, offset]
+        return _spelt(clause, sql, postgres), [*params, limit, offset]
 
 
 def page_window(total: int, limit: int, offset: int) -> tuple[int, int, bool] | None:
