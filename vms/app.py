@@ -18,7 +18,7 @@ from datetime import timedelta
 import aiohttp
 from aiohttp import web
 
-from vms import appkeys, health, monitoring, urls
+from vms import appkeys, health, monitoring, roles, urls
 from vms.api import routes
 from vms.api.push import wsurl_throttle
 from vms.archive.actions import ArchiveActions
@@ -40,6 +40,7 @@ from vms.logs import AccessLogger, scrub_library_logs
 from vms.metrics import Metrics
 from vms.push.hub import Hub
 from vms.resources import Resources
+from vms.roles import play_role
 from vms.sessions import Sessions
 from vms.store import Database
 from vms.tls import Tls
@@ -78,6 +79,7 @@ def _worker_settings(config: Config) -> WorkerSettings:
             rate_window=config.fetch_rate_window,
             min_free_disk=config.min_free_disk,
         ),
+        lease=config.job_lease,
     )
 
 
@@ -167,7 +169,10 @@ async def _media_server(app: web.Application) -> AsyncIterator[None]:
         cameras = [DemoCamera(path=path, name=name) for _, name, path in DEMO_CAMERAS]
         # Six hours of demo footage is about 170 MB a camera; plenty to try the archive with.
         demo = DemoRecorder(config.recordings_dir, cameras, retention=timedelta(hours=6))
-        recorder = asyncio.create_task(demo.run(), name="demo-recorder")
+        # Of the processes sharing a database, one at a time records the demo footage.
+        recorder = asyncio.create_task(
+            play_role(app[appkeys.DB], roles.DEMO_RECORDER, demo.run), name="demo-recorder"
+        )
     yield
     if recorder is not None:
         recorder.cancel()
