@@ -34,7 +34,7 @@ from vms.auth import Authenticator
 from vms.bootstrap import DEMO_CAMERAS, ensure_demo_cameras, follow_media_port
 from vms.config import Config
 from vms.dates import utcnow
-from vms.keystore import PublishedKeys, load_or_create
+from vms.keystore import PublishedKeys, open_keystore
 from vms.listen import GuardedRunner, Limits, start_site
 from vms.logs import AccessLogger, scrub_library_logs
 from vms.metrics import Metrics
@@ -59,11 +59,16 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     config = app[appkeys.CONFIG]
     config.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data_dir, 0o700)
-    keystore = app[appkeys.KEYSTORE] = load_or_create(config.keys_dir)
-    app[appkeys.MEDIA_KEYS] = PublishedKeys(keystore)
     app[appkeys.DB] = db = await Database.open(config.database_path)
+    try:
+        keystore = app[appkeys.KEYSTORE] = await open_keystore(config, db)
+    except BaseException:
+        await db.close()
+        raise
+    app[appkeys.MEDIA_KEYS] = PublishedKeys(keystore)
     app[appkeys.AUTH] = Authenticator(config, db, keystore)
     yield
+    await keystore.close()
     await db.close()
 
 
