@@ -332,8 +332,8 @@ async def _on_store(config: Config, work: Callable[[Store], Awaitable[_T]]) -> _
     """Run `work` on the configured store; None (said on stderr) if it cannot be opened."""
     try:
         store = await open_store(config)
-    except (StoreError, OSError) as exc:  # the URL holds a password: only the reason is shown
-        print(f"error: cannot open the database: {type(exc).__name__}", file=sys.stderr)
+    except (StoreError, OSError) as exc:  # the URL (it may hold a password) is not shown
+        print(f"error: cannot open the database: {exc}", file=sys.stderr)
         return None
     try:
         return await work(store)
