@@ -208,10 +208,15 @@ class ArchiveWorker:
             free = self._settings.concurrency - len(self._running)
             if free <= 0:
                 continue
+            claim = asyncio.ensure_future(
+                self._db.claim_jobs(self.owner, self._clock(), self._settings.lease, free)
+            )
             try:
-                taken = await self._db.claim_jobs(
-                    self.owner, self._clock(), self._settings.lease, free
-                )
+                taken = await asyncio.shield(claim)
+            except asyncio.CancelledError:  # stopping: what the claim took is let go at once
+                with contextlib.suppress(Exception):
+                    await self._db.release_jobs(self.owner, await claim)
+                raise
             except Exception as exc:  # the store is away: try again in a while
                 log_unexpected(log, "claiming archive jobs", exc)
                 await asyncio.sleep(POLL_INTERVAL)
