@@ -282,3 +282,19 @@ async def test_a_worker_that_lost_its_lease_writes_nothing_more(world: World) ->
     assert await a.db.download(download_id) == before
     assert world.device.events[heard:] == []
     assert await a.db.renew_leases("elsewhere", [download_id], utcnow(), 60.0) == {download_id}
+
+
+async def test_a_worker_holds_no_more_jobs_than_it_has_slots(world: World) -> None:
+    """Three archives for a worker of two slots: two run, the third stays queued and free
+    for any other process to claim."""
+    world.server.mode = "trickle"
+    a = await world.make("a")
+    first, second, third = await world.queue(a, 3)
+
+    async def two_running() -> bool:
+        return [await _status(a, i) for i in (first, second)] == [Status.RUNNING] * 2
+
+    await _until(two_running)
+    await asyncio.sleep(LEASE)
+    assert await _status(a, third) == Status.QUEUED
+    assert await a.db.claim_jobs("elsewhere", utcnow(), 60.0, 10) == [third]
