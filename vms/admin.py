@@ -4,6 +4,7 @@ needed)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import sqlite3
@@ -12,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 
@@ -19,12 +21,21 @@ from vms.archive.fetcher import free_bytes
 from vms.audit import audit
 from vms.config import Config
 from vms.dates import utcnow
-from vms.keystore import load_or_create, rotate
+from vms.keystore import (
+    Keystore,
+    RetiredKey,
+    load_or_create,
+    load_or_create_stored,
+    rotate,
+    rotate_stored,
+)
 from vms.models import Status, User
 from vms.preflight import holder
 from vms.store import Conflict, NotFound, Store, StoreError, open_store, store_name
 from vms.threads import run_blocking
 from vms.users import create_user, password_problem, set_password
+
+_T = TypeVar("_T")
 
 
 async def with_db(config: Config, work: Callable[[Store], Awaitable[int]]) -> int:
@@ -272,11 +283,24 @@ def signing_keep_seconds(config: Config) -> float:
 
 
 def keys_rotate(config: Config) -> int:
-    """`keys rotate`: sign with a new key from now on; the old one stays published a while."""
-    keys_dir = config.keys_dir
-    load_or_create(keys_dir)
-    now = time.time()
-    kid, retired = rotate(keys_dir, signing_keep_seconds(config), now)
+    """`keys rotate`: sign with a new key from now on; the old one stays published a while.
+
+    With a database URL the keys are the ones kept in the database, for every process.
+    """
+    keep, now = signing_keep_seconds(config), time.time()
+    if config.database_url:
+
+        async def rotate_in(store: Store) -> tuple[str, RetiredKey]:
+            await load_or_create_stored(store, config.keys_dir)
+            return await rotate_stored(store, keep, now)
+
+        rotated = asyncio.run(_on_store(config, rotate_in))
+        if rotated is None:
+            return 1
+        kid, retired = rotated
+    else:
+        load_or_create(config.keys_dir)
+        kid, retired = rotate(config.keys_dir, keep, now)
     until = datetime.fromtimestamp(retired.drop_after, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     print(f"New signing key: {kid}")
     print(f"Retired key {retired.jwk['kid']} stays in the JWKS until {until}.")
@@ -286,7 +310,15 @@ def keys_rotate(config: Config) -> int:
 
 def keys_list(config: Config) -> int:
     """`keys list`: the published keys, the current one first."""
-    keystore = load_or_create(config.keys_dir)
+    keystore: Keystore | None
+    if config.database_url:
+        keystore = asyncio.run(
+            _on_store(config, lambda store: load_or_create_stored(store, config.keys_dir))
+        )
+        if keystore is None:
+            return 1
+    else:
+        keystore = load_or_create(config.keys_dir)
     for entry in keystore.jwks()["keys"]:
         if "retired_at" in entry:
             since = datetime.fromtimestamp(entry["retired_at"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -294,3 +326,16 @@ def keys_list(config: Config) -> int:
         else:
             print(f"{entry['kid']}  signing")
     return 0
+
+
+async def _on_store(config: Config, work: Callable[[Store], Awaitable[_T]]) -> _T | None:
+    """Run `work` on the configured store; None (said on stderr) if it cannot be opened."""
+    try:
+        store = await open_store(config)
+    except (StoreError, OSError) as exc:  # the URL (it may hold a password) is not shown
+        print(f"error: cannot open the database: {exc}", file=sys.stderr)
+        return None
+    try:
+        return await work(store)
+    finally:
+        await store.close()

@@ -18,7 +18,7 @@ from datetime import timedelta
 import aiohttp
 from aiohttp import web
 
-from vms import appkeys, health, monitoring, urls
+from vms import appkeys, health, monitoring, roles, urls
 from vms.api import routes
 from vms.api.push import wsurl_throttle
 from vms.archive.actions import ArchiveActions
@@ -35,12 +35,13 @@ from vms.bootstrap import DEMO_CAMERAS, ensure_demo_cameras, follow_media_port
 from vms.config import Config
 from vms.dates import utcnow
 from vms.foreground import FOREGROUND, Foreground
-from vms.keystore import PublishedKeys, load_or_create
+from vms.keystore import PublishedKeys, open_keystore
 from vms.listen import GuardedRunner, Limits, start_site
 from vms.logs import AccessLogger, scrub_library_logs
 from vms.metrics import Metrics
 from vms.push.hub import Hub
 from vms.resources import Resources
+from vms.roles import play_role
 from vms.sessions import Sessions
 from vms.store import open_store
 from vms.tls import Tls
@@ -59,11 +60,16 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     config = app[appkeys.CONFIG]
     config.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data_dir, 0o700)
-    keystore = app[appkeys.KEYSTORE] = load_or_create(config.keys_dir)
-    app[appkeys.MEDIA_KEYS] = PublishedKeys(keystore)
     app[appkeys.DB] = db = await open_store(config)
+    try:
+        keystore = app[appkeys.KEYSTORE] = await open_keystore(config, db)
+    except BaseException:
+        await db.close()
+        raise
+    app[appkeys.MEDIA_KEYS] = PublishedKeys(keystore)
     app[appkeys.AUTH] = Authenticator(config, db, keystore)
     yield
+    await keystore.close()
     await db.close()
 
 
@@ -79,6 +85,7 @@ def _worker_settings(config: Config) -> WorkerSettings:
             rate_window=config.fetch_rate_window,
             min_free_disk=config.min_free_disk,
         ),
+        lease=config.job_lease,
     )
 
 
@@ -168,7 +175,10 @@ async def _media_server(app: web.Application) -> AsyncIterator[None]:
         cameras = [DemoCamera(path=path, name=name) for _, name, path in DEMO_CAMERAS]
         # Six hours of demo footage is about 170 MB a camera; plenty to try the archive with.
         demo = DemoRecorder(config.recordings_dir, cameras, retention=timedelta(hours=6))
-        recorder = asyncio.create_task(demo.run(), name="demo-recorder")
+        # Of the processes sharing a database, one at a time records the demo footage.
+        recorder = asyncio.create_task(
+            play_role(app[appkeys.DB], roles.DEMO_RECORDER, demo.run), name="demo-recorder"
+        )
     yield
     if recorder is not None:
         recorder.cancel()

@@ -9,9 +9,11 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
+from vms import roles
 from vms.archive.files import PART_SUFFIX, POSTER_SUFFIX, ArchiveFiles, file_name, poster_name
 from vms.dates import utcnow
 from vms.models import PENDING, Status
+from vms.roles import play_role
 from vms.store import Store
 
 log = logging.getLogger(__name__)
@@ -123,10 +125,15 @@ async def purge_expired(db: Store, files: ArchiveFiles, now: datetime) -> int:
 async def cleanup_forever(
     db: Store, files: ArchiveFiles, interval: float, clock: Callable[[], datetime] = utcnow
 ) -> None:
-    """Purge now and then every `interval` seconds until cancelled."""
-    while True:
-        try:
-            await purge_expired(db, files, clock())
-        except OSError as exc:
-            log.error("archive cleanup failed: %s", exc.strerror)
-        await asyncio.sleep(interval)
+    """Purge now and then every `interval` seconds until cancelled, while this process holds
+    the cleanup role (one process of those sharing a database); until then, ask each interval."""
+
+    async def purge_forever() -> None:
+        while True:
+            try:
+                await purge_expired(db, files, clock())
+            except OSError as exc:
+                log.error("archive cleanup failed: %s", exc.strerror)
+            await asyncio.sleep(interval)
+
+    await play_role(db, roles.CLEANUP, purge_forever, retry=interval)

@@ -192,7 +192,12 @@ class ArchiveRequests:
         self, principal: Principal, cameras: list[Camera], start: datetime, end: datetime
     ) -> list[Download]:
         session = principal.session
-        async with self._device_lock(principal.user.id, session.device):
+        user_id = principal.user.id
+        # This process's requests wait in turn here; the store's lock orders other processes'.
+        async with (
+            self._device_lock(user_id, session.device),
+            self._db.device_lock(user_id, session.device),
+        ):
             existing: dict[int, Download] = {}
             for camera in cameras:
                 found = await self._db.pending_archive(session.id, camera.id, start, end)
@@ -201,7 +206,7 @@ class ArchiveRequests:
                 ):
                     existing[camera.id] = found
             new = [camera for camera in cameras if camera.id not in existing]
-            pending = await self._db.count_pending(principal.user.id, session.device)
+            pending = await self._db.count_pending(user_id, session.device)
             if new and pending + len(new) > self._max_pending:
                 raise TooManyPending
             if new and not await self._disk_has_room():

@@ -1,18 +1,25 @@
 """The archive queue: a bounded pool of workers that fetch, retry and record each job's state.
 
-Jobs live in the database, so a queued or running archive survives a restart: `start` puts
-them back on the queue. Every change of state is written first and announced after, with the
-row as written.
+Jobs live in the database and any process may work them: a worker claims a job, which holds
+it under a lease that the worker renews while it works; a job whose worker died is claimed
+again once its lease lapses, and a worker that lost a job (cancelled, taken over) stops it
+without writing. Every change of state is written first, only while the worker holds the job,
+and announced after, with the row as written: so the device hears of each change once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -50,6 +57,21 @@ MAX_SPANS = 1000
 # Signs a manifest's claims: the compact JWS.
 ManifestSigner = Callable[[Mapping[str, Any]], str]
 
+# How often a worker on a shared store looks for jobs that other processes queued or left
+# behind (its own are started at once).
+POLL_INTERVAL = 1.0
+# Later than any lease: claiming "then" takes every job, whatever its lease says.
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+
+
+def worker_owner() -> str:
+    """A name for one worker no other has: host, process and a random part (pids come back)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class _LostJob(Exception):
+    """The job is no longer this worker's (cancelled, or another worker holds it now)."""
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -60,6 +82,8 @@ class WorkerSettings:
     attempts: int = 4
     backoff: float = 2.0
     limits: FetchLimits = field(default_factory=FetchLimits)
+    # A claimed job is held this long unless renewed; the worker renews every third of it.
+    lease: float = 30.0
 
 
 class ArchiveWorker:
@@ -78,6 +102,7 @@ class ArchiveWorker:
         sign_manifest: ManifestSigner,
         clock: Callable[[], datetime] = utcnow,
         metrics: Metrics | None = None,
+        owner: str | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
@@ -89,43 +114,67 @@ class ArchiveWorker:
         self._resources = resources
         self._publisher = publisher
         self._clock = clock
-        self._queue: asyncio.Queue[int] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        # Who holds the jobs this worker claims, in the store.
+        self.owner = owner or worker_owner()
+        # Set when there may be a job to claim: one queued here, a slot freed.
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
         self._running: dict[int, asyncio.Task[None]] = {}
+        # Jobs writing their last state: that write says itself whether they are still ours.
+        self._finishing: set[int] = set()
         self.metrics = metrics or Metrics()
         # When each running job started (monotonic), for the job duration.
         self._started: dict[int, float] = {}
 
     async def start(self) -> None:
-        """Resume what a previous run left: partial files go, queued and running jobs run again."""
+        """Resume what a previous run left (partial files go), then claim and work jobs."""
         self._files.root.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         removed = await loop.run_in_executor(None, self._files.remove_partials)
         if removed:
             log.info("removed %d partial archive files left by the previous run", removed)
-        for download in await self._db.archives_in([Status.RUNNING, Status.QUEUED]):
+        if not self._db.shared:
+            await self._take_back()
+        self._loops = [
+            asyncio.create_task(self._claim_forever(), name="archive-claims"),
+            asyncio.create_task(self._renew_forever(), name="archive-leases"),
+        ]
+        self._wake.set()
+
+    async def _take_back(self) -> None:
+        """Alone on the store, every job left queued or running is a previous run's: its lease
+        is a dead process's, so it is claimed whatever that says and let go again, to be
+        claimed in order as slots free up."""
+        left = await self._db.archives_in([Status.RUNNING, Status.QUEUED])
+        taken = await self._db.claim_jobs(self.owner, _END_OF_TIME, 0.0, len(left))
+        for download in left:
             if download.status == Status.RUNNING:
                 await self._db.update_download(
-                    download.id, self._clock(), status=Status.QUEUED, progress=0
+                    download.id,
+                    self._clock(),
+                    held_by=self.owner,
+                    status=Status.QUEUED,
+                    progress=0,
                 )
-            self._queue.put_nowait(download.id)
-        if self._queue.qsize():
-            log.info("resuming %d archive jobs", self._queue.qsize())
-        self._tasks = [
-            asyncio.create_task(self._work(), name=f"archive-worker-{n}")
-            for n in range(self._settings.concurrency)
-        ]
+        await self._db.release_jobs(self.owner, taken)
+        if taken:
+            log.info("resuming %d archive jobs", len(taken))
 
     async def stop(self) -> None:
-        """Stop the workers; interrupted jobs stay queued or running and resume next start."""
-        for task in self._tasks:
+        """Stop claiming and working; interrupted jobs are let go, to resume here or anywhere."""
+        held, tasks = list(self._running), [*self._loops, *self._running.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loops = []
+        try:
+            await self._db.release_jobs(self.owner, held)
+        except Exception as exc:  # their leases lapse instead
+            log_unexpected(log, "letting go of archive jobs", exc)
 
     def enqueue(self, download_id: int) -> None:
-        """Queue a job already recorded as queued."""
-        self._queue.put_nowait(download_id)
+        """A job recorded as queued: claim it (and whatever else waits) now."""
+        self._wake.set()
 
     def announce(self, download: Download) -> None:
         """Tell the download's device session where it stands now (`archive_generated`)."""
@@ -147,21 +196,62 @@ class ArchiveWorker:
         job.cancel()
         await asyncio.wait({job}, timeout=1.0)
 
-    async def _work(self) -> None:
+    async def _claim_forever(self) -> None:
+        """Claim jobs for the free slots whenever woken (and, on a shared store, every poll)."""
         while True:
-            download_id = await self._queue.get()
-            # Each job is its own task, so one archive can be cancelled without the worker.
-            job = asyncio.create_task(self._guarded(download_id), name=f"archive-{download_id}")
-            self._running[download_id] = job
+            if self._db.shared:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+            else:
+                await self._wake.wait()
+            self._wake.clear()
+            free = self._settings.concurrency - len(self._running)
+            if free <= 0:
+                continue
+            claim = asyncio.ensure_future(
+                self._db.claim_jobs(self.owner, self._clock(), self._settings.lease, free)
+            )
             try:
-                await asyncio.wait({job})
-            except asyncio.CancelledError:  # the worker itself is stopping
-                job.cancel()
-                await asyncio.wait({job})
+                taken = await asyncio.shield(claim)
+            except asyncio.CancelledError:  # stopping: what the claim took is let go at once
+                with contextlib.suppress(Exception):
+                    await self._db.release_jobs(self.owner, await claim)
                 raise
-            finally:
-                self._running.pop(download_id, None)
-                self._queue.task_done()
+            except Exception as exc:  # the store is away: try again in a while
+                log_unexpected(log, "claiming archive jobs", exc)
+                await asyncio.sleep(POLL_INTERVAL)
+                self._wake.set()
+                continue
+            for download_id in taken:
+                # Each job is its own task, so one archive can be cancelled without the worker.
+                job = asyncio.create_task(self._guarded(download_id), name=f"archive-{download_id}")
+                self._running[download_id] = job
+                job.add_done_callback(partial(self._ended, download_id))
+
+    def _ended(self, download_id: int, job: asyncio.Task[None]) -> None:
+        if self._running.get(download_id) is job:
+            del self._running[download_id]
+        self._wake.set()  # a slot is free
+
+    async def _renew_forever(self) -> None:
+        """Keep the leases of running jobs; stop the jobs whose lease is no longer ours."""
+        while True:
+            await asyncio.sleep(self._settings.lease / 3)
+            held = set(self._running)
+            if not held:
+                continue
+            try:
+                kept = await self._db.renew_leases(
+                    self.owner, held, self._clock(), self._settings.lease
+                )
+            except Exception as exc:  # if this goes on, the leases lapse and others take over
+                log_unexpected(log, "renewing archive job leases", exc)
+                continue
+            for download_id in held - kept - self._finishing:
+                job = self._running.get(download_id)
+                if job is not None:
+                    log.info("archive %d: cancelled or taken over elsewhere; stopped", download_id)
+                    job.cancel()
 
     async def _guarded(self, download_id: int) -> None:
         self._started[download_id] = time.monotonic()
@@ -169,11 +259,14 @@ class ArchiveWorker:
             await self._run(download_id)
         except asyncio.CancelledError:
             raise
+        except _LostJob:
+            log.info("archive %d: cancelled or taken over elsewhere; stopped", download_id)
         except Exception as exc:  # one broken job must not take the worker down
             log_unexpected(log, f"archive {download_id}", exc)
             await self._fail(download_id, events.FAILED_MESSAGE)
         finally:
             self._started.pop(download_id, None)
+            self._finishing.discard(download_id)
 
     def _elapsed(self, download_id: int) -> float | None:
         started = self._started.get(download_id)
@@ -190,12 +283,13 @@ class ArchiveWorker:
                 download_id,
                 self._clock(),
                 expect=PENDING,
+                held_by=self.owner,
                 status=Status.RUNNING,
                 attempts=attempt,
                 progress=0,
             )
             if running is None or running.status != Status.RUNNING:
-                return  # gone or cancelled meanwhile
+                return  # gone, cancelled or taken over meanwhile
             self._progress(running, 0)
             try:
                 fetched = await self._fetch(running)
@@ -235,10 +329,15 @@ class ArchiveWorker:
                 return
             percent = now
             current = await self._db.update_download(
-                download.id, self._clock(), expect={Status.RUNNING}, progress=now
+                download.id,
+                self._clock(),
+                expect={Status.RUNNING},
+                held_by=self.owner,
+                progress=now,
             )
-            if current is not None and current.status == Status.RUNNING:
-                self._progress(current, now)
+            if current is None or current.status != Status.RUNNING:
+                raise _LostJob
+            self._progress(current, now)
 
         return await fetch_archive(
             self._http,
@@ -282,10 +381,12 @@ class ArchiveWorker:
         )
         # The lifetime counts from the moment the file is there.
         expires = self._clock() + timedelta(seconds=self._settings.archive_ttl)
+        self._finishing.add(download_id)
         ready = await self._db.update_download(
             download_id,
             self._clock(),
             expect={Status.RUNNING},
+            held_by=self.owner,
             status=Status.READY,
             progress=100,
             size=fetched.size,
@@ -310,10 +411,12 @@ class ArchiveWorker:
             log.warning("archive %d: no poster frame (%s)", download_id, type(exc).__name__)
 
     async def _fail(self, download_id: int, message: str) -> None:
+        self._finishing.add(download_id)
         failed = await self._db.update_download(
             download_id,
             self._clock(),
             expect=PENDING,
+            held_by=self.owner,
             status=Status.FAILED,
             message=message,
             progress=0,

@@ -7,7 +7,6 @@ downloads), so a second engine implements exactly this; the SQL it runs is besid
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sqlite3
@@ -16,7 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import aiosqlite
 
@@ -45,6 +44,12 @@ READERS = 4
 
 class Database:
     """One writer connection and a small pool of readers in WAL mode; all the service's SQL."""
+
+    # One process uses the file (the lock on DATA keeps it alone).
+    shared = False
+    # Roles held, by (database file, role name): two stores on one file in one process (as
+    # tests open them) still get a role one at a time.
+    _roles: ClassVar[dict[tuple[str, str], Database]] = {}
 
     def __init__(self, conn: aiosqlite.Connection, readers: Sequence[aiosqlite.Connection]) -> None:
         self._conn = conn
@@ -82,7 +87,9 @@ class Database:
         return cls(conn, opened or [conn])
 
     async def close(self) -> None:
-        """Finish pending inserts and close the connections."""
+        """Finish pending inserts, give up held roles and close the connections."""
+        for key in [key for key, holder in Database._roles.items() if holder is self]:
+            del Database._roles[key]
         if self._inserter is not None:
             await asyncio.gather(self._inserter, return_exceptions=True)
         for reader in self._readers:
@@ -519,8 +526,9 @@ class Database:
         """Change some columns (status, progress, size, attempts, message, expires_at, ...).
 
         With `expect`, only while the row's status is one of those (so a job never overwrites
-        a cancel). Returns the row as it is after the step, read under the same lock; None if
-        it does not exist.
+        a cancel); with `held_by`, only while that worker holds the job (else nothing is
+        written and the answer is None). Returns the row as it is after the step, read under
+        the same lock; None if it does not exist.
         """
         allowed = {
             "status",
@@ -549,13 +557,15 @@ class Database:
 
         async def update() -> Any:
             before = await self._written_one(
-                "SELECT user_id, camera_id, kind, status FROM downloads WHERE id = ?",
+                "SELECT user_id, camera_id, kind, status, claimed_by FROM downloads WHERE id = ?",
                 (download_id,),
             )
+            if held_by is not None and (before is None or before[4] != held_by):
+                return None
             async with self._conn.execute(sql, params) as cursor:
                 changed = cursor.rowcount
             if before is not None and changed and "status" in values:
-                moves = rows.moved([before], str(values["status"]))
+                moves = rows.moved([before[:4]], str(values["status"]))
                 await self._conn.executemany(rows.ADD_TOTALS, moves)
             return await self._written_one(
                 f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM} WHERE d.id = ?",
@@ -667,43 +677,109 @@ class Database:
         )
         return [(MediaServer(id=r[0], url=r[1]), int(r[2])) for r in found]
 
-    # Jobs, singletons, device lock, secrets: helper jobs
-
-    shared = False
+    # Beyond one box: jobs any process can work, roles one process holds, shared secrets
 
     async def claim_jobs(self, owner: str, now: datetime, lease: float, limit: int) -> list[int]:
-        raise NotImplementedError
+        """Take up to `limit` archive jobs (queued or in progress) whose lease is free or
+        lapsed, oldest first; `owner` holds them until now + lease. The ids taken."""
+        if limit <= 0:
+            return []
+        async with (
+            self._write_lock,
+            self._conn.execute(
+                "UPDATE downloads SET claimed_by = ?, lease_until = ? WHERE id IN ("
+                " SELECT id FROM downloads INDEXED BY downloads_claimable"
+                f" WHERE kind = 'archive' AND {_PENDING_SQL}"
+                " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY id LIMIT ?"
+                ") RETURNING id",
+                (owner, now.timestamp() + lease, now.timestamp(), limit),
+            ) as cursor,
+        ):
+            taken = [r[0] for r in await cursor.fetchall()]
+        return sorted(taken)
 
     async def renew_leases(
         self, owner: str, ids: Collection[int], now: datetime, lease: float
     ) -> set[int]:
-        raise NotImplementedError
+        """Move `owner`'s leases on these jobs to now + lease; the ids it still holds (not
+        those taken over by another owner, or no longer queued or in progress)."""
+        if not ids:
+            return set()
+        async with (
+            self._write_lock,
+            self._conn.execute(
+                "UPDATE downloads SET lease_until = ?"
+                f" WHERE id IN ({', '.join('?' * len(ids))}) AND claimed_by = ?"
+                f" AND kind = 'archive' AND {_PENDING_SQL} RETURNING id",
+                (now.timestamp() + lease, *ids, owner),
+            ) as cursor,
+        ):
+            return {r[0] for r in await cursor.fetchall()}
 
     async def release_jobs(self, owner: str, ids: Collection[int]) -> None:
-        raise NotImplementedError
+        """Give up `owner`'s hold on these jobs, so any worker may claim them at once."""
+        if not ids:
+            return
+        await self._write(
+            "UPDATE downloads SET claimed_by = NULL, lease_until = NULL"
+            f" WHERE id IN ({', '.join('?' * len(ids))}) AND claimed_by = ?",
+            (*ids, owner),
+        )
 
     async def try_singleton(self, name: str) -> bool:
-        raise NotImplementedError
+        """Hold the role `name` unless another store on this file does (the lock on DATA
+        keeps other processes away, so a served SQLite file always gets it)."""
+        key = (await self._file(), name)
+        holder = Database._roles.setdefault(key, self)
+        return holder is self
 
     async def release_singleton(self, name: str) -> None:
-        raise NotImplementedError
+        """Stop holding the role `name` (close() lets go of every role too)."""
+        key = (await self._file(), name)
+        if Database._roles.get(key) is self:
+            del Database._roles[key]
 
-    def device_lock(
-        self, user_id: int, device: str
-    ) -> contextlib.AbstractAsyncContextManager[None]:
-        raise NotImplementedError
+    async def _file(self) -> str:
+        """The database file's full path, as SQLite resolved it (symbolic links followed)."""
+        row = await self._one("PRAGMA database_list")
+        return str(row[2])
+
+    @asynccontextmanager
+    async def device_lock(self, user_id: int, device: str) -> AsyncIterator[None]:
+        """Held around the per-device cap decision; nothing to do here, since one process
+        uses the file and its own asyncio lock already orders its requests."""
+        yield
 
     async def secret(self, name: str) -> bytes | None:
-        raise NotImplementedError
+        """The secret stored under `name`, if any."""
+        row = await self._one("SELECT value FROM secrets WHERE name = ?", (name,))
+        return None if row is None else bytes(row[0])
 
     async def add_secret(self, name: str, value: bytes, now: datetime) -> bytes:
-        raise NotImplementedError
+        """Store `value` under `name` unless one is there; the stored value (first wins)."""
+
+        async def add() -> Any:
+            await self._conn.execute(
+                "INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(name) DO NOTHING",
+                (name, value, format_stamp(now)),
+            )
+            return await self._written_one("SELECT value FROM secrets WHERE name = ?", (name,))
+
+        return bytes((await self._transaction(add))[0])
 
     async def set_secret(self, name: str, value: bytes, now: datetime) -> None:
-        raise NotImplementedError
+        """Store `value` under `name`, replacing what was there (key rotation)."""
+        await self._write(
+            "INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET value = excluded.value,"
+            " created_at = excluded.created_at",
+            (name, value, format_stamp(now)),
+        )
 
     async def secret_names(self) -> list[str]:
-        raise NotImplementedError
+        """The names of every stored secret, sorted."""
+        return [r[0] for r in await self._all("SELECT name FROM secrets ORDER BY name")]
 
 
 async def _migrate(conn: aiosqlite.Connection) -> None:
