@@ -87,7 +87,7 @@ async def test_kill_9_mid_download_then_restart_completes_and_pushes(
         server.mode = "ok"
         await service.start()
 
-        app_key = json.loads((service.data / "keys" / "secrets.json").read_text())["app_key"]
+        app_key = (await _json(await http.get(f"{base}/api/v1/wsurl", headers=headers)))["app_key"]
         async with http.ws_connect(f"{base}/ws/app/{app_key}?protocol=7&client=py") as ws:
             hello = await ws.receive_json(timeout=5)
             socket_id = json.loads(hello["data"])["socket_id"]
@@ -125,8 +125,9 @@ async def test_sigterm_closes_sockets_with_1001_and_exits_cleanly(
     service = service_process
     await service.start()
     base = f"http://127.0.0.1:{service.port}"
-    app_key = json.loads((service.data / "keys" / "secrets.json").read_text())["app_key"]
     async with aiohttp.ClientSession() as http:
+        wsurl = await http.get(f"{base}/api/v1/wsurl", headers={"X-Client": "web", "X-UUID": "w"})
+        app_key = (await wsurl.json())["app_key"]
         sockets = [
             await http.ws_connect(f"{base}/ws/app/{app_key}?protocol=7&client=py") for _ in range(3)
         ]

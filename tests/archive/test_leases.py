@@ -29,7 +29,7 @@ from vms.config import Config
 from vms.dates import utcnow
 from vms.models import Kind, Status
 from vms.resources import Resources
-from vms.store import Database
+from vms.store import Store, open_store
 
 LEASE = 1.0
 
@@ -65,7 +65,7 @@ class Device:
 class Side:
     """One worker with its own store connection and files, like one process."""
 
-    db: Database
+    db: Store
     files: ArchiveFiles
     worker: ArchiveWorker
 
@@ -124,7 +124,9 @@ async def world(
         media = MediaClient(http, links.token)
 
         async def make(owner: str) -> Side:
-            db = await Database.open(config.database_path, readers=1)
+            # Its own connections to the service's store, as another process has; on SQLite,
+            # marked shared so that it polls for jobs as a process of a site does.
+            db = await open_store(config)
             db.shared = True
             files = ArchiveFiles(tmp_path / owner, app[appkeys.URLS], keystore.url_secret)
             settings = WorkerSettings(
