@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -13,6 +14,7 @@ import pytest
 
 from tests.support import postgres
 from tests.support.processes import worker_port
+from vms.admin import with_db
 from vms.backup import BackupError, backup, restore
 from vms.config import Config
 from vms.models import Kind, Status
@@ -188,3 +190,21 @@ def test_backup_refuses_a_postgresql_store(config: Config, tmp_path: Path) -> No
         with pytest.raises(BackupError, match="pg_dump"):
             command(config, tmp_path / "vms.tar.gz")
     assert not (tmp_path / "vms.tar.gz").exists()
+
+
+async def test_a_command_on_an_unreachable_server_says_where_without_the_password(
+    config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An admin command names the server and database it could not open, not the password."""
+    port = worker_port()
+    unreachable = dataclasses.replace(
+        config, database_url=f"postgresql://vms:hunter2-secret@127.0.0.1:{port}/vms"
+    )
+
+    async def never(db: object) -> int:
+        raise AssertionError("the store opened")
+
+    assert await with_db(unreachable, never) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: cannot open postgresql://127.0.0.1:{port}/vms: ")
+    assert "hunter2" not in error and len(error.splitlines()) == 1

@@ -479,8 +479,8 @@ class PgDatabase:
 
     async def manifest(self, download_id: int) -> str | None:
         """The signed manifest of a download, if it has one."""
-        row = await self._one("SELECT manifest FROM downloads WHERE id = ?", download_id)
-        return None if row is None else str(row[0]) if row[0] is not None else None
+        value = await self._value("SELECT manifest FROM downloads WHERE id = ?", download_id)
+        return None if value is None else str(value)
 
     async def update_download(
         self,
@@ -829,4 +829,4 @@ def _failure(url: str, exc: BaseException) -> str:
     password = urlsplit(url).password
     if password:
         text = text.replace(password, "***")
-    return f"PostgreSQL at {where_to(url)} refused or unreachable: {type(exc).__name__}: {text}"
+    return f"cannot use PostgreSQL at {where_to(url)}: {type(exc).__name__}: {text}"
