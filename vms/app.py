@@ -122,6 +122,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             lambda claims: sign_manifest(claims, keystore.signing_key, keystore.kid),
             metrics=app[monitoring.METRICS],
         )
+        app[appkeys.WORKER] = worker
         requests = app[appkeys.REQUESTS] = ArchiveRequests(
             db,
             media,

@@ -10,6 +10,7 @@ from vms.archive.actions import ArchiveActions
 from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
 from vms.archive.requests import ArchiveRequests
+from vms.archive.worker import ArchiveWorker
 from vms.auth import Authenticator
 from vms.config import Config
 from vms.keystore import Keystore
@@ -36,6 +37,7 @@ FILES = web.AppKey[ArchiveFiles]("files")
 RESOURCES = web.AppKey[Resources]("resources")
 REQUESTS = web.AppKey[ArchiveRequests]("requests")
 ACTIONS = web.AppKey[ArchiveActions]("actions")
+WORKER = web.AppKey[ArchiveWorker]("worker")
 LINK_SCHEMA = web.AppKey[ArchiveLinkSchema]("link_schema")
 BATCH_SCHEMA = web.AppKey[DownloadBatchSchema]("batch_schema")
 LIST_SCHEMA = web.AppKey[DownloadListSchema]("list_schema")

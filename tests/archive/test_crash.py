@@ -45,6 +45,9 @@ async def test_kill_9_mid_download_then_restart_completes_and_pushes(
     server, media_url = bad_media
     server.mode = "trickle"
     service = service_process
+    # On a shared database the restarted process waits for the dead one's lease to lapse
+    # (another process might still hold the job); a short lease keeps that wait short.
+    service.env["VMS_JOB_LEASE"] = "3s"
     service.cli("camera", "add", "1", "--name", "Gate", "--media-server", media_url)
     service.cli("user", "add", "alice", "--password", "pw-alice-long", "--camera", "1")
     await service.start()

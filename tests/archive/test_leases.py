@@ -113,6 +113,9 @@ async def world(
 ) -> AsyncIterator[World]:
     """A factory of started workers over the service's database, and the phone they push to."""
     app = service.app
+    # The workers made here stand for the site's processes; the service's own would claim
+    # their jobs too where the store is shared.
+    await app[appkeys.WORKER].stop()
     keystore, links = app[appkeys.KEYSTORE], app[appkeys.LINKS]
     device = Device()
     sides: list[Side] = []
