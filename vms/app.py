@@ -42,6 +42,7 @@ from vms.push.hub import Hub
 from vms.resources import Resources
 from vms.sessions import Sessions
 from vms.store import Database
+from vms.throttle import ThrottleFactory, local_throttle, redis_throttles
 from vms.tls import Tls
 from vms.tls import load as load_tls
 from vms.validation import ArchiveLinkSchema, DownloadBatchSchema, DownloadListSchema
@@ -87,8 +88,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     hub = app[appkeys.HUB] = Hub(
         keystore.app_key, keystore.app_secret, activity_timeout=config.push_activity_timeout
     )
-    app[appkeys.SESSIONS] = Sessions(config, db, auth, on_ended=hub.disconnect_session)
-    app[appkeys.WSURL_THROTTLE] = wsurl_throttle()
+    throttle: ThrottleFactory = local_throttle
+    bus = None
+    if config.redis_url:  # several processes: push and throttles through Redis
+        from vms.push.bus import RedisBus, connect
+
+        bus = app[appkeys.BUS] = RedisBus(await connect(config.redis_url), hub, keystore.app_key)
+        throttle = redis_throttles(bus.redis)
+    sessions = app[appkeys.SESSIONS] = Sessions(
+        config, db, auth, on_ended=hub.disconnect_session, throttle=throttle
+    )
+    app[appkeys.WSURL_THROTTLE] = wsurl_throttle(throttle)
     app[appkeys.LINK_SCHEMA] = ArchiveLinkSchema(config.tz, config.max_range)
     app[appkeys.BATCH_SCHEMA] = DownloadBatchSchema(config.tz, config.max_range)
     app[appkeys.LIST_SCHEMA] = DownloadListSchema(config.tz)
@@ -127,6 +137,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         )
         app[appkeys.ACTIONS] = ArchiveActions(db, files, worker)
         hub.on_subscribed = requests.replay
+        if bus is not None:
+            bus.on_reread = lambda: sessions.reread(hub.session_ids())
+            await bus.start()
         await worker.start()
         cleaner = asyncio.create_task(
             cleanup_forever(db, files, config.cleanup_interval), name="archive-cleanup"
@@ -136,6 +149,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await cleaner
         await worker.stop()
+        if bus is not None:
+            await bus.stop()
 
 
 async def _media_server(app: web.Application) -> AsyncIterator[None]:
@@ -184,6 +199,8 @@ async def _reread_on_hangup(app: web.Application) -> AsyncIterator[None]:
     async def reread() -> None:
         ended = await app[appkeys.SESSIONS].reread(app[appkeys.HUB].session_ids())
         log.info("SIGHUP: sessions re-read from the database, %d ended", ended)
+        if appkeys.BUS in app:  # and the other processes' sockets
+            app[appkeys.BUS].reread()
 
     def start() -> None:
         task = loop.create_task(reread(), name="reread-sessions")

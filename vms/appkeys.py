@@ -14,6 +14,7 @@ from vms.auth import Authenticator
 from vms.config import Config
 from vms.keystore import Keystore
 from vms.mediaserver.auth import KeySource
+from vms.push.bus import RedisBus
 from vms.push.hub import Hub
 from vms.resources import Resources
 from vms.sessions import Sessions
@@ -40,6 +41,8 @@ LINK_SCHEMA = web.AppKey[ArchiveLinkSchema]("link_schema")
 BATCH_SCHEMA = web.AppKey[DownloadBatchSchema]("batch_schema")
 LIST_SCHEMA = web.AppKey[DownloadListSchema]("list_schema")
 HUB = web.AppKey[Hub]("hub")
+# The hub's link to the other processes, only with VMS_REDIS_URL.
+BUS = web.AppKey[RedisBus]("bus")
 WSURL_THROTTLE = web.AppKey[Throttle]("wsurl_throttle")
 # The embedded media server's listening sockets, when `serve` bound them before start-up.
 MEDIA_SOCKETS = web.AppKey[list[socket.socket]]("media_sockets")
