@@ -139,6 +139,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         hub.on_subscribed = requests.replay
         if bus is not None:
             bus.on_reread = lambda: sessions.reread(hub.session_ids())
+            bus.on_ended = lambda _: auth.forget_sessions()
             await bus.start()
         await worker.start()
         cleaner = asyncio.create_task(

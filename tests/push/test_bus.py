@@ -122,13 +122,16 @@ async def test_ending_a_session_on_a_closes_its_socket_on_b(pair: Pair, auth_on:
     on_b = await PusherClient.connect(b)
     await on_b.subscribe(a if auth_on == "a" else b, answer, PHONE)
     await on_b.next_event("pusher_internal:subscription_succeeded")
+    headers = bearer(answer, PHONE, "ios-cctv")
+    assert (await b.get("/api/v1/downloads", headers=headers)).status == 200
     await asyncio.sleep(0.2)  # a bind through A travels through Redis to B
     response = await a.post(
-        f"/api/v1/sessions/{answer['user']['access_token_id']}",
-        headers=bearer(answer, PHONE, "ios-cctv"),
+        f"/api/v1/sessions/{answer['user']['access_token_id']}", headers=headers
     )
     assert response.status == 200
     assert await closed_with(on_b) == 4009
+    # And B, which had the session in memory, refuses its token at once.
+    assert (await b.get("/api/v1/downloads", headers=headers)).status == 401
 
 
 async def test_sighup_on_one_process_closes_ended_sessions_on_the_other(pair: Pair) -> None:

@@ -32,6 +32,8 @@ MAX_PENDING = 10_000
 CONNECT_TIMEOUT = 5.0
 FIRST_BACKOFF, MAX_BACKOFF = 0.1, 5.0
 STOP_TIMEOUT = 1.0
+# A connection idle this long is PINGed before use: a peer gone without a word is noticed.
+HEALTH_CHECK = 15.0
 
 RereadHook = Callable[[], Awaitable[object]]
 
@@ -54,7 +56,10 @@ async def connect(url: str) -> Redis:
     from redis.asyncio import Redis
 
     client = Redis.from_url(
-        url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=CONNECT_TIMEOUT,
+        health_check_interval=HEALTH_CHECK,
     )
     try:
         async with asyncio.timeout(2 * CONNECT_TIMEOUT):
@@ -87,6 +92,9 @@ class RedisBus:
         self.subscribed = asyncio.Event()
         # Called when another process asks every process to re-read sessions (SIGHUP there).
         self.on_reread: RereadHook | None = None
+        # Called with a session another process ended, before its sockets here are closed
+        # (the service forgets the sessions it remembers, so its token stops working here too).
+        self.on_ended: Callable[[str], None] | None = None
 
     async def start(self) -> None:
         """Subscribe, then relay in both directions until `stop`."""
@@ -182,14 +190,14 @@ class RedisBus:
                 backoff = FIRST_BACKOFF
 
     async def _read(self, was_lost: bool) -> None:
-        # Its own connection, without the command timeout: a quiet channel is not an error.
+        # Its own connection; a quiet channel is not an error, each wait ends in a health check.
         async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
             await pubsub.subscribe(self._channel)
             self.subscribed.set()
             if was_lost:
                 log.info("push bus: Redis is back; subscribed again")
             while True:
-                message = await pubsub.get_message(timeout=None)
+                message = await pubsub.get_message(timeout=HEALTH_CHECK)
                 if message is not None and message.get("type") == "message":
                     self.handle(message.get("data"))
 
@@ -207,6 +215,8 @@ class RedisBus:
         elif kind == "bind":
             self._hub.bind_local(message["socket_id"], message["session_id"])
         elif kind == "ended":
+            if self.on_ended is not None:
+                self.on_ended(message["session_id"])
             self._handle_later(self._hub.disconnect_local(message["session_id"]))
         elif kind == "reread" and self.on_reread is not None:
             self._handle_later(self.on_reread())
