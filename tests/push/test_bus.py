@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -19,7 +20,8 @@ import pytest
 import redis.asyncio
 from aiohttp.test_utils import TestServer
 
-from tests.support.processes import ROOT, worker_port
+from tests.archive.test_pusherjs_e2e import Phone
+from tests.support.processes import NODE_DIR, ROOT, worker_port
 from tests.support.pusher import PusherClient
 from tests.support.redis import RedisServer
 from tests.support.service import (
@@ -27,6 +29,7 @@ from tests.support.service import (
     PHONE,
     Client,
     Footage,
+    archive_range,
     ask_archive,
     bearer,
     login,
@@ -40,6 +43,11 @@ from vms.push.bus import channel_name
 
 Pair = tuple[Client, Client]
 EVENT = "App\\Events\\TokenPush"
+E2E_PHONE = "phone-e2e"
+
+
+def _generated(record: dict[str, Any]) -> bool:
+    return bool(record["data"]["type"] == "archive_generated")
 
 
 async def phone_login(client: Client) -> dict[str, Any]:
@@ -294,3 +302,59 @@ def test_without_redis_url_nothing_imports_redis() -> None:
         "assert 'redis' not in sys.modules, sorted(m for m in sys.modules if 'redis' in m)\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+@pytest.mark.node
+async def test_pusher_js_on_b_gets_the_archive_asked_on_a_and_downloads_it(
+    node: str, pair: Pair, footage: Footage, tmp_path: Path
+) -> None:
+    """Stock pusher-js and Echo on B, authorised by A: the archive asked on A arrives, downloads."""
+    a, b = pair
+    answer = await login(a, device=E2E_PHONE, x_client="ios-cctv")
+    headers = {"X-Client": "ios-cctv", "X-UUID": E2E_PHONE}
+    wsurl = await (await b.get("/api/v1/wsurl", headers=headers)).json()
+    wsurl["port"] = b.port  # the balancer sent the socket to B
+    config = {
+        "wsurl": wsurl,
+        "authEndpoint": str(a.make_url("/broadcasting/auth")),
+        "token": answer["access_token"],
+        "accessTokenId": answer["user"]["access_token_id"],
+        "xClient": "ios-cctv",
+        "uuid": E2E_PHONE,
+        "savePath": str(tmp_path / "from-node.mp4"),
+    }
+    with (tmp_path / "node-stderr.txt").open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            node, str(NODE_DIR / "archive_client.mjs"), cwd=NODE_DIR,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+            env={**os.environ, "ARCHIVE_TEST_CONFIG": json.dumps(config)},
+        )  # fmt: skip
+        device = Phone(process, tmp_path / "from-node.mp4")
+        try:
+            await device.next("pusher", "subscribed")
+            await device.next("echo", "subscribed")
+            assert b.app[appkeys.HUB].connection_count == 2
+            assert a.app[appkeys.HUB].connection_count == 0
+            response = await a.get(
+                "/api/v1/cameras/1/archive/link",
+                params=archive_range(footage),
+                headers=bearer(answer, E2E_PHONE, "ios-cctv"),
+            )
+            assert response.status == 202
+            download_id = (await response.json())["download"]["id"]
+            pushed = (await device.next("pusher", "event", _generated))["data"]
+            assert pushed["status"] == "ok"
+            assert pushed["data"]["download"]["id"] == download_id
+            echoed = (await device.next("echo", "event", _generated))["data"]
+            assert echoed == pushed
+            fetched = await device.next("pusher", "download")
+            on_disk = a.app[appkeys.FILES].path(download_id).read_bytes()
+            assert fetched["status"] == 200 and fetched["size"] == len(on_disk)
+            assert device.saved.read_bytes() == on_disk
+            assert await device.quit() == 0
+            twice = [r for r in device.seen if r["type"] == "event" and _generated(r)]
+            assert len(twice) == 2  # once for pusher-js, once for Echo
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
