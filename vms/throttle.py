@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -14,11 +15,15 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
 
 log = logging.getLogger(__name__)
 
 # Bound memory under a flood of distinct keys.
 _MAX_KEYS = 100_000
+# While Redis is away, a throttle asks it again at most this often (seconds), so a login
+# does not wait for a connection attempt each time.
+_RETRY_REDIS_EVERY = 2.0
 
 
 class Throttle(Protocol):
@@ -132,25 +137,29 @@ class RedisThrottle:
         self._hit = redis.register_script(_HIT)
         self._fallback = LocalThrottle(limit, window)
         self._degraded = False
-        self._serial = 0
+        self._retry_at = 0.0
 
     def _key(self, key: str) -> str:
         # Hashed: keys hold logins and addresses, of any length.
         return self._prefix + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
-    def _member(self) -> str:
-        self._serial += 1
-        return f"{id(self):x}.{time.time_ns()}.{self._serial}"
+    @staticmethod
+    def _member() -> str:
+        return f"{time.time_ns()}.{secrets.token_hex(6)}"  # unique across processes
 
-    async def _run(self, script: object, key: str, *args: object) -> int | None:
+    async def _run(self, script: AsyncScript, key: str, *args: str | int) -> int | None:
+        """The script's answer, or None while Redis is away."""
         from vms.push.bus import redis_errors
 
+        if self._degraded and time.monotonic() < self._retry_at:
+            return None
         try:
-            result = await script(keys=[self._key(key)], args=list(args))  # type: ignore[operator]
+            result = await script(keys=[self._key(key)], args=list(args))
         except redis_errors() as exc:
             if not self._degraded:
                 log.warning("throttle: Redis unavailable (%s); counting in this process", exc)
                 self._degraded = True
+            self._retry_at = time.monotonic() + _RETRY_REDIS_EVERY
             return None
         if self._degraded:
             log.info("throttle: Redis is back; counting there again")

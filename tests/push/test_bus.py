@@ -290,7 +290,7 @@ async def test_redis_down_at_start_is_a_clear_error_at_once(
     with pytest.raises(StartupError) as raised:
         await server.start_server()
     assert loop.time() - started < 10
-    assert str(raised.value).startswith(f"Redis at redis://127.0.0.1:{port}/0 is not reachable")
+    assert str(raised.value).startswith(f"cannot use Redis at redis://127.0.0.1:{port}/0: ")
     assert "pw-not-shown" not in str(raised.value)
     await server.close()
 
@@ -358,3 +358,22 @@ async def test_pusher_js_on_b_gets_the_archive_asked_on_a_and_downloads_it(
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+async def test_a_wrong_redis_password_is_a_clear_error_that_does_not_show_it(
+    config: Config, redis_server_binary: str, tmp_path: Path
+) -> None:
+    """Redis refuses the password: start-up fails, naming the server but not the password."""
+    server = RedisServer(redis_server_binary, tmp_path, password="the-right-one")
+    server.start()
+    try:
+        url = f"redis://:the-wrong-one@127.0.0.1:{server.port}/0"
+        server_app = TestServer(create_app(replace(config, redis_url=url)), host="127.0.0.1")
+        with pytest.raises(StartupError) as raised:
+            await server_app.start_server()
+        await server_app.close()
+    finally:
+        server.stop()
+    message = str(raised.value)
+    assert message.startswith(f"cannot use Redis at redis://127.0.0.1:{server.port}/0: ")
+    assert "the-wrong-one" not in message and "the-right-one" not in message

@@ -66,7 +66,7 @@ async def connect(url: str) -> Redis:
             await client.ping()
     except redis_errors() as exc:
         await client.aclose()
-        raise StartupError(f"Redis at {safe_url(url)} is not reachable: {exc}") from None
+        raise StartupError(f"cannot use Redis at {safe_url(url)}: {exc}") from None
     return client
 
 
@@ -105,8 +105,12 @@ class RedisBus:
         ):
             task = asyncio.create_task(run(), name=name)
             self._tasks.add(task)
-        async with asyncio.timeout(2 * CONNECT_TIMEOUT):
-            await self.subscribed.wait()
+        try:
+            async with asyncio.timeout(2 * CONNECT_TIMEOUT):
+                await self.subscribed.wait()
+        except TimeoutError:
+            await self.stop()
+            raise StartupError("Redis did not accept the push subscription in time") from None
 
     async def stop(self) -> None:
         """Stop relaying (what Redis has not taken within a second is dropped), close the client."""
