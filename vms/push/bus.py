@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "vms:"
 VERSION = 1
-# Messages waiting for Redis (while it is away) beyond this many are dropped, newest first.
+# Messages waiting for Redis (while it is away) beyond this many are dropped as they come.
 MAX_PENDING = 10_000
 CONNECT_TIMEOUT = 5.0
 FIRST_BACKOFF, MAX_BACKOFF = 0.1, 5.0
@@ -73,7 +73,7 @@ async def connect(url: str) -> Redis:
 def safe_url(url: str) -> str:
     """`url` without its user and password, fit for a log line."""
     scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}"
+    return f"{scheme}{sep}{rest.rpartition('@')[2].partition('?')[0]}"  # ?password= too
 
 
 class RedisBus:
@@ -88,6 +88,7 @@ class RedisBus:
         self._tasks: set[asyncio.Task[None]] = set()
         self._handlers: set[asyncio.Task[object]] = set()
         self._dropped = 0
+        self._started = False  # subscribed once already: a new subscription is a return
         # Set while the subscription is live (tests and monitoring wait on it).
         self.subscribed = asyncio.Event()
         # Called when another process asks every process to re-read sessions (SIGHUP there).
@@ -177,33 +178,35 @@ class RedisBus:
     async def _read_forever(self) -> None:
         """Subscribe and read; when Redis goes away, log once and subscribe again with backoff."""
         backoff = FIRST_BACKOFF
-        lost = False
         while True:
             try:
-                await self._read(lost)
+                await self._read()
             except redis_errors() as exc:
-                self.subscribed.clear()
-                if not lost:
+                if self.subscribed.is_set():  # it was live: a new outage
+                    self.subscribed.clear()
+                    backoff = FIRST_BACKOFF
                     log.warning(
                         "push bus: lost Redis (%s); local sockets only until it is back", exc
                     )
-                    lost = True
                 await asyncio.sleep(backoff)
                 backoff = min(MAX_BACKOFF, backoff * 2)
-            else:
-                backoff = FIRST_BACKOFF
 
-    async def _read(self, was_lost: bool) -> None:
+    async def _read(self) -> None:
         # Its own connection; a quiet channel is not an error, each wait ends in a health check.
         async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
             await pubsub.subscribe(self._channel)
-            self.subscribed.set()
-            if was_lost:
+            if self._started:
                 log.info("push bus: Redis is back; subscribed again")
+            self._started = True
+            self.subscribed.set()
             while True:
                 message = await pubsub.get_message(timeout=HEALTH_CHECK)
-                if message is not None and message.get("type") == "message":
+                if message is None or message.get("type") != "message":
+                    continue
+                try:
                     self.handle(message.get("data"))
+                except Exception as exc:  # a bug here must cost one message, not the relay
+                    log_unexpected(log, "push bus: a message from Redis", exc)
 
     def handle(self, raw: object) -> None:
         """Act on one message from the channel; a malformed one is dropped with a log line."""
