@@ -55,6 +55,20 @@ log = logging.getLogger(__name__)
 StartHook = Callable[[web.Application], Awaitable[None]]
 
 
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    """With VMS_REDIS_URL, the Redis client, checked first: a Redis that is down stops the
+    start before anything else is opened (or the first-start password shown)."""
+    config = app[appkeys.CONFIG]
+    if not config.redis_url:
+        yield
+        return
+    from vms.push.bus import connect
+
+    client = app[appkeys.REDIS] = await connect(config.redis_url)
+    yield
+    await client.aclose()
+
+
 async def _database(app: web.Application) -> AsyncIterator[None]:
     config = app[appkeys.CONFIG]
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -90,11 +104,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     throttle: ThrottleFactory = local_throttle
     bus = None
-    if config.redis_url:  # several processes: push and throttles through Redis
-        from vms.push.bus import RedisBus, connect
+    if appkeys.REDIS in app:  # several processes: push and throttles through Redis
+        from vms.push.bus import RedisBus
 
-        bus = app[appkeys.BUS] = RedisBus(await connect(config.redis_url), hub, keystore.app_key)
-        throttle = redis_throttles(bus.redis)
+        bus = app[appkeys.BUS] = RedisBus(app[appkeys.REDIS], hub, keystore.app_key)
+        throttle = redis_throttles(app[appkeys.REDIS])
     sessions = app[appkeys.SESSIONS] = Sessions(
         config, db, auth, on_ended=hub.disconnect_session, throttle=throttle
     )
@@ -259,6 +273,7 @@ def create_app(
         tls = load_tls(config, utcnow())
     if tls is not None:
         app[appkeys.TLS] = tls
+    app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_database)
     if on_start is not None:
         app.cleanup_ctx.append(_on_start(on_start))

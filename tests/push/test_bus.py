@@ -266,7 +266,7 @@ async def test_redis_restarted_mid_run_pushes_flow_again_and_its_password_is_nev
                     break
                 await asyncio.sleep(0.1)
             else:
-                raise AssertionError("the processes did not subscribe again")
+                raise AssertionError(f"the processes did not subscribe again: {caplog.text}")
             hub.publish(channel, EVENT, {"type": "archive_progress", "n": 10 * outage + 1})
             assert (await on_a.archive_event("archive_progress"))["n"] == 10 * outage + 1
             # B may also get the event A kept for Redis while it was away, first.
@@ -279,8 +279,9 @@ async def test_redis_restarted_mid_run_pushes_flow_again_and_its_password_is_nev
     finally:
         server.stop()
     lost = [r for r in caplog.records if "lost Redis" in r.getMessage()]
-    assert len(lost) == 4  # once per process and outage, not once per retry
-    assert sum("subscribed again" in r.getMessage() for r in caplog.records) == 4
+    assert len(lost) == 4, caplog.text  # once per process and outage, not once per retry
+    back = [r for r in caplog.records if "subscribed again" in r.getMessage()]
+    assert len(back) == 4, caplog.text
     assert password not in caplog.text
 
 
@@ -384,3 +385,25 @@ async def test_a_wrong_redis_password_is_a_clear_error_that_does_not_show_it(
     message = str(raised.value)
     assert message.startswith(f"cannot use Redis at redis://127.0.0.1:{server.port}/0: ")
     assert "the-wrong-one" not in message and "the-right-one" not in message
+
+
+def test_serve_with_redis_down_exits_at_once_with_one_line(tmp_path: Path) -> None:
+    """`server.py serve` with nothing at VMS_REDIS_URL: exit 1, one clear line, nothing opened."""
+    port = worker_port()
+    env = {
+        **os.environ,
+        "VMS_DATA_DIR": str(tmp_path / "data"),
+        "VMS_PORT": str(worker_port()),
+        "VMS_MEDIA_PORT": "0",
+        "VMS_DEMO_CAMERAS": "false",
+        "VMS_REDIS_URL": f"redis://:not-for-eyes@127.0.0.1:{port}/0",
+    }
+    done = subprocess.run(
+        [sys.executable, "server.py", "serve"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert f"error: cannot use Redis at redis://127.0.0.1:{port}/0: " in done.stderr
+    assert "not-for-eyes" not in done.stderr + done.stdout
+    assert "password" not in done.stdout  # no first-start account was made and shown
+    assert not (tmp_path / "data" / "keys").exists()

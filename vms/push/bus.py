@@ -77,7 +77,10 @@ def safe_url(url: str) -> str:
 
 
 class RedisBus:
-    """The hub's relay to the other processes (`Hub.relay`), and their events to the hub."""
+    """The hub's relay to the other processes (`Hub.relay`), and their events to the hub.
+
+    It uses `redis` (a client of `connect`) and leaves closing it to its owner.
+    """
 
     def __init__(self, redis: Redis, hub: Hub, app_key: str) -> None:
         self.redis = redis
@@ -114,7 +117,7 @@ class RedisBus:
             raise StartupError("Redis did not accept the push subscription in time") from None
 
     async def stop(self) -> None:
-        """Stop relaying (what Redis has not taken within a second is dropped), close the client."""
+        """Stop relaying; what Redis has not taken within a second is dropped."""
         self._hub.relay = None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_TIMEOUT):
@@ -122,7 +125,6 @@ class RedisBus:
         for task in (*self._tasks, *self._handlers):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._handlers, return_exceptions=True)
-        await self.redis.aclose()
 
     # Relay: what this process's hub sends to the others
 
