@@ -13,6 +13,8 @@ if [ "$mode" = test ]; then
   command -v chromium >/dev/null || need+=(chromium)
   command -v node >/dev/null || need+=(nodejs)
   command -v npm >/dev/null || need+=(npm)
+  # The push-across-processes tests start their own redis-server on a free port.
+  [ -x /usr/bin/redis-server ] || need+=(redis-server)
   # The Playwright driver's own node needs libatomic, which a minimal Debian lacks.
   ldconfig -p 2>/dev/null | grep -q 'libatomic.so.1 ' || need+=(libatomic1)
   # The suite's second pass runs on a real PostgreSQL server (tests/support/postgres.py).

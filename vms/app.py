@@ -44,6 +44,7 @@ from vms.resources import Resources
 from vms.roles import play_role
 from vms.sessions import Sessions
 from vms.store import open_store
+from vms.throttle import ThrottleFactory, local_throttle, redis_throttles
 from vms.tls import Tls
 from vms.tls import load as load_tls
 from vms.validation import ArchiveLinkSchema, DownloadBatchSchema, DownloadListSchema
@@ -54,6 +55,20 @@ log = logging.getLogger(__name__)
 # Runs once the database is open and before anything is served (the CLI prints the
 # first-start operator password here).
 StartHook = Callable[[web.Application], Awaitable[None]]
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    """With VMS_REDIS_URL, the Redis client, checked first: a Redis that is down stops the
+    start before anything else is opened (or the first-start password shown)."""
+    config = app[appkeys.CONFIG]
+    if not config.redis_url:
+        yield
+        return
+    from vms.push.bus import connect
+
+    client = app[appkeys.REDIS] = await connect(config.redis_url)
+    yield
+    await client.aclose()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -95,8 +110,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     hub = app[appkeys.HUB] = Hub(
         keystore.app_key, keystore.app_secret, activity_timeout=config.push_activity_timeout
     )
-    app[appkeys.SESSIONS] = Sessions(config, db, auth, on_ended=hub.disconnect_session)
-    app[appkeys.WSURL_THROTTLE] = wsurl_throttle()
+    throttle: ThrottleFactory = local_throttle
+    bus = None
+    if appkeys.REDIS in app:  # several processes: push and throttles through Redis
+        from vms.push.bus import RedisBus
+
+        bus = app[appkeys.BUS] = RedisBus(app[appkeys.REDIS], hub, keystore.app_key)
+        throttle = redis_throttles(app[appkeys.REDIS])
+    sessions = app[appkeys.SESSIONS] = Sessions(
+        config, db, auth, on_ended=hub.disconnect_session, throttle=throttle
+    )
+    app[appkeys.WSURL_THROTTLE] = wsurl_throttle(throttle)
     app[appkeys.LINK_SCHEMA] = ArchiveLinkSchema(config.tz, config.max_range)
     app[appkeys.BATCH_SCHEMA] = DownloadBatchSchema(config.tz, config.max_range)
     app[appkeys.LIST_SCHEMA] = DownloadListSchema(config.tz)
@@ -136,6 +160,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         )
         app[appkeys.ACTIONS] = ArchiveActions(db, files, worker)
         hub.on_subscribed = requests.replay
+        if bus is not None:
+            bus.on_reread = lambda: sessions.reread(hub.session_ids())
+            bus.on_ended = lambda _: auth.forget_sessions()
+            await bus.start()
         await worker.start()
         cleaner = asyncio.create_task(
             cleanup_forever(db, files, config.cleanup_interval), name="archive-cleanup"
@@ -145,6 +173,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await cleaner
         await worker.stop()
+        if bus is not None:
+            await bus.stop()
 
 
 async def _media_server(app: web.Application) -> AsyncIterator[None]:
@@ -196,6 +226,8 @@ async def _reread_on_hangup(app: web.Application) -> AsyncIterator[None]:
     async def reread() -> None:
         ended = await app[appkeys.SESSIONS].reread(app[appkeys.HUB].session_ids())
         log.info("SIGHUP: sessions re-read from the database, %d ended", ended)
+        if appkeys.BUS in app:  # and the other processes' sockets
+            app[appkeys.BUS].reread()
 
     def start() -> None:
         task = loop.create_task(reread(), name="reread-sessions")
@@ -254,6 +286,7 @@ def create_app(
         tls = load_tls(config, utcnow())
     if tls is not None:
         app[appkeys.TLS] = tls
+    app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_database)
     if on_start is not None:
         app.cleanup_ctx.append(_on_start(on_start))

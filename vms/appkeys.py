@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,6 +16,7 @@ from vms.auth import Authenticator
 from vms.config import Config
 from vms.keystore import Keystore
 from vms.mediaserver.auth import KeySource
+from vms.push.bus import RedisBus
 from vms.push.hub import Hub
 from vms.resources import Resources
 from vms.sessions import Sessions
@@ -23,6 +25,9 @@ from vms.throttle import Throttle
 from vms.tls import Tls
 from vms.urls import Urls
 from vms.validation import ArchiveLinkSchema, DownloadBatchSchema, DownloadListSchema
+
+if TYPE_CHECKING:  # redis-py is imported only with VMS_REDIS_URL
+    from redis.asyncio import Redis
 
 CONFIG = web.AppKey[Config]("config")
 URLS = web.AppKey[Urls]("urls")
@@ -42,6 +47,9 @@ LINK_SCHEMA = web.AppKey[ArchiveLinkSchema]("link_schema")
 BATCH_SCHEMA = web.AppKey[DownloadBatchSchema]("batch_schema")
 LIST_SCHEMA = web.AppKey[DownloadListSchema]("list_schema")
 HUB = web.AppKey[Hub]("hub")
+# Only with VMS_REDIS_URL: the client, and the hub's link to the other processes.
+REDIS: web.AppKey[Redis] = web.AppKey("redis")
+BUS = web.AppKey[RedisBus]("bus")
 WSURL_THROTTLE = web.AppKey[Throttle]("wsurl_throttle")
 # The embedded media server's listening sockets, when `serve` bound them before start-up.
 MEDIA_SOCKETS = web.AppKey[list[socket.socket]]("media_sockets")

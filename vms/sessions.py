@@ -18,7 +18,7 @@ from vms.dates import utcnow
 from vms.models import User
 from vms.passwords import verify_password
 from vms.store import Store
-from vms.throttle import Throttle
+from vms.throttle import ThrottleFactory, local_throttle
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +52,21 @@ class Sessions:
         auth: Authenticator,
         on_ended: SessionEnded,
         clock: Callable[[], datetime] = utcnow,
+        throttle: ThrottleFactory = local_throttle,
     ) -> None:
         self._db = db
         self._auth = auth
         self._on_ended = on_ended
         self._clock = clock
-        self._per_login = Throttle(config.login_attempts, config.login_window)
+        self._per_login = throttle("login", config.login_attempts, config.login_window)
         # One address may try a few logins (a shared office), not endless ones.
-        self._per_address = Throttle(config.login_attempts * 4, config.login_window)
+        self._per_address = throttle("address", config.login_attempts * 4, config.login_window)
 
-    def retry_after(self, login: str, address: str) -> int:
+    async def retry_after(self, login: str, address: str) -> int:
         """Seconds before this login or address may try again; 0 if now."""
         return max(
-            self._per_login.retry_after(f"login:{login.lower()}"),
-            self._per_address.retry_after(f"addr:{address}"),
+            await self._per_login.retry_after(f"login:{login.lower()}"),
+            await self._per_address.retry_after(f"addr:{address}"),
         )
 
     async def log_in(
@@ -73,7 +74,7 @@ class Sessions:
     ) -> IssuedToken:
         """Check the password and open a session; Throttled or InvalidCredentials if not."""
         who = {"login": login, "client": client, "device": device, "address": address}
-        retry_after = self.retry_after(login, address)
+        retry_after = await self.retry_after(login, address)
         if retry_after:
             audit("login.locked", **who, retry_after=retry_after)
             raise Throttled(retry_after)
@@ -92,10 +93,10 @@ class Sessions:
         # Checked even for an unknown login, so timing does not tell which logins exist.
         ok = await loop.run_in_executor(None, verify_password, password, stored)
         if not ok or found is None:
-            self._per_login.hit(f"login:{login.lower()}")
-            self._per_address.hit(f"addr:{address}")
+            await self._per_login.hit(f"login:{login.lower()}")
+            await self._per_address.hit(f"addr:{address}")
             raise InvalidCredentials
-        self._per_login.clear(f"login:{login.lower()}")
+        await self._per_login.clear(f"login:{login.lower()}")
         return found[0]
 
     async def principal(

@@ -9,15 +9,15 @@ from vms.api.errors import ApiError
 from vms.api.inputs import authenticated, header_values, read_body
 from vms.archive import events
 from vms.push.signing import sign_channel
-from vms.throttle import Throttle
+from vms.throttle import Throttle, ThrottleFactory, local_throttle
 from vms.validation import DEVICE_HEADERS, BroadcastAuthSchema
 
 _broadcast_schema = BroadcastAuthSchema()
 
 
-def wsurl_throttle() -> Throttle:
+def wsurl_throttle(make: ThrottleFactory = local_throttle) -> Throttle:
     """20 requests in 5 minutes per device, as the contract allows."""
-    return Throttle(20, 300.0)
+    return make("wsurl", 20, 300.0)
 
 
 async def wsurl(request: web.Request) -> web.Response:
@@ -25,10 +25,9 @@ async def wsurl(request: web.Request) -> web.Response:
     app = request.config_dict
     device = DEVICE_HEADERS.validated(header_values(request))["device"]
     throttle = app[appkeys.WSURL_THROTTLE]
-    retry_after = throttle.retry_after(device)
+    retry_after = await throttle.take(device)
     if retry_after:
         raise ApiError(429, retry_after=retry_after)
-    throttle.hit(device)
     socket = app[appkeys.URLS].socket()
     return web.json_response(
         {

@@ -16,7 +16,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -29,6 +29,22 @@ from vms.push.signing import verify_channel
 log = logging.getLogger(__name__)
 
 SubscribedHook = Callable[[str, str], Awaitable[None]]
+
+
+class Relay(Protocol):
+    """Carries what the hub is asked to do to the hubs of the other processes (`vms.push.bus`)."""
+
+    def event(self, channel: str, event: str, data: Mapping[str, Any]) -> None:
+        """Publish an event to the sockets of every other process; never waits."""
+        ...
+
+    def bind(self, socket_id: str, session_id: str) -> None:
+        """Bind a socket that another process holds to a session; never waits."""
+        ...
+
+    def session_ended(self, session_id: str) -> None:
+        """Close the session's sockets on every other process; never waits."""
+        ...
 
 
 _RATE_LIMITED = "Rate limit exceeded"
@@ -84,6 +100,9 @@ class Hub:
         # Called after a socket joins a channel (the archive side replays what it missed);
         # set once while the service is wired, like every other callback of the service.
         self.on_subscribed: SubscribedHook | None = None
+        # With several processes (VMS_REDIS_URL), what this hub publishes or ends also goes
+        # to the others through this; set once while the service is wired. None: one process.
+        self.relay: Relay | None = None
 
     # Public API
 
@@ -146,12 +165,19 @@ class Hub:
         return ws
 
     def publish(self, channel: str, event: str, data: Mapping[str, Any]) -> int:
-        """Send `event` to every socket on `channel`; never waits. Returns sockets reached.
+        """Send `event` to every socket on `channel`; never waits. Returns sockets reached here.
 
         Call it on the event loop that serves the sockets (as the archive jobs do); from another
         thread, hand it over with `loop.call_soon_threadsafe`. The frame is encoded once and
         written straight to each idle socket; a socket with a backlog gets it queued instead.
+        With a relay, the other processes' sockets on `channel` get it through the relay.
         """
+        if self.relay is not None:
+            self.relay.event(channel, event, data)
+        return self.deliver(channel, event, data)
+
+    def deliver(self, channel: str, event: str, data: Mapping[str, Any]) -> int:
+        """`publish` to this process's sockets only (the relay hands over the others' events)."""
         members = self._channels.get(channel)
         if not members:
             return 0
@@ -175,18 +201,31 @@ class Hub:
 
     def bind_session(self, socket_id: str, session_id: str) -> None:
         """Remember that `session_id` authorised this socket, so ending it closes the socket."""
+        if not self.bind_local(socket_id, session_id) and self.relay is not None:
+            # The device's socket may be on another process than its /broadcasting/auth.
+            self.relay.bind(socket_id, session_id)
+
+    def bind_local(self, socket_id: str, session_id: str) -> bool:
+        """`bind_session` for a socket of this process; False if it has no such open socket."""
         conn = self._connections.get(socket_id)
         if conn is None or conn.closing:
-            return  # unknown sockets are ignored so callers cannot grow this map
+            return False  # unknown sockets are ignored so callers cannot grow this map
         conn.sessions.add(session_id)
         self._sessions.setdefault(session_id, set()).add(conn)
+        return True
 
     def session_ids(self) -> list[str]:
         """The sessions that authorised an open socket."""
         return list(self._sessions)
 
     async def disconnect_session(self, session_id: str) -> int:
-        """Close (4009) every socket that session authorised; returns how many."""
+        """Close (4009) every socket that session authorised; returns how many here."""
+        if self.relay is not None:
+            self.relay.session_ended(session_id)
+        return await self.disconnect_local(session_id)
+
+    async def disconnect_local(self, session_id: str) -> int:
+        """`disconnect_session` for this process's sockets only."""
         conns = list(self._sessions.pop(session_id, ()))
         for conn in conns:
             self._close(conn, CloseCode.UNAUTHORIZED, "Connection is unauthorized", notify=True)
