@@ -248,6 +248,7 @@ class ArchiveWorker:
             self._files.path(download.id),
             self._settings.limits,
             on_progress,
+            self._files.upload(download.id),
         )
 
     async def _recorded(self, download: Download) -> list[Span]:
@@ -306,8 +307,11 @@ class ArchiveWorker:
         path, poster = self._files.path(download_id), self._files.poster_path(download_id)
         try:
             await run_blocking(None, make_poster, path, poster)
+            await self._files.store_poster(download_id)
         except Exception as exc:  # a file without a poster is still a whole archive
             log.warning("archive %d: no poster frame (%s)", download_id, type(exc).__name__)
+        finally:
+            await self._files.drop_copy(download_id)
 
     async def _fail(self, download_id: int, message: str) -> None:
         failed = await self._db.update_download(
