@@ -33,6 +33,7 @@ from tests.support.service import (
 from vms import appkeys
 from vms.archive.cleanup import purge_expired
 from vms.archive.digests import etag, repr_digest
+from vms.archive.objects import open_bucket
 from vms.config import Config
 from vms.dates import utcnow
 
@@ -313,3 +314,63 @@ async def test_a_missing_bucket_or_unreachable_storage_stops_the_start_in_one_li
     assert closed.stderr.strip().splitlines()[-1].endswith("could not be reached")
     for result in (missing, closed):
         assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in result.stderr + result.stdout
+
+
+async def test_a_long_archive_goes_up_in_parts_of_at_least_5_mib_and_shows_only_when_complete(
+    s3: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20 MiB in 4 MiB batches: parts of 8, 8 and 4 MiB, no object until complete."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    data = os.urandom(20 << 20)
+    async with open_bucket(f"s3://{bucket}/{PREFIX}", s3.endpoint) as store:
+        upload = store.upload("7.mp4")
+        await upload.start()
+        for offset in range(0, len(data), 4 << 20):
+            await upload.add([data[offset : offset + (4 << 20)]])
+        assert await s3.objects(bucket) == {}
+        async with s3.client() as client:
+            listed = await client.list_parts(
+                Bucket=bucket, Key=f"{PREFIX}/7.mp4", UploadId=upload.upload_id or ""
+            )
+        assert [part["Size"] for part in listed["Parts"]] == [8 << 20, 8 << 20]
+        await upload.complete()
+    assert await s3.objects(bucket) == {f"{PREFIX}/7.mp4": len(data)}
+    assert await s3.read(bucket, f"{PREFIX}/7.mp4") == data
+    assert await s3.open_uploads(bucket) == []
+
+
+async def test_verify_checks_an_object_against_its_manifest_streaming_it(
+    service: Client, footage: Footage, s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """`server.py verify s3://BUCKET/KEY MANIFEST`: OK for the archive, FAILED for another."""
+    _phone, ready = await ready_archive(service, footage)
+    manifest = tmp_path / "archive.jws"
+    manifest.write_text(await service.app[appkeys.DB].manifest(ready["id"]) or "")
+    jwks = tmp_path / "jwks.json"
+    jwks.write_bytes(await (await service.get("/.well-known/jwks.json")).read())
+    async with s3.client() as client:
+        await client.put_object(Bucket=bucket, Key="other.mp4", Body=b"not the archive")
+
+    def run(file: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "server.py", "verify", file, str(manifest), "--jwks", str(jwks)],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                **CREDENTIALS,
+                "VMS_S3_ENDPOINT": s3.endpoint,
+                "VMS_DATA_DIR": str(tmp_path / "cli"),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    good = await asyncio.to_thread(run, f"s3://{bucket}/{PREFIX}/{ready['id']}.mp4")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.startswith("OK:")
+    bad = await asyncio.to_thread(run, f"s3://{bucket}/other.mp4")
+    assert bad.returncode == 1
+    assert "FAILED: size: the file has 15 bytes" in bad.stderr
