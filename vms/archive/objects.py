@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -43,6 +43,16 @@ _TIMEOUTS = AioConfig(
 )
 # DeleteObjects takes at most this many keys.
 _DELETE_BATCH = 1000
+
+
+_NO_CREDENTIALS = "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+# What a HEAD of the bucket answers, for a person.
+_CHECKS = {
+    "403": "access denied: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION",
+    "404": "no such bucket",
+    "301": "the bucket is in another region: set AWS_REGION",
+    "400": "the request was refused: check AWS_REGION and VMS_S3_ENDPOINT",
+}
 
 
 class StorageError(Exception):
@@ -110,8 +120,16 @@ class Bucket:
 
     async def check(self) -> None:
         """StorageError unless the bucket is there and these credentials may use it."""
-        with _storage_errors(f"the archive storage {self.where}"):
+        what = f"the archive storage {self.where}"
+        try:
             await self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            reason = _CHECKS.get(_code(exc)) or _reason(exc)
+            raise StorageError(f"{what}: {reason}") from None
+        except NoCredentialsError:
+            raise StorageError(f"{what}: {_NO_CREDENTIALS}") from None
+        except (BotoCoreError, OSError, TimeoutError) as exc:
+            raise StorageError(f"{what}: {_reason(exc)}") from None
 
     def upload(self, name: str) -> Upload:
         """A multipart upload of `name`, started on the first part."""
