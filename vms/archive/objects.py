@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -64,18 +64,14 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = error.get("Code") or "error"
-        return f"{code}" if not error.get("Message") else f"{code}: {error['Message']}"
-    if isinstance(exc, BotoCoreError | OSError):
-        return (
-            "could not be reached"
-            if "connect" in type(exc).__name__.lower()
-            else (type(exc).__name__)
-        )
-    return type(exc).__name__
+        return f"{code}: {error['Message']}" if error.get("Message") else str(code)
+    name = type(exc).__name__
+    # EndpointConnectionError, ConnectTimeoutError, ConnectionRefusedError ...
+    return "could not be reached" if "connect" in name.lower() else name
 
 
 @contextlib.contextmanager
-def _storage_errors(what: str) -> Any:
+def _storage_errors(what: str) -> Iterator[None]:
     """Turn botocore's and the connection's exceptions into one StorageError."""
     try:
         yield
