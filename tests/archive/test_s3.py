@@ -72,8 +72,19 @@ def proxy() -> bool:
 
 
 @pytest.fixture
+def min_free_disk() -> int:
+    """VMS_MIN_FREE_DISK: off unless a test sets it."""
+    return 0
+
+
+@pytest.fixture
 def config(
-    config: Config, s3: S3Server, bucket: str, proxy: bool, monkeypatch: pytest.MonkeyPatch
+    config: Config,
+    s3: S3Server,
+    bucket: str,
+    proxy: bool,
+    min_free_disk: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Config:
     """The test's settings with archives in its bucket, credentials in the AWS environment."""
     for name, value in CREDENTIALS.items():
@@ -83,6 +94,7 @@ def config(
         storage_url=f"s3://{bucket}/{PREFIX}",
         s3_endpoint=s3.endpoint,
         storage_proxy=proxy,
+        min_free_disk=min_free_disk,
     )
 
 
@@ -419,3 +431,35 @@ async def test_the_history_player_shows_the_poster_from_the_bucket(
         bob = Browser(session, base)
         assert (await bob.login("bob")).status == 303
         assert (await bob.get(f"/history/downloads/{ready['id']}/poster")).status == 404
+
+
+@pytest.mark.parametrize("min_free_disk", [1 << 60])
+async def test_the_disk_guard_still_covers_the_local_copy(
+    service: Client, footage: Footage, s3: S3Server, bucket: str
+) -> None:
+    """The fetch's checked copy is in DATA, so VMS_MIN_FREE_DISK still answers 507."""
+    phone = await login(service, device=PHONE, x_client="ios-cctv")
+    status, body = await ask_archive(service, phone, footage)
+    assert status == 507
+    assert body == {"message": "Not enough disk space for new archives."}
+    assert await s3.objects(bucket) == {}
+
+
+async def test_the_sweep_leaves_a_running_fetch_its_upload_however_long_it_runs(
+    service: Client, footage: Footage, bad_camera: BadMediaServer, s3: S3Server, bucket: str
+) -> None:
+    """A stalled fetch's upload survives sweeps now and two hours on; the fetch still ends."""
+    bad_camera.mode = "stall"
+    phone = await login(service, device=PHONE, x_client="ios-cctv")
+    _, body = await ask_archive(service, phone, footage)
+    download_id = body["download"]["id"]
+    await wait_status(service, phone, download_id, {"in progress"})
+    db, files = service.app[appkeys.DB], service.app[appkeys.FILES]
+    for moment in (utcnow(), utcnow() + timedelta(hours=2)):
+        await purge_expired(db, files, moment)
+        assert await s3.open_uploads(bucket) == [f"{PREFIX}/{download_id}.mp4"]
+    bad_camera.mode = "ok"
+    bad_camera.release.set()
+    ready = await wait_status(service, phone, download_id, {"ready", "failed"}, timeout=60)
+    assert ready["status"] == "ready"
+    assert await s3.open_uploads(bucket) == []

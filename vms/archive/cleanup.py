@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from vms.archive.files import PART_SUFFIX, POSTER_SUFFIX, ArchiveFiles, file_name, poster_name
@@ -18,9 +18,6 @@ from vms.store import Database
 log = logging.getLogger(__name__)
 
 _BATCH = 500
-# A multipart upload older than this is taken for one a dead process left, even if its job
-# runs again elsewhere (that job uses an upload of its own; a live one so old retries).
-STALE_UPLOAD = timedelta(hours=1)
 
 
 def _delete(paths: Iterable[Path]) -> int:
@@ -129,7 +126,7 @@ async def purge_expired(db: Database, files: ArchiveFiles, now: datetime) -> int
 async def _purge_stored(db: Database, files: ArchiveFiles, bucket: Bucket, now: datetime) -> int:
     """purge_expired for archives in a bucket: one listing of the prefix per round.
 
-    Also aborts multipart uploads whose job is over (or that are too old to be alive).
+    Also aborts the multipart uploads whose job is over.
     """
     busy = files.busy()
     # Listed before statuses are read, as on disk: an object completed after the listing
@@ -162,10 +159,12 @@ async def _purge_stored(db: Database, files: ArchiveFiles, bucket: Bucket, now: 
             orphans.append(name)
     await bucket.delete(orphans)
     removed += sum(1 for name in orphans if not name.endswith(POSTER_SUFFIX))
+    # An upload is left open only by a process that died mid-fetch (or lost the storage while
+    # aborting). Its job may run again elsewhere with an upload of its own, so it goes once
+    # the job is over: by age it could be a slow live fetch (and some servers report no age).
     for upload in uploads:
         owner = _owner(upload.name)
-        alive = owner is not None and statuses.get(owner[0]) in PENDING
-        if not alive or now - upload.initiated > STALE_UPLOAD:
+        if owner is None or statuses.get(owner[0]) not in PENDING:
             await bucket.abort(upload.name, upload.upload_id)
     vanished = [
         i

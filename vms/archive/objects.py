@@ -14,7 +14,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -97,7 +96,6 @@ class OpenUpload:
 
     name: str
     upload_id: str
-    initiated: datetime
 
 
 class Bucket:
@@ -182,9 +180,7 @@ class Bucket:
             paginator = self._client.get_paginator("list_multipart_uploads")
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
                 for item in page.get("Uploads", []):
-                    found.append(
-                        OpenUpload(item["Key"][len(start) :], item["UploadId"], item["Initiated"])
-                    )
+                    found.append(OpenUpload(item["Key"][len(start) :], item["UploadId"]))
         return found
 
     async def abort(self, name: str, upload_id: str) -> None:
