@@ -95,6 +95,8 @@ def config(
         s3_endpoint=s3.endpoint,
         storage_proxy=proxy,
         min_free_disk=min_free_disk,
+        # A stalled fetch is held until the test lets it go, not cut by the read timeout.
+        fetch_read_timeout=30.0,
     )
 
 

@@ -7,6 +7,7 @@ VMS_STORAGE_PROXY, streams the object itself with the Range passed through.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime
 from typing import Any
@@ -169,7 +170,9 @@ async def stored_object(
     except NotStored:
         return _refused(request, 410, _EXPIRED)
     except RangeNotSatisfiable:
-        size = await bucket.head(name)
+        size = None
+        with contextlib.suppress(StorageError):
+            size = await bucket.head(name)
         return web.Response(status=416, headers={hdrs.CONTENT_RANGE: f"bytes */{size or 0}"})
     except StorageError as exc:
         log.warning("serving %s: %s", name, exc)

@@ -1,8 +1,9 @@
 """Archive files: on disk or in a bucket, signed expiring URLs, and who is reading them.
 
 By default an archive lives in DATA/archives. With a bucket (`VMS_STORAGE_URL`), DATA/archives
-holds only the temporary copy a fetch is checked and its poster decoded from; the finished
-file and poster are objects of the same names under the bucket's prefix.
+holds only the temporary copy a fetch is checked and its poster decoded from (partial names,
+deleted once stored); the finished file and poster are objects of the usual names under the
+bucket's prefix.
 """
 
 from __future__ import annotations
@@ -65,16 +66,25 @@ class ArchiveFiles:
         return self.root / f"{int(download_id)}.mp4{PART_SUFFIX}"
 
     def remove_partials(self) -> int:
-        """Delete every partial file (left by a crash); how many there were. Blocking.
-
-        With a bucket every local file is a temporary copy, so finished ones go too.
-        """
+        """Delete every partial file (left by a crash); how many there were. Blocking."""
         count = 0
-        pattern = "*" if self.bucket is not None else f"*{PART_SUFFIX}"
-        for path in self.root.glob(pattern):
+        for path in self.root.glob(f"*{PART_SUFFIX}"):
             path.unlink(missing_ok=True)
             count += 1
         return count
+
+    def local_path(self, download_id: int) -> Path:
+        """Where a fetch leaves the finished file: the archive itself, or with a bucket the
+        copy its poster is made from (a partial name: a crash's leftover goes at the start)."""
+        if self.bucket is None:
+            return self.path(download_id)
+        return self.root / f"{int(download_id)}.copy.mp4{PART_SUFFIX}"
+
+    def local_poster_path(self, download_id: int) -> Path:
+        """Where the poster frame is made: its place, or with a bucket a copy to upload."""
+        if self.bucket is None:
+            return self.poster_path(download_id)
+        return self.root / f"{int(download_id)}.copy{POSTER_SUFFIX}{PART_SUFFIX}"
 
     def upload(self, download_id: int) -> Upload | None:
         """With a bucket, the upload a fetch streams the archive into as it writes its copy."""
@@ -83,7 +93,7 @@ class ArchiveFiles:
     async def store_poster(self, download_id: int) -> None:
         """With a bucket, upload the poster made from the local copy (StorageError)."""
         if self.bucket is not None:
-            path = self.poster_path(download_id)
+            path = self.local_poster_path(download_id)
             await self.bucket.put_file(poster_name(download_id), path, "image/jpeg")
 
     async def drop_copy(self, download_id: int) -> None:
@@ -108,6 +118,9 @@ class ArchiveFiles:
         self.path(download_id).unlink(missing_ok=True)
         self.poster_path(download_id).unlink(missing_ok=True)
         self.partial_path(download_id).unlink(missing_ok=True)
+        if self.bucket is not None:
+            self.local_path(download_id).unlink(missing_ok=True)
+            self.local_poster_path(download_id).unlink(missing_ok=True)
 
     def exists(self, download_id: int) -> bool:
         """True if the finished file is on disk; with a bucket, taken as there (no request).

@@ -245,7 +245,7 @@ class ArchiveWorker:
             pieces,
             token,
             self._files.partial_path(download.id),
-            self._files.path(download.id),
+            self._files.local_path(download.id),
             self._settings.limits,
             on_progress,
             self._files.upload(download.id),
@@ -304,7 +304,10 @@ class ArchiveWorker:
 
     async def _poster(self, download_id: int) -> None:
         """Decode one keyframe for the page's player, off the loop; an archive needs none."""
-        path, poster = self._files.path(download_id), self._files.poster_path(download_id)
+        path, poster = (
+            self._files.local_path(download_id),
+            self._files.local_poster_path(download_id),
+        )
         try:
             await run_blocking(None, make_poster, path, poster)
             await self._files.store_poster(download_id)
