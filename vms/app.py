@@ -28,6 +28,7 @@ from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
 from vms.archive.manifest import sign_manifest
 from vms.archive.mediaclient import MediaClient
+from vms.archive.objects import StorageError, open_bucket
 from vms.archive.requests import ArchiveRequests
 from vms.archive.worker import ArchiveWorker, WorkerSettings
 from vms.auth import Authenticator
@@ -39,6 +40,7 @@ from vms.keystore import PublishedKeys, open_keystore
 from vms.listen import GuardedRunner, Limits, start_site
 from vms.logs import AccessLogger, scrub_library_logs
 from vms.metrics import Metrics
+from vms.preflight import StartupError
 from vms.push.hub import Hub
 from vms.resources import Resources
 from vms.roles import play_role
@@ -104,6 +106,24 @@ def _worker_settings(config: Config) -> WorkerSettings:
     )
 
 
+async def _archive_files(app: web.Application) -> AsyncIterator[None]:
+    """Where archives go: DATA/archives, or the bucket of VMS_STORAGE_URL, checked at start."""
+    config, keystore = app[appkeys.CONFIG], app[appkeys.KEYSTORE]
+    async with contextlib.AsyncExitStack() as stack:
+        bucket = None
+        if config.storage_url:
+            try:
+                bucket = await stack.enter_async_context(
+                    open_bucket(config.storage_url, config.s3_endpoint)
+                )
+            except StorageError as exc:
+                raise StartupError(str(exc)) from None
+        app[appkeys.FILES] = ArchiveFiles(
+            config.archives_dir, app[appkeys.URLS], keystore.url_secret, bucket
+        )
+        yield
+
+
 async def _services(app: web.Application) -> AsyncIterator[None]:
     config, db, auth = app[appkeys.CONFIG], app[appkeys.DB], app[appkeys.AUTH]
     keystore = app[appkeys.KEYSTORE]
@@ -125,9 +145,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.BATCH_SCHEMA] = DownloadBatchSchema(config.tz, config.max_range)
     app[appkeys.LIST_SCHEMA] = DownloadListSchema(config.tz)
     links = app[appkeys.LINKS] = MediaLinks(auth)
-    files = app[appkeys.FILES] = ArchiveFiles(
-        config.archives_dir, app[appkeys.URLS], keystore.url_secret
-    )
+    files = app[appkeys.FILES]
     resources = app[appkeys.RESOURCES] = Resources(config.tz, files, links)
     tls = app.get(appkeys.TLS)
     # Fetches from the embedded media server meet the service's own (maybe self-signed) cert.
@@ -288,6 +306,7 @@ def create_app(
         app[appkeys.TLS] = tls
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_archive_files)
     if on_start is not None:
         app.cleanup_ctx.append(_on_start(on_start))
     app.cleanup_ctx.append(_services)

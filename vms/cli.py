@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="check an archive file against its signed manifest (offline)"
     )
     _common(check)
-    check.add_argument("file", type=Path, metavar="FILE", help="the archive (.mp4)")
+    check.add_argument(
+        "file", metavar="FILE", help="the archive (.mp4), or its object s3://BUCKET/KEY"
+    )
     check.add_argument("manifest", type=Path, metavar="MANIFEST", help="its manifest (JWS)")
     check.add_argument(
         "--jwks",
@@ -300,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return admin.keys_rotate(config) if args.action == "rotate" else admin.keys_list(config)
     if args.command == "verify":
         jwks = args.jwks or f"{config.base_url}/.well-known/jwks.json"
-        return verify(args.file, args.manifest, jwks, sys.stdout, sys.stderr)
+        file = args.file if args.file.startswith("s3://") else Path(args.file)
+        return verify(file, args.manifest, jwks, sys.stdout, sys.stderr, config.s3_endpoint)
     if args.command == "user":
         if args.action == "add":
             return asyncio.run(admin.with_db(config, lambda db: admin.user_add(db, args)))

@@ -333,7 +333,11 @@ async def _serve(
     with stop_on_signals() as stop:
         runner = GuardedRunner(app, Limits.of(config, ports), **runner_kwargs)
         watchdog: asyncio.Task[None] | None = None
-        await runner.setup()
+        try:
+            await runner.setup()
+        except BaseException:  # what started before the failure (the database) is closed
+            await runner.cleanup()
+            raise
         try:
             sites = await start_site(
                 runner, config.host, config.port, sockets=sockets, ssl_context=ssl_context

@@ -62,8 +62,8 @@ class Resources:
         return DownloadFacts(status, url, exists)
 
     def has_poster(self, download: Download) -> bool:
-        """Whether a poster frame of the archive is on disk."""
-        return download.kind == Kind.ARCHIVE and self._files.poster_path(download.id).is_file()
+        """Whether a poster frame of the archive is on disk (or in the bucket)."""
+        return download.kind == Kind.ARCHIVE and self._files.has_poster(download.id)
 
     def poster_path(self, download: Download) -> Path:
         """Where the archive's poster frame is."""

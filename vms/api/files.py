@@ -1,7 +1,15 @@
-"""Serving finished archives behind signed, expiring URLs (Range and sendfile by FileResponse)."""
+"""Serving finished archives behind signed, expiring URLs (Range and sendfile by FileResponse).
+
+With a bucket, the signed URL answers a redirect to a presigned GET that lives no longer than
+the archive (S3 serves Range and the same Content-Type and file name), or, with
+VMS_STORAGE_PROXY, streams the object itself with the Range passed through.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from datetime import datetime
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -13,12 +21,22 @@ from vms import appkeys
 from vms.api.errors import json_error
 from vms.api.inputs import parse_id
 from vms.archive.digests import etag, is_sha256, repr_digest
-from vms.archive.files import ArchiveFiles, BadSignature, Expired, content_disposition
+from vms.archive.files import (
+    ArchiveFiles,
+    BadSignature,
+    Expired,
+    content_disposition,
+    file_name,
+)
+from vms.archive.objects import Bucket, NotStored, RangeNotSatisfiable, StorageError
 from vms.dates import utcnow
 from vms.models import Kind, Status
 from vms.web.errors import archive_link_page, prefers_html
 
+log = logging.getLogger(__name__)
+
 _INVALID = "Invalid signature."
+_UNAVAILABLE = "The archive storage could not be reached."
 _EXPIRED = "This archive has expired."
 _CONDITIONALS = (hdrs.IF_MATCH, hdrs.IF_NONE_MATCH, hdrs.IF_RANGE)
 
@@ -42,7 +60,7 @@ async def download_archive(request: web.Request) -> web.StreamResponse:
     if download is None or download.kind != Kind.ARCHIVE:
         return _refused(request, 403, _INVALID)
     path = files.path(download_id)
-    if download.status != Status.READY or not path.is_file():
+    if download.status != Status.READY or (files.bucket is None and not path.is_file()):
         return _refused(request, 410, _EXPIRED)
     headers = {
         "Content-Type": "video/mp4",
@@ -53,6 +71,9 @@ async def download_archive(request: web.Request) -> web.StreamResponse:
     }
     if download.sha256 is None or not is_sha256(download.sha256):
         # Made before digests were kept: aiohttp's own validators still work.
+        if files.bucket is not None:
+            return await _stored(request, files, download_id, file_name(download_id),
+                                 headers, download.expires_at, None)  # fmt: skip
         return _TrackedFileResponse(files, download_id, None, path, headers=headers)
     tag = headers[hdrs.ETAG] = etag(download.sha256)
     headers["Repr-Digest"] = repr_digest(download.sha256)
@@ -62,7 +83,104 @@ async def download_archive(request: web.Request) -> web.StreamResponse:
     if refused == 304:
         del headers["Content-Type"], headers["Content-Disposition"]
         return web.Response(status=304, headers=headers)
+    if files.bucket is not None:
+        return await _stored(request, files, download_id, file_name(download_id),
+                             headers, download.expires_at, forwarded)  # fmt: skip
     return _TrackedFileResponse(files, download_id, forwarded, path, headers=headers)
+
+
+async def _stored(
+    request: web.Request,
+    files: ArchiveFiles,
+    download_id: int,
+    name: str,
+    headers: dict[str, str],
+    until: datetime | None,
+    forwarded: CIMultiDict[str] | None,
+) -> web.StreamResponse:
+    """An archive in the bucket: redirected to a presigned GET, or streamed by proxy."""
+    assert files.bucket is not None
+    if request.config_dict[appkeys.CONFIG].storage_proxy:
+        return await stored_object(request, files, download_id, name, headers, forwarded)
+    signed = int(request.query.get("expires", "0"))
+    return await presigned_redirect(files.bucket, name, headers, until, signed)
+
+
+async def presigned_redirect(
+    bucket: Bucket,
+    name: str,
+    headers: dict[str, str],
+    until: datetime | None,
+    signed: int | None = None,
+) -> web.StreamResponse:
+    """307 to a presigned GET of `name`, living until the archive expires (at most)."""
+    now = utcnow().timestamp()
+    ends = [moment for moment in (until.timestamp() if until else None, signed) if moment]
+    seconds = int(min(ends) - now) if ends else 3600
+    if seconds <= 0:
+        return json_error(410, _EXPIRED)
+    location = await bucket.presigned_get(
+        name,
+        seconds,
+        content_type=headers["Content-Type"],
+        disposition=headers.get("Content-Disposition"),
+    )
+    kept = {k: v for k, v in headers.items() if k not in ("Content-Type", "Content-Disposition")}
+    return web.Response(status=307, headers={**kept, hdrs.LOCATION: location})
+
+
+async def stored_object(
+    request: web.Request,
+    files: ArchiveFiles,
+    download_id: int,
+    name: str,
+    headers: dict[str, str],
+    forwarded: CIMultiDict[str] | None,
+) -> web.StreamResponse:
+    """Stream an object of the bucket, whole or the asked range; memory bounded by the socket.
+
+    `forwarded` are the request's headers with the preconditions settled (None: use them as
+    sent); only its Range reaches the bucket.
+    """
+    bucket = files.bucket
+    assert bucket is not None
+    byte_range = (forwarded if forwarded is not None else request.headers).get(hdrs.RANGE)
+    if byte_range is not None and not byte_range.strip().startswith("bytes="):
+        byte_range = None
+    response = web.StreamResponse(headers=headers)
+    response.headers[hdrs.ACCEPT_RANGES] = "bytes"
+    try:
+        if request.method == hdrs.METH_HEAD:
+            size = await bucket.head(name)
+            if size is None:
+                return _refused(request, 410, _EXPIRED)
+            response.content_length = size
+            await response.prepare(request)
+            return response
+        async with bucket.reading(name, byte_range) as reading:
+            if reading.content_range is not None:
+                response.set_status(206)
+                response.headers[hdrs.CONTENT_RANGE] = reading.content_range
+            response.content_length = reading.length
+            with files.serving(download_id):
+                await response.prepare(request)
+                async for chunk in reading.chunks:
+                    await response.write(chunk)
+                await response.write_eof()
+    except NotStored:
+        return _refused(request, 410, _EXPIRED)
+    except RangeNotSatisfiable:
+        size = None
+        with contextlib.suppress(StorageError):
+            size = await bucket.head(name)
+        return web.Response(status=416, headers={hdrs.CONTENT_RANGE: f"bytes */{size or 0}"})
+    except StorageError as exc:
+        log.warning("serving %s: %s", name, exc)
+        if response.prepared:  # the status is sent: only a cut connection tells the client
+            response.force_close()
+            return response
+        return json_error(503, _UNAVAILABLE)
+    return response
 
 
 def _matches(tag: str, tags: tuple[ETag, ...], *, weak: bool) -> bool:

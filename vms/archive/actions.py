@@ -111,8 +111,7 @@ class ArchiveActions:
         return download
 
     async def _delete_files(self, download_id: int) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._files.delete, download_id)
+        await self._files.remove(download_id)
 
     async def repeat(self, operator: User, download_id: int) -> Download:
         """A new archive of the same camera and range, for the original's user and device."""

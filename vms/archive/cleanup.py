@@ -11,6 +11,7 @@ from pathlib import Path
 
 from vms import roles
 from vms.archive.files import PART_SUFFIX, POSTER_SUFFIX, ArchiveFiles, file_name, poster_name
+from vms.archive.objects import Bucket, StorageError
 from vms.dates import utcnow
 from vms.models import PENDING, Status
 from vms.roles import play_role
@@ -78,6 +79,8 @@ async def purge_expired(db: Store, files: ArchiveFiles, now: datetime) -> int:
 
     Files being sent right now and jobs being written are left for the next round.
     """
+    if files.bucket is not None:
+        return await _purge_stored(db, files, files.bucket, now)
     loop = asyncio.get_running_loop()
     busy = files.busy()
     # One listing serves the sweep: due archives lose only the files it shows, and what is
@@ -122,6 +125,61 @@ async def purge_expired(db: Store, files: ArchiveFiles, now: datetime) -> int:
     return removed
 
 
+async def _purge_stored(db: Store, files: ArchiveFiles, bucket: Bucket, now: datetime) -> int:
+    """purge_expired for archives in a bucket: one listing of the prefix per round.
+
+    Also aborts the multipart uploads whose job is over.
+    """
+    busy = files.busy()
+    # Listed before statuses are read, as on disk: an object completed after the listing
+    # belongs to a job that still reads as pending, or is checked again below.
+    listed = {item.name for item in await bucket.listing()}
+    uploads = await bucket.open_uploads()
+    due = [i for i in await db.archives_due(now) if i not in busy]
+    removed = 0
+    for index in range(0, len(due), _BATCH):
+        batch = due[index : index + _BATCH]
+        names = [n for i in batch for n in (file_name(i), poster_name(i)) if n in listed]
+        listed.difference_update(names)
+        await bucket.delete(names)
+        removed += sum(1 for name in names if not name.endswith(POSTER_SUFFIX))
+        await db.mark_expired(batch, now)
+
+    statuses = await db.archive_statuses()
+    orphans: list[str] = []
+    present: set[int] = set()
+    for name in sorted(listed):
+        owner = _owner(name)
+        if owner is None:
+            continue
+        download_id, kind = owner
+        if kind == "file":
+            present.add(download_id)
+        if download_id in busy or statuses.get(download_id) in PENDING:
+            continue
+        if statuses.get(download_id) != Status.READY:
+            orphans.append(name)
+    await bucket.delete(orphans)
+    removed += sum(1 for name in orphans if not name.endswith(POSTER_SUFFIX))
+    # An upload is left open only by a process that died mid-fetch (or lost the storage while
+    # aborting). Its job may run again elsewhere with an upload of its own, so it goes once
+    # the job is over: by age it could be a slow live fetch (and some servers report no age).
+    for upload in uploads:
+        owner = _owner(upload.name)
+        if owner is None or statuses.get(owner[0]) not in PENDING:
+            await bucket.abort(upload.name, upload.upload_id)
+    vanished = [
+        i
+        for i, status in statuses.items()
+        if status == Status.READY and i not in present and not await bucket.exists(file_name(i))
+    ]
+    if vanished:
+        await db.mark_expired(vanished, now)
+    if removed or vanished:
+        log.info("cleanup removed %d archives, expired %d", removed, len(due) + len(vanished))
+    return removed
+
+
 async def cleanup_forever(
     db: Store, files: ArchiveFiles, interval: float, clock: Callable[[], datetime] = utcnow
 ) -> None:
@@ -134,6 +192,8 @@ async def cleanup_forever(
                 await purge_expired(db, files, clock())
             except OSError as exc:
                 log.error("archive cleanup failed: %s", exc.strerror)
+            except StorageError as exc:
+                log.error("archive cleanup failed: %s", exc)
             await asyncio.sleep(interval)
 
     await play_role(db, roles.CLEANUP, purge_forever, retry=interval)

@@ -6,6 +6,10 @@ executor thread while the next batch is received, and hashed (SHA-256) in the sa
 second executor thread; a slow
 trickle is cut by a rate floor, a silence by the read timeout. The file is written under a
 partial name, checked to be a whole MP4, made durable and renamed.
+
+With a bucket, each batch also goes to a multipart upload as it is written; the local file
+is then only the copy the checks and the poster read, and the object becomes visible
+(CompleteMultipartUpload) only once the checks pass. Any failure or cancel aborts the upload.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from vms.archive.files import fsync_and_publish
 from vms.archive.joiner import FragmentJoiner, JoinError, joinable
 from vms.archive.mediaclient import Span
 from vms.archive.mp4check import IncompleteMP4, check_mp4
+from vms.archive.objects import StorageError, Upload
 from vms.mediaserver.mp4read import Header
 from vms.threads import run_blocking
 
@@ -85,6 +90,7 @@ class FetchLimits:
 
 
 LOW_DISK_MESSAGE = "Not enough disk space for new archives."
+STORAGE_MESSAGE = "The archive storage could not be reached."
 NOT_FOUND_MESSAGE = "No recording found between from and to."
 
 
@@ -100,11 +106,13 @@ async def fetch_archive(
     final: Path,
     limits: FetchLimits,
     on_progress: ProgressCallback,
+    upload: Upload | None = None,
 ) -> Fetched:
     """Fetch the recorded `pieces` of a range into one file `final` (through `partial`).
 
     One piece is copied as the media server sends it; several are joined into one
-    fragmented MP4 (gaps skipped) while they stream in. FetchError says what failed.
+    fragmented MP4 (gaps skipped) while they stream in. With `upload`, the same bytes go to
+    the bucket and `final` is a local copy for the poster. FetchError says what failed.
     """
     output: _Output | None = None
     opened: list[BufferedWriter] = []  # filled on the thread, so a cancel cannot lose it
@@ -114,7 +122,9 @@ async def fetch_archive(
         return opened[0]
 
     try:
-        output = _Output(await run_blocking(None, open_partial), limits.min_free_disk)
+        output = _Output(await run_blocking(None, open_partial), limits.min_free_disk, upload)
+        if upload is not None:
+            await upload.start()
         if len(pieces) == 1:
             spans = await _fetch_one(http, pieces[0], token, output, limits, on_progress)
         else:
@@ -123,10 +133,17 @@ async def fetch_archive(
         duration = await run_blocking(None, check_mp4, partial)
         if len(pieces) == 1:  # measured from the file: what the media server really sent
             spans = [Span(spans[0].start, duration)]
-        await run_blocking(None, fsync_and_publish, partial, final)
+        if upload is None:
+            await run_blocking(None, fsync_and_publish, partial, final)
+        else:  # the bucket keeps the archive: the local copy need not be durable
+            await upload.complete()
+            await run_blocking(None, os.replace, partial, final)
         return Fetched(output.size, duration, output.digest.hexdigest(), tuple(spans))
     except _LowDisk:
         raise FetchError(LOW_DISK_MESSAGE, retryable=False) from None
+    except StorageError as exc:
+        log.warning("archive upload failed: %s", exc)
+        raise FetchError(STORAGE_MESSAGE, retryable=True) from None
     except IncompleteMP4:
         raise FetchError("The media server sent an incomplete video.", retryable=True) from None
     except JoinError as exc:
@@ -145,6 +162,8 @@ async def fetch_archive(
         if output is not None:
             await output.drain()
         _discard(opened[0] if opened else None, partial)
+        if upload is not None and not upload.completed:
+            await upload.abort()
 
 
 async def _fetch_one(
@@ -271,16 +290,22 @@ def _write(handle: BufferedWriter, batch: list[bytes], min_free: int) -> None:
 
 
 async def _hash_and_write(
-    handle: BufferedWriter, digest: _Digest, batch: list[bytes], min_free: int
+    handle: BufferedWriter,
+    digest: _Digest,
+    batch: list[bytes],
+    min_free: int,
+    upload: Upload | None = None,
 ) -> None:
-    """Hash a batch on one executor thread while another writes it (both release the GIL).
+    """Hash a batch on one executor thread while another writes it (both release the GIL),
+    and hand it to the upload, if any.
 
-    Returns only when both are done, so the file is never closed under a write.
+    Returns only when all are done, so the file is never closed under a write.
     """
     loop = asyncio.get_running_loop()
     results = await asyncio.gather(
         loop.run_in_executor(None, _hash, digest, batch),
         loop.run_in_executor(None, _write, handle, batch, min_free),
+        *([] if upload is None else [upload.add(batch)]),
         return_exceptions=True,
     )
     for result in results:
@@ -292,8 +317,9 @@ class _Output:
     """The file being written: bytes gathered in batches, each hashed and written off the loop
     while the next one is received."""
 
-    def __init__(self, handle: BufferedWriter, min_free: int) -> None:
+    def __init__(self, handle: BufferedWriter, min_free: int, upload: Upload | None) -> None:
         self.handle = handle
+        self.upload = upload
         self.digest = hashlib.sha256()
         self.size = 0
         self._min_free = min_free
@@ -316,7 +342,7 @@ class _Output:
         if self._batch:
             batch, self._batch, self._batch_size = self._batch, [], 0
             self._writing = asyncio.create_task(
-                _hash_and_write(self.handle, self.digest, batch, self._min_free)
+                _hash_and_write(self.handle, self.digest, batch, self._min_free, self.upload)
             )
 
     async def finish(self) -> None:

@@ -178,13 +178,17 @@ def file_differences(path: Path, claims: Mapping[str, Any]) -> list[str]:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
+    return differences(size, digest.hexdigest(), claims)
+
+
+def differences(size: int, sha256: str, claims: Mapping[str, Any]) -> list[str]:
+    """What differs between a file's measured size and digest and the manifest's."""
     problems = []
     if size != claims.get("size"):
         problems.append(f"size: the file has {size} bytes, the manifest says {claims.get('size')}")
-    if digest.hexdigest() != claims.get("sha256"):
+    if sha256 != claims.get("sha256"):
         problems.append(
-            f"digest: the file's SHA-256 is {digest.hexdigest()}, "
-            f"the manifest says {claims.get('sha256')}"
+            f"digest: the file's SHA-256 is {sha256}, the manifest says {claims.get('sha256')}"
         )
     return problems
 

@@ -344,9 +344,10 @@ class ArchiveWorker:
             pieces,
             token,
             self._files.partial_path(download.id),
-            self._files.path(download.id),
+            self._files.local_path(download.id),
             self._settings.limits,
             on_progress,
+            self._files.upload(download.id),
         )
 
     async def _recorded(self, download: Download) -> list[Span]:
@@ -404,11 +405,17 @@ class ArchiveWorker:
 
     async def _poster(self, download_id: int) -> None:
         """Decode one keyframe for the page's player, off the loop; an archive needs none."""
-        path, poster = self._files.path(download_id), self._files.poster_path(download_id)
+        path, poster = (
+            self._files.local_path(download_id),
+            self._files.local_poster_path(download_id),
+        )
         try:
             await run_blocking(None, make_poster, path, poster)
+            await self._files.store_poster(download_id)
         except Exception as exc:  # a file without a poster is still a whole archive
             log.warning("archive %d: no poster frame (%s)", download_id, type(exc).__name__)
+        finally:
+            await self._files.drop_copy(download_id)
 
     async def _fail(self, download_id: int, message: str) -> None:
         self._finishing.add(download_id)

@@ -12,7 +12,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from vms import appkeys, urls
-from vms.archive.files import content_disposition
+from vms.api.files import presigned_redirect, stored_object
+from vms.archive.files import content_disposition, poster_name
 from vms.archive.manifest import MEDIA_TYPE
 from vms.auth import Principal
 from vms.dates import format_stamp, parse_stamp, utcnow
@@ -378,6 +379,15 @@ async def poster(request: web.Request) -> web.StreamResponse:
     resources = request.config_dict[appkeys.RESOURCES]
     if not resources.has_poster(download):
         raise web.HTTPNotFound()
+    files = request.config_dict[appkeys.FILES]
+    if files.bucket is not None:  # served like the archive: a presigned GET or streamed
+        headers = {"Content-Type": "image/jpeg", "Cache-Control": "private, max-age=3600"}
+        if request.config_dict[appkeys.CONFIG].storage_proxy:
+            return await stored_object(request, files, download.id,
+                                       poster_name(download.id), headers, None)  # fmt: skip
+        return await presigned_redirect(
+            files.bucket, poster_name(download.id), headers, download.expires_at
+        )
     return web.FileResponse(
         resources.poster_path(download),
         headers={"Content-Type": "image/jpeg", "Cache-Control": "private, max-age=3600"},
