@@ -585,10 +585,14 @@ class Database:
             return cast("list[int]", await cursor.fetchall())
 
     async def archive_statuses(self) -> dict[int, Status]:
-        """Status of every archive that may own a file: queued, running or ready."""
+        """Status of every archive that may own a file: queued, running or ready.
+
+        Each half reads the partial index that holds just its rows (the due one, the pending
+        count's), so this costs the live archives, not the history.
+        """
         found = await self._all(
             f"SELECT id, status FROM downloads INDEXED BY {READY_INDEX} WHERE {READY_ARCHIVE}"
-            " UNION ALL SELECT id, status FROM downloads INDEXED BY downloads_claimable"
+            " UNION ALL SELECT id, status FROM downloads INDEXED BY downloads_device_status"
             f" WHERE kind = 'archive' AND {_PENDING_SQL}"
         )
         return {r[0]: Status(r[1]) for r in found}
