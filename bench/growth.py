@@ -77,7 +77,7 @@ _CSRF = re.compile(r'name="_csrf" value="([0-9a-f]{64})"')
 FIELD_SIZE = next(i for i, script in enumerate(MIGRATIONS) if "download_totals" in script)
 # The migration that took swept archives out of the status indexes; "previous" stops before it.
 SWEEP = next(
-    i for i, s in enumerate(MIGRATIONS) if "'queued', 'in progress', 'failed', 'cancelled'" in s
+    i for i, s in enumerate(MIGRATIONS) if "status <> 'ready' AND status <> 'expired'" in s
 )
 
 

@@ -20,9 +20,10 @@ from vms.models import Kind, Status
 ALL_KINDS = frozenset(Kind)
 # The archives the four status indexes hold (migration 8), with their WHERE as a query must
 # repeat it: SQLite uses a partial index only when the query's terms imply its WHERE.
-STATUS_INDEXED = (Status.QUEUED, Status.RUNNING, Status.FAILED, Status.CANCELLED)
-_INDEXED_LIST = ", ".join(f"'{s}'" for s in STATUS_INDEXED)
-IN_STATUS_INDEXES = f"kind = '{Kind.ARCHIVE}' AND status IN ({_INDEXED_LIST})"
+STATUS_INDEXED = frozenset(Status) - {Status.READY, Status.EXPIRED}
+IN_STATUS_INDEXES = (
+    f"kind = '{Kind.ARCHIVE}' AND status <> '{Status.READY}' AND status <> '{Status.EXPIRED}'"
+)
 # Ready archives are in the due index alone, which holds every one of them (few: their
 # lifetime bounds them, not the history); its WHERE, and the index a listing of them reads.
 READY_ARCHIVE = f"kind = '{Kind.ARCHIVE}' AND status = '{Status.READY}'"
