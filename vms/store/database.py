@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import aiosqlite
 
@@ -23,7 +23,15 @@ from vms.dates import format_stamp, from_unix, parse_stamp
 from vms.models import Camera, Download, Kind, MediaServer, Session, Status, User
 from vms.store import rows
 from vms.store.errors import Conflict, NotFound, StoreError
-from vms.store.history import Cursor, HistoryQuery, page_window
+from vms.store.history import (
+    IN_STATUS_INDEXES,
+    READY_ARCHIVE,
+    READY_INDEX,
+    STATUS_INDEXED,
+    Cursor,
+    HistoryQuery,
+    page_window,
+)
 from vms.store.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -34,8 +42,6 @@ EXPIRE_BATCH = 500
 # The statuses the pending-count index holds, spelt as in its WHERE: SQLite uses a partial
 # index only for a query that repeats its condition.
 _PENDING_SQL = f"status IN ('{Status.QUEUED}', '{Status.RUNNING}')"
-# Every status index leaves out expired rows; a query that means to use one says so.
-_NOT_EXPIRED = f"status <> '{Status.EXPIRED}'"
 
 # Readers beside the one writer: WAL lets them read while it writes, so a long list never
 # holds up a short lookup (each connection has its own thread).
@@ -492,10 +498,10 @@ class Database:
 
     async def archives_in(self, statuses: Sequence[Status]) -> list[Download]:
         """Every archive in one of `statuses`, oldest first."""
-        unexpired = "" if Status.EXPIRED in statuses else f" AND d.{_NOT_EXPIRED}"
+        indexed = f" AND ({IN_STATUS_INDEXES})" if set(statuses) <= set(STATUS_INDEXED) else ""
         found = await self._all(
             f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM} WHERE d.kind = 'archive'"
-            f" AND d.status IN ({', '.join('?' * len(statuses))}){unexpired} ORDER BY d.id",
+            f" AND d.status IN ({', '.join('?' * len(statuses))}){indexed} ORDER BY d.id",
             statuses,
         )
         return [rows.download(r) for r in found]
@@ -565,7 +571,7 @@ class Database:
             async with self._conn.execute(sql, params) as cursor:
                 changed = cursor.rowcount
             if before is not None and changed and "status" in values:
-                moves = rows.moved([before[:4]], str(values["status"]))
+                moves = rows.moved([(*before[:4], 1)], str(values["status"]))
                 await self._conn.executemany(rows.ADD_TOTALS, moves)
             return await self._written_one(
                 f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM} WHERE d.id = ?",
@@ -576,20 +582,33 @@ class Database:
         return rows.download(row) if row else None
 
     async def archives_due(self, now: datetime) -> list[int]:
-        """Ready archives whose lifetime is over."""
-        found = await self._all(
-            "SELECT id FROM downloads INDEXED BY downloads_ready_expiry"
-            f" WHERE kind = 'archive' AND status = '{Status.READY}' AND expires_at <= ?",
-            (now.timestamp(),),
-        )
-        return [r[0] for r in found]
+        """Ready archives whose lifetime is over.
+
+        Plain ints, no row tuples: a sweep may find 100k, and that many tuples alive at once
+        wake the garbage collector, whose full pass stalls the loop.
+        """
+        async with (
+            self._reader() as conn,
+            conn.execute(
+                f"SELECT id FROM downloads INDEXED BY {READY_INDEX}"
+                f" WHERE {READY_ARCHIVE} AND expires_at <= ?",
+                (now.timestamp(),),
+            ) as cursor,
+        ):
+            # aiosqlite types the setter as a class; sqlite3 takes any callable.
+            cursor.row_factory = _first_column  # type: ignore[assignment]
+            return cast("list[int]", await cursor.fetchall())
 
     async def archive_statuses(self) -> dict[int, Status]:
-        """Status of every archive that may own a file: queued, running or ready."""
+        """Status of every archive that may own a file: queued, running or ready.
+
+        Each half reads the partial index that holds just its rows (the due one, the pending
+        count's), so this costs the live archives, not the history.
+        """
         found = await self._all(
-            "SELECT id, status FROM downloads WHERE kind = 'archive' AND status IN (?, ?, ?)"
-            f" AND {_NOT_EXPIRED}",
-            (Status.QUEUED, Status.RUNNING, Status.READY),
+            f"SELECT id, status FROM downloads INDEXED BY {READY_INDEX} WHERE {READY_ARCHIVE}"
+            " UNION ALL SELECT id, status FROM downloads INDEXED BY downloads_device_status"
+            f" WHERE kind = 'archive' AND {_PENDING_SQL}"
         )
         return {r[0]: Status(r[1]) for r in found}
 
@@ -598,6 +617,8 @@ class Database:
 
         Other writes go between batches. The batch is found by primary key (`+kind` keeps the
         planner off the kind indexes); rows already expired are neither changed nor counted.
+        Their old statuses are read counted per total, so a batch reads back a few rows, not
+        one per archive.
         """
         changed = 0
         stamp = format_stamp(now)
@@ -605,12 +626,14 @@ class Database:
             batch = list(ids[index : index + EXPIRE_BATCH])
             where = (
                 f"WHERE id IN ({', '.join('?' * len(batch))}) AND +kind = 'archive'"
-                f" AND +{_NOT_EXPIRED}"
+                f" AND +status <> '{Status.EXPIRED}'"
             )
 
             async def expire(batch: list[int] = batch, where: str = where) -> int:
                 async with self._conn.execute(
-                    f"SELECT user_id, camera_id, kind, status FROM downloads {where}", batch
+                    f"SELECT user_id, camera_id, kind, status, count(*) FROM downloads {where}"
+                    " GROUP BY user_id, camera_id, kind, status",
+                    batch,
                 ) as cursor:
                     before = list(await cursor.fetchall())
                 async with self._conn.execute(
@@ -780,6 +803,10 @@ class Database:
     async def secret_names(self) -> list[str]:
         """The names of every stored secret, sorted."""
         return [r[0] for r in await self._all("SELECT name FROM secrets ORDER BY name")]
+
+
+def _first_column(_cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Any:
+    return row[0]
 
 
 async def _migrate(conn: aiosqlite.Connection) -> None:

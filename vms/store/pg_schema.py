@@ -177,4 +177,21 @@ PG_MIGRATIONS: tuple[str, ...] = (
         created_at TEXT COLLATE "C" NOT NULL
     );
     """,
+    """
+    DROP INDEX downloads_status_created;
+    DROP INDEX downloads_user_status_created;
+    DROP INDEX downloads_camera_status_created;
+    DROP INDEX downloads_user_camera_status_created;
+    CREATE INDEX downloads_status_created ON downloads(kind, status, created_at, id)
+        WHERE kind = 'archive' AND status <> 'ready' AND status <> 'expired';
+    CREATE INDEX downloads_user_status_created
+        ON downloads(user_id, kind, status, created_at, id)
+        WHERE kind = 'archive' AND status <> 'ready' AND status <> 'expired';
+    CREATE INDEX downloads_camera_status_created
+        ON downloads(camera_id, kind, status, created_at, id)
+        WHERE kind = 'archive' AND status <> 'ready' AND status <> 'expired';
+    CREATE INDEX downloads_user_camera_status_created
+        ON downloads(user_id, camera_id, kind, status, created_at, id)
+        WHERE kind = 'archive' AND status <> 'ready' AND status <> 'expired';
+    """,
 )

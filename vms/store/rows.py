@@ -107,12 +107,12 @@ def totals(inserted: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
 
 
 def moved(before: Iterable[Sequence[Any]], status: str) -> list[tuple[Any, ...]]:
-    """ADD_TOTALS parameters for rows (user, camera, kind, old status) now in `status`."""
+    """ADD_TOTALS parameters for (user, camera, kind, old status, rows) now in `status`."""
     counts: Counter[tuple[Any, ...]] = Counter()
-    for user_id, camera_id, kind, old in before:
+    for user_id, camera_id, kind, old, n in before:
         if old != status:
-            counts[(user_id, camera_id, kind, old)] -= 1
-            counts[(user_id, camera_id, kind, status)] += 1
+            counts[(user_id, camera_id, kind, old)] -= n
+            counts[(user_id, camera_id, kind, status)] += n
     return [(*key, n) for key, n in counts.items() if n]
 
 
