@@ -17,6 +17,8 @@ from aiohttp.test_utils import TestServer
 
 from tests.support import postgres
 from tests.support.processes import NODE_DIR, worker_port
+from tests.support.redis import RedisServer, redis_binary
+from tests.support.s3 import s3_server
 from tests.support.service import PASSWORD, Client, Footage, seed, write_footage
 from vms.app import create_app
 from vms.config import Config
@@ -25,6 +27,8 @@ from vms.mediaserver.app import create_media_app
 from vms.mediaserver.auth import StaticKeys
 from vms.passwords import hash_password
 from vms.store import open_store
+
+__all__ = ["s3_server"]  # a fixture, for every test that needs an S3 server
 
 # Paths relative to this directory, left out of the PostgreSQL pass (see STORELESS).
 collect_ignore = list(postgres.STORELESS) if postgres.wanted() else []
@@ -87,6 +91,28 @@ def database_url(
     with postgres_databases.fresh() as url:
         monkeypatch.setenv("VMS_DATABASE_URL", url)
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_server_binary() -> str:
+    """Debian's redis-server; skipped where it is missing, but under CI that is a failure."""
+    binary = redis_binary()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is missing; scripts/setup.sh test installs it")
+        pytest.skip("redis-server is needed for the push-across-processes tests")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def redis_server(
+    redis_server_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisServer]:
+    """One redis-server for this test worker, on a port of its range, without persistence."""
+    server = RedisServer(redis_server_binary, tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
-import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,59 +13,15 @@ from typing import Any
 import pytest
 
 from tests.support.badserver import BadMediaServer
-from tests.support.processes import NODE_DIR
+from tests.support.phone import Phone, Record, phone_config, running_phone
 from tests.support.service import Client, Footage, bearer, login, rfc3339, wait_status
 from vms import appkeys
 from vms.archive.mp4check import check_mp4
 
 pytestmark = pytest.mark.node
 
-SCRIPT = NODE_DIR / "archive_client.mjs"
 PHONE = "phone-e2e"
 X_CLIENT = "ios-cctv"
-
-Record = dict[str, Any]
-
-
-class Phone:
-    """The node process: its JSON lines on stdout, awaited by content."""
-
-    def __init__(self, process: asyncio.subprocess.Process, saved: Path) -> None:
-        self.process = process
-        self.saved = saved
-        self.seen: list[Record] = []
-        self._pending: list[Record] = []
-
-    async def next(
-        self, client: str, kind: str, where: Callable[[Record], bool] = lambda _: True
-    ) -> Record:
-        """The first record, old or new, from `client` of type `kind` that `where` accepts."""
-        try:
-            async with asyncio.timeout(20):
-                while True:
-                    for record in self._pending:
-                        if record["client"] == client and record["type"] == kind and where(record):
-                            self._pending.remove(record)
-                            return record
-                    assert self.process.stdout is not None
-                    line = await self.process.stdout.readline()
-                    if not line:
-                        raise AssertionError(
-                            f"node exited waiting for {client} {kind}: {self.seen}"
-                        )
-                    record = json.loads(line)
-                    self.seen.append(record)
-                    self._pending.append(record)
-        except TimeoutError:
-            raise AssertionError(f"no {client} {kind} from node; saw {self.seen}") from None
-
-    async def quit(self) -> int:
-        """Ask the clients to disconnect and wait for node to exit; its exit code."""
-        assert self.process.stdin is not None
-        self.process.stdin.write(b"quit\n")
-        await self.process.stdin.drain()
-        async with asyncio.timeout(10):
-            return await self.process.wait()
 
 
 @contextlib.asynccontextmanager
@@ -79,34 +33,10 @@ async def phone(
     assert response.status == 200
     wsurl = await response.json()
     assert wsurl["path"] == "/ws" and wsurl["port"] == service.port
-    config = {
-        "wsurl": wsurl,
-        "authEndpoint": str(service.make_url("/broadcasting/auth")),
-        "token": answer["access_token"],
-        "accessTokenId": answer["user"]["access_token_id"],
-        "xClient": X_CLIENT,
-        "uuid": PHONE,
-        "savePath": str(tmp_path / "from-node.mp4"),
-    }
-    with (tmp_path / "node-stderr.txt").open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            node,
-            str(SCRIPT),
-            cwd=NODE_DIR,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-            env={**os.environ, "ARCHIVE_TEST_CONFIG": json.dumps(config)},
-        )
-        device = Phone(process, tmp_path / "from-node.mp4")
-        try:
-            await device.next("pusher", "subscribed")
-            await device.next("echo", "subscribed")
-            yield device
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+    auth = str(service.make_url("/broadcasting/auth"))
+    config = phone_config(wsurl, auth, answer, PHONE, X_CLIENT, tmp_path / "from-node.mp4")
+    async with running_phone(node, config, tmp_path) as device:
+        yield device
 
 
 def _generated(record: Record) -> bool:

@@ -1,43 +1,20 @@
-"""Fixtures for push across processes: a real redis-server, and two services sharing it."""
+"""Fixtures for push across processes: two services sharing one redis-server."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
 import pytest
 import redis.asyncio
 
-from tests.support.redis import RedisServer, redis_binary
+from tests.support.redis import RedisServer
 from tests.support.service import Client, seed
 from vms.app import create_app
 from vms.config import Config
 from vms.store import Database
 
 Pair = tuple[Client, Client]
-
-
-@pytest.fixture(scope="session")
-def redis_server_binary() -> str:
-    """Debian's redis-server; skipped where it is missing, but under CI that is a failure."""
-    binary = redis_binary()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is missing; scripts/setup.sh test installs it")
-        pytest.skip("redis-server is needed for the push-across-processes tests")
-    return binary
-
-
-@pytest.fixture(scope="session")
-def redis_server(
-    redis_server_binary: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RedisServer]:
-    """One redis-server for this test worker, on a port of its range, without persistence."""
-    server = RedisServer(redis_server_binary, tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

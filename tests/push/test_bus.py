@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -20,8 +19,8 @@ import pytest
 import redis.asyncio
 from aiohttp.test_utils import TestServer
 
-from tests.archive.test_pusherjs_e2e import Phone
-from tests.support.processes import NODE_DIR, ROOT, worker_port
+from tests.support.phone import phone_config, running_phone
+from tests.support.processes import ROOT, worker_port
 from tests.support.pusher import PusherClient
 from tests.support.redis import RedisServer
 from tests.support.service import (
@@ -322,50 +321,30 @@ async def test_pusher_js_on_b_gets_the_archive_asked_on_a_and_downloads_it(
     headers = {"X-Client": "ios-cctv", "X-UUID": E2E_PHONE}
     wsurl = await (await b.get("/api/v1/wsurl", headers=headers)).json()
     wsurl["port"] = b.port  # the balancer sent the socket to B
-    config = {
-        "wsurl": wsurl,
-        "authEndpoint": str(a.make_url("/broadcasting/auth")),
-        "token": answer["access_token"],
-        "accessTokenId": answer["user"]["access_token_id"],
-        "xClient": "ios-cctv",
-        "uuid": E2E_PHONE,
-        "savePath": str(tmp_path / "from-node.mp4"),
-    }
-    with (tmp_path / "node-stderr.txt").open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            node, str(NODE_DIR / "archive_client.mjs"), cwd=NODE_DIR,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
-            env={**os.environ, "ARCHIVE_TEST_CONFIG": json.dumps(config)},
-        )  # fmt: skip
-        device = Phone(process, tmp_path / "from-node.mp4")
-        try:
-            await device.next("pusher", "subscribed")
-            await device.next("echo", "subscribed")
-            assert b.app[appkeys.HUB].connection_count == 2
-            assert a.app[appkeys.HUB].connection_count == 0
-            response = await a.get(
-                "/api/v1/cameras/1/archive/link",
-                params=archive_range(footage),
-                headers=bearer(answer, E2E_PHONE, "ios-cctv"),
-            )
-            assert response.status == 202
-            download_id = (await response.json())["download"]["id"]
-            pushed = (await device.next("pusher", "event", _generated))["data"]
-            assert pushed["status"] == "ok"
-            assert pushed["data"]["download"]["id"] == download_id
-            echoed = (await device.next("echo", "event", _generated))["data"]
-            assert echoed == pushed
-            fetched = await device.next("pusher", "download")
-            on_disk = a.app[appkeys.FILES].path(download_id).read_bytes()
-            assert fetched["status"] == 200 and fetched["size"] == len(on_disk)
-            assert device.saved.read_bytes() == on_disk
-            assert await device.quit() == 0
-            twice = [r for r in device.seen if r["type"] == "event" and _generated(r)]
-            assert len(twice) == 2  # once for pusher-js, once for Echo
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+    auth = str(a.make_url("/broadcasting/auth"))
+    config = phone_config(wsurl, auth, answer, E2E_PHONE, "ios-cctv", tmp_path / "from-node.mp4")
+    async with running_phone(node, config, tmp_path) as device:
+        assert b.app[appkeys.HUB].connection_count == 2
+        assert a.app[appkeys.HUB].connection_count == 0
+        response = await a.get(
+            "/api/v1/cameras/1/archive/link",
+            params=archive_range(footage),
+            headers=bearer(answer, E2E_PHONE, "ios-cctv"),
+        )
+        assert response.status == 202
+        download_id = (await response.json())["download"]["id"]
+        pushed = (await device.next("pusher", "event", _generated))["data"]
+        assert pushed["status"] == "ok"
+        assert pushed["data"]["download"]["id"] == download_id
+        echoed = (await device.next("echo", "event", _generated))["data"]
+        assert echoed == pushed
+        fetched = await device.next("pusher", "download")
+        on_disk = a.app[appkeys.FILES].path(download_id).read_bytes()
+        assert fetched["status"] == 200 and fetched["size"] == len(on_disk)
+        assert device.saved.read_bytes() == on_disk
+        assert await device.quit() == 0
+        twice = [r for r in device.seen if r["type"] == "event" and _generated(r)]
+        assert len(twice) == 2  # once for pusher-js, once for Echo
 
 
 async def test_a_wrong_redis_password_is_a_clear_error_that_does_not_show_it(

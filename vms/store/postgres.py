@@ -533,7 +533,7 @@ class PgDatabase:
                 return None
             changed = _changed(await conn.execute(numbered(sql), *params))
             if changed and "status" in values:
-                moves = rows.moved([tuple(before)[:4]], str(values["status"]))
+                moves = rows.moved([(*tuple(before)[:4], 1)], str(values["status"]))
                 await conn.executemany(_ADD_TOTALS, moves)
             return await conn.fetchrow(
                 f"SELECT {rows.DOWNLOAD_COLUMNS} {rows.DOWNLOAD_FROM} WHERE d.id = $1",
@@ -586,7 +586,7 @@ class PgDatabase:
                         stamp,
                     )
                 )
-                moves = rows.moved([tuple(r) for r in before], Status.EXPIRED)
+                moves = rows.moved([(*tuple(r), 1) for r in before], Status.EXPIRED)
                 await conn.executemany(_ADD_TOTALS, moves)
                 return done
 
