@@ -12,7 +12,7 @@ from tests.support.redis import RedisServer
 from tests.support.service import Client, seed
 from vms.app import create_app
 from vms.config import Config
-from vms.store import Database
+from vms.store import open_store
 
 Pair = tuple[Client, Client]
 
@@ -34,15 +34,15 @@ def start_pair(
     unused_tcp_port_factory: Callable[[], int],
     aiohttp_client: Callable[..., Awaitable[Client]],
 ) -> Callable[[str], Awaitable[Pair]]:
-    """Start services A and B on one SQLite file and one Redis, as two processes of a site."""
+    """Start services A and B on one store and one Redis, as two processes of a site."""
 
     async def start(url: str) -> Pair:
-        db = await Database.open(config.database_path)
+        db = await open_store(config)
         try:
             await seed(db, media_server, password_hash)
         finally:
             await db.close()
-        # One site: one public URL (the token issuer), one DATA, one Redis.
+        # One site: one public URL (the token issuer), one store, one Redis.
         first = replace(config, redis_url=url, public_url=f"http://127.0.0.1:{config.port}")
         second = replace(first, port=unused_tcp_port_factory())
         a = await aiohttp_client(create_app(first), server_kwargs={"port": first.port})

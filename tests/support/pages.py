@@ -12,9 +12,9 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from tests.support.service import PASSWORD, Client, Footage, bearer, login, rfc3339
+from tests.support.service import PASSWORD, Client, Footage, bearer, login, rfc3339, sql_write
 from vms import appkeys
-from vms.models import Download, Kind, Status
+from vms.models import PENDING, Download, Kind, Status
 
 _CSRF = re.compile(r'name="_csrf" value="([0-9a-f]{64})"')
 
@@ -85,6 +85,9 @@ async def thick_link(client: Client, footage: Footage, user: str, minutes: tuple
     assert response.status == 200, await response.text()
 
 
+SEEDED_ELSEWHERE = "seeded-elsewhere"
+
+
 async def add_downloads(
     client: Client,
     user_id: int,
@@ -97,26 +100,44 @@ async def add_downloads(
 ) -> list[Download]:
     """Store `count` downloads of one user straight in the real database, a minute apart."""
     app = client.app
-    user = await app[appkeys.DB].user(user_id)
-    camera = await app[appkeys.DB].camera(camera_id)
+    db = app[appkeys.DB]
+    user = await db.user(user_id)
+    camera = await db.camera(camera_id)
     assert user is not None and camera is not None
     issued = await app[appkeys.AUTH].issue(user, f"seed-{user_id}", "ios-cctv", datetime.now(UTC))
     begin = start or datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    # Seeded jobs stand for work another process of the site holds: a worker polling a shared
+    # store would take them otherwise (and fail them, as nothing records them). So they are
+    # made cancelled, held elsewhere, then moved to their status: never claimable meanwhile.
+    pending = Status(status) in PENDING
     made = []
     for index in range(count):
         made.append(
-            await app[appkeys.DB].create_download(
+            await db.create_download(
                 kind=Kind(kind),
                 user=user,
                 session=issued.principal.session,
                 camera=camera,
                 range_from=begin + timedelta(minutes=index),
                 range_to=begin + timedelta(minutes=index, seconds=30),
-                status=Status(status),
+                status=Status.CANCELLED if pending else Status(status),
                 now=begin + timedelta(minutes=index),
             )
         )
-    return made
+    if not pending:
+        return made
+    ids = ", ".join(str(d.id) for d in made)
+    until = (datetime.now(UTC) + timedelta(days=1)).timestamp()
+    # Only ids and a stamp this helper made go into the statement.
+    hold = f"UPDATE downloads SET claimed_by = '{SEEDED_ELSEWHERE}', lease_until = {until}"  # noqa: S608
+    await sql_write(db, f"{hold} WHERE id IN ({ids})")
+    moved = []
+    for download in made:
+        now = download.created_at
+        updated = await db.update_download(download.id, now, status=Status(status))
+        assert updated is not None
+        moved.append(updated)
+    return moved
 
 
 class SlowMedia:

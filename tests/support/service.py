@@ -87,6 +87,12 @@ async def sql_rows(db: Store, sql: str) -> list[Any]:
     return list(found)
 
 
+async def sql_write(db: Store, sql: str) -> int:
+    """Run one parameterless write on either engine: for tests that set up what no API does."""
+    changed = await db._write(sql)  # type: ignore[attr-defined]
+    return int(changed)
+
+
 async def seed(db: Store, media_url: str, password_hash: str) -> Seeded:
     """Cameras 1 (Gate) and 2 (Lobby) on `media_url`, camera 3 nobody is granted, three users."""
     now = datetime.now(UTC)
