@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.support.badserver import BadMediaServer
-from tests.support.service import PHONE, Client
+from tests.support.service import PHONE, Client, sql_rows
 from vms import appkeys
 from vms.archive.actions import ArchiveActions
 from vms.archive.fetcher import FetchLimits
@@ -31,7 +31,7 @@ from vms.models import Kind, Status
 from vms.resources import Resources
 from vms.store import Store, open_store
 
-LEASE = 1.0
+LEASE = 3.0
 
 
 class Device:
@@ -301,5 +301,6 @@ async def test_a_worker_holds_no_more_jobs_than_it_has_slots(world: World) -> No
 
     await _until(two_running)
     await asyncio.sleep(LEASE)
-    assert await _status(a, third) == Status.QUEUED
+    holders = await sql_rows(a.db, "SELECT id, status, claimed_by FROM downloads ORDER BY id")
+    assert await _status(a, third) == Status.QUEUED, holders
     assert await a.db.claim_jobs("elsewhere", utcnow(), 60.0, 10) == [third]

@@ -218,30 +218,40 @@ class Databases:
             yield self.server.url(name)
         finally:
             try:
-                self._call(self._empty(name))
+                lingering = self._call(self._empty(name))
             except (OSError, asyncpg.PostgresError) as exc:  # left in a state only a drop fixes
                 print(f"dropping test database {name}: {exc}")
-                self._call(self._admin.execute(f"DROP DATABASE {name} WITH (FORCE)"))
-                self._keepers.pop(name, None)
+                self._drop(name)
             else:
-                self._free.append(name)
+                if lingering:
+                    # Something the test started still uses it (a pool reconnects after being
+                    # cut): were it reused, that would work the next test's jobs. Dropped, it
+                    # cannot come back.
+                    self._drop(name)
+                else:
+                    self._free.append(name)
+
+    def _drop(self, name: str) -> None:
+        self._call(self._admin.execute(f"DROP DATABASE {name} WITH (FORCE)"))
+        self._keepers.pop(name, None)
 
     def _create(self, template: str) -> str:
         name = f"vms_test_{next(self._names)}"
         self._call(self._admin.execute(f"CREATE DATABASE {name} TEMPLATE {template}"))
         return name
 
-    async def _empty(self, name: str) -> None:
+    async def _empty(self, name: str) -> int:
         """Cut every other connection to `name` (a service a test left running, say), then
-        empty its tables and restore its schema version."""
+        empty its tables and restore its schema version; how many connections were cut."""
         keeper = self._keepers.get(name)
         if keeper is None or keeper.is_closed():
             keeper = self._keepers[name] = await asyncpg.connect(self.server.url(name))
-        await keeper.execute(
+        cut = await keeper.fetch(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
         await keeper.execute(EMPTY_SQL)
+        return len(cut)
 
     def close(self) -> None:
         """Close the admin connection and stop the loop's thread."""

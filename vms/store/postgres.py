@@ -681,14 +681,18 @@ class PgDatabase:
     async def claim_jobs(self, owner: str, now: datetime, lease: float, limit: int) -> list[int]:
         """Take up to `limit` queued or running archives whose lease is free or lapsed.
 
-        Rows another process is claiming at this moment are skipped, not waited for.
+        Rows another process is claiming at this moment are skipped, not waited for. The rows
+        are picked in a CTE, which PostgreSQL runs once: as `IN (subquery)` the planner may
+        run a LIMIT ... SKIP LOCKED subquery again and so take more than `limit` rows.
         """
         found = await asyncio.shield(
             self._pool.fetch(
-                "UPDATE downloads SET claimed_by = $1, lease_until = $2 WHERE id IN ("
+                "WITH picked AS ("
                 f" SELECT id FROM downloads WHERE {_ARCHIVE_PENDING}"
                 " AND (lease_until IS NULL OR lease_until <= $3)"
-                " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING id",
+                " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+                " UPDATE downloads d SET claimed_by = $1, lease_until = $2"
+                " FROM picked WHERE d.id = picked.id RETURNING d.id",
                 owner,
                 now.timestamp() + lease,
                 now.timestamp(),
