@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar, cast
 
 import aiosqlite
 
-from vms.dates import format_stamp, from_unix, parse_stamp
+from vms.dates import format_stamp, parse_stamp
 from vms.models import Camera, Download, Kind, MediaServer, Session, Status, User
 from vms.store import rows
 from vms.store.errors import Conflict, NotFound, StoreError
@@ -363,50 +363,10 @@ class Database:
         recorded_from: datetime | None = None,
     ) -> Download:
         """Insert a history record or an archive job."""
-        stamp = format_stamp(now)
-        download_id = await self._insert_download(
-            (
-                kind,
-                session.user_id,
-                session.id,
-                camera.id,
-                session.device,
-                session.client,
-                range_from.timestamp(),
-                range_to.timestamp(),
-                status,
-                stamp,
-                stamp,
-                recorded_from.timestamp() if recorded_from else None,
-            ),
+        new = rows.NewDownload(
+            kind, user, session, camera, range_from, range_to, status, now, recorded_from
         )
-        created = parse_stamp(stamp)
-        return Download(
-            id=download_id,
-            kind=kind,
-            user_id=session.user_id,
-            session_id=session.id,
-            camera_id=camera.id,
-            camera_name=camera.name,
-            device=session.device,
-            client=session.client,
-            range_from=from_unix(range_from.timestamp()),
-            range_to=from_unix(range_to.timestamp()),
-            status=status,
-            progress=0,
-            size=0,
-            attempts=0,
-            message=None,
-            created_at=created,
-            updated_at=created,
-            expires_at=None,
-            login=user.login,
-            camera_path=camera.path,
-            media_server_url=camera.media_server.url,
-            # Whoever creates a download could see its camera at that moment.
-            camera_visible=True,
-            recorded_from=from_unix(recorded_from.timestamp()) if recorded_from else None,
-        )
+        return new.inserted(await self._insert_download(new.values()))
 
     async def download(self, download_id: int) -> Download | None:
         """A download by id, regardless of owner."""

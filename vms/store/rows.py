@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from vms.dates import from_unix, parse_stamp
+from vms.dates import format_stamp, from_unix, parse_stamp
 from vms.models import Camera, Download, Kind, MediaServer, Session, Status, User
 
 DOWNLOAD_COLUMNS = """
@@ -122,3 +124,71 @@ CAMERA_SELECT = """
     SELECT c.id, c.name, c.path, c.created_at, m.id, m.url
     FROM cameras c JOIN media_servers m ON m.id = c.media_server_id
 """
+
+
+@dataclass(frozen=True)
+class NewDownload:
+    """A history record or archive job about to be inserted, as either engine stores it."""
+
+    kind: Kind
+    user: User
+    session: Session
+    camera: Camera
+    range_from: datetime
+    range_to: datetime
+    status: Status
+    now: datetime
+    recorded_from: datetime | None = None
+
+    @property
+    def stamp(self) -> str:
+        """created_at and updated_at as stored."""
+        return format_stamp(self.now)
+
+    def values(self) -> tuple[Any, ...]:
+        """INSERT_DOWNLOAD parameters."""
+        return (
+            str(self.kind),
+            self.session.user_id,
+            self.session.id,
+            self.camera.id,
+            self.session.device,
+            self.session.client,
+            self.range_from.timestamp(),
+            self.range_to.timestamp(),
+            str(self.status),
+            self.stamp,
+            self.stamp,
+            self.recorded_from.timestamp() if self.recorded_from else None,
+        )
+
+    def inserted(self, download_id: int) -> Download:
+        """The Download as read back after its insert, without reading it back."""
+        created = parse_stamp(self.stamp)
+        recorded = self.recorded_from
+        return Download(
+            id=download_id,
+            kind=self.kind,
+            user_id=self.session.user_id,
+            session_id=self.session.id,
+            camera_id=self.camera.id,
+            camera_name=self.camera.name,
+            device=self.session.device,
+            client=self.session.client,
+            range_from=from_unix(self.range_from.timestamp()),
+            range_to=from_unix(self.range_to.timestamp()),
+            status=self.status,
+            progress=0,
+            size=0,
+            attempts=0,
+            message=None,
+            created_at=created,
+            updated_at=created,
+            expires_at=None,
+            login=self.user.login,
+            camera_path=self.camera.path,
+            media_server_url=self.camera.media_server.url,
+            # Whoever creates a download could see its camera at that moment.
+            camera_visible=True,
+            recorded_from=from_unix(recorded.timestamp()) if recorded else None,
+        )
