@@ -144,7 +144,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.LINK_SCHEMA] = ArchiveLinkSchema(config.tz, config.max_range)
     app[appkeys.BATCH_SCHEMA] = DownloadBatchSchema(config.tz, config.max_range)
     app[appkeys.LIST_SCHEMA] = DownloadListSchema(config.tz)
-    links = app[appkeys.LINKS] = MediaLinks(auth)
+    # A link drawn again within a quarter of its token's life shows the same token.
+    links = app[appkeys.LINKS] = MediaLinks(auth, reuse=config.media_token_ttl / 4)
     files = app[appkeys.FILES]
     resources = app[appkeys.RESOURCES] = Resources(config.tz, files, links)
     tls = app.get(appkeys.TLS)

@@ -65,6 +65,11 @@ class Authenticator:
         self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
+    @property
+    def signing_kid(self) -> str:
+        """The id of the key tokens are signed with now."""
+        return self._keystore.kid
+
     def _sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(
             claims,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from vms import roles
-from vms.archive.files import PART_SUFFIX, POSTER_SUFFIX, ArchiveFiles, file_name, poster_name
+from vms.archive.files import PART_SUFFIX, POSTER_SUFFIX, ArchiveFiles, file_name
 from vms.archive.objects import Bucket, StorageError
 from vms.dates import utcnow
 from vms.models import PENDING, Status
@@ -19,35 +19,21 @@ from vms.store import Store
 
 log = logging.getLogger(__name__)
 
-_BATCH = 500
+_BATCH = 5000
 
 
 def _delete(paths: Iterable[Path]) -> int:
+    """Delete these files, absent ones being no error; how many archives were removed.
+
+    A poster removed is not counted: it belongs to an archive.
+    """
     removed = 0
     for path in paths:
         try:
             path.unlink()
-            removed += 1
         except FileNotFoundError:
-            pass
-    return removed
-
-
-def _delete_listed(root: Path, ids: Iterable[int], listed: set[str]) -> int:
-    """Delete the file and poster of each download, if `listed` has them; files removed.
-
-    Names found are taken out of `listed`, which the orphan pass reads afterwards. Absent
-    files cost no system call: after a restart most due archives may have none.
-    """
-    removed = 0
-    for download_id in ids:
-        name, poster = file_name(download_id), poster_name(download_id)
-        if name in listed:
-            listed.discard(name)
-            removed += _delete([root / name])
-        if poster in listed:
-            listed.discard(poster)
-            _delete([root / poster])
+            continue
+        removed += not path.name.endswith(POSTER_SUFFIX)
     return removed
 
 
@@ -66,12 +52,51 @@ def _owner(name: str) -> tuple[int, str] | None:
     return int(stem[:-4]), "partial" if partial else "file"
 
 
+def _finished(listed: Iterable[str]) -> dict[int, list[str]]:
+    """The final files and posters of a listing, by the download they belong to.
+
+    A sweep then costs the files there are, not the archives due: after a restart most due
+    archives may have none, and none of them is looked for.
+    """
+    found: dict[int, list[str]] = {}
+    for name in listed:
+        owner = _owner(name)
+        if owner is not None and owner[1] != "partial":
+            found.setdefault(owner[0], []).append(name)
+    return found
+
+
 def _list_names(root: Path) -> list[str]:
     try:
         with os.scandir(root) as entries:
             return [entry.name for entry in entries if entry.is_file(follow_symlinks=False)]
     except FileNotFoundError:
         return []
+
+
+async def _expire_due(
+    db: Store,
+    due: Sequence[int],
+    listed: set[str],
+    delete: Callable[[list[str]], Awaitable[int]],
+    now: datetime,
+) -> int:
+    """Expire the `due` archives in batches, each after deleting its files; files removed.
+
+    Only names `listed` are deleted, and they are taken out of it for the orphan pass after.
+    Each batch's files go first: a crash between leaves a ready archive without its file,
+    which the next round expires as vanished.
+    """
+    finished = _finished(listed)
+    removed = 0
+    for index in range(0, len(due), _BATCH):
+        batch = due[index : index + _BATCH]
+        names = [name for i in batch for name in finished.pop(i, ())]
+        if names:
+            listed.difference_update(names)
+            removed += await delete(names)
+        await db.mark_expired(batch, now)
+    return removed
 
 
 async def purge_expired(db: Store, files: ArchiveFiles, now: datetime) -> int:
@@ -89,11 +114,11 @@ async def purge_expired(db: Store, files: ArchiveFiles, now: datetime) -> int:
     # alone rather than taken for an orphan.
     listed = set(await loop.run_in_executor(None, _list_names, files.root))
     due = [i for i in await db.archives_due(now) if i not in busy]
-    removed = 0
-    for index in range(0, len(due), _BATCH):
-        batch = due[index : index + _BATCH]
-        removed += await loop.run_in_executor(None, _delete_listed, files.root, batch, listed)
-        await db.mark_expired(batch, now)
+
+    async def delete(names: list[str]) -> int:
+        return await loop.run_in_executor(None, _delete, [files.root / name for name in names])
+
+    removed = await _expire_due(db, due, listed, delete, now)
 
     statuses = await db.archive_statuses()
     orphans: list[Path] = []
@@ -136,14 +161,12 @@ async def _purge_stored(db: Store, files: ArchiveFiles, bucket: Bucket, now: dat
     listed = {item.name for item in await bucket.listing()}
     uploads = await bucket.open_uploads()
     due = [i for i in await db.archives_due(now) if i not in busy]
-    removed = 0
-    for index in range(0, len(due), _BATCH):
-        batch = due[index : index + _BATCH]
-        names = [n for i in batch for n in (file_name(i), poster_name(i)) if n in listed]
-        listed.difference_update(names)
+
+    async def delete(names: list[str]) -> int:
         await bucket.delete(names)
-        removed += sum(1 for name in names if not name.endswith(POSTER_SUFFIX))
-        await db.mark_expired(batch, now)
+        return sum(1 for name in names if not name.endswith(POSTER_SUFFIX))
+
+    removed = await _expire_due(db, due, listed, delete, now)
 
     statuses = await db.archive_statuses()
     orphans: list[str] = []

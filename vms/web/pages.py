@@ -32,7 +32,7 @@ from vms.web.history import (
     parse_ids,
     user_options,
 )
-from vms.web.rendering import render_sliced
+from vms.web.rendering import Turns, render_sliced
 from vms.web.session import (
     CSRF_FIELD,
     WEB_CLIENT,
@@ -218,7 +218,12 @@ async def history_page(
     now = utcnow()
     downloads, total = await _list(request, principal, filters, PER_PAGE)
     await yield_to_api(request)
-    rows = [describe(d, resources, now) for d in downloads]
+    # A row of links is signed (its media token), so rows too are drawn a slice at a time.
+    turns, rows = Turns(request), []
+    for download in downloads:
+        rows.append(describe(download, resources, now))
+        if turns.due():
+            await turns.take()
     visible = await db.visible_cameras(user)
     cameras = list(visible)
     if filters.camera_id is not None and all(c.id != filters.camera_id for c in cameras):
