@@ -28,8 +28,8 @@ from vms.archive.files import ArchiveFiles
 from vms.archive.links import MediaLinks
 from vms.archive.manifest import sign_manifest
 from vms.archive.mediaclient import MediaClient
-from vms.archive.objects import StorageError, open_bucket
 from vms.archive.requests import ArchiveRequests
+from vms.archive.storage import StorageError
 from vms.archive.worker import ArchiveWorker, WorkerSettings
 from vms.auth import Authenticator
 from vms.bootstrap import DEMO_CAMERAS, ensure_demo_cameras, follow_media_port
@@ -112,6 +112,8 @@ async def _archive_files(app: web.Application) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         bucket = None
         if config.storage_url:
+            from vms.archive.objects import open_bucket  # the S3 client, loaded only for this
+
             try:
                 bucket = await stack.enter_async_context(
                     open_bucket(config.storage_url, config.s3_endpoint)

@@ -24,7 +24,7 @@ from vms.archive.manifest import (
     file_differences,
     verify_manifest,
 )
-from vms.archive.objects import NotStored, StorageError, open_bucket
+from vms.archive.storage import NotStored, StorageError
 
 _MAX_JWKS = 1 << 20
 
@@ -56,6 +56,8 @@ def load_jwks(source: str) -> dict[str, Any]:
 
 async def _object_differences(url: str, endpoint: str, claims: Mapping[str, Any]) -> list[str]:
     """file_differences for an object, read as it streams (StorageError if it cannot be)."""
+    from vms.archive.objects import open_bucket  # the S3 client, loaded only for this
+
     bucket_name, key = url.removeprefix("s3://").partition("/")[::2]
     digest = hashlib.sha256()
     size = 0

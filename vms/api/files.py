@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
@@ -28,10 +28,13 @@ from vms.archive.files import (
     content_disposition,
     file_name,
 )
-from vms.archive.objects import Bucket, NotStored, RangeNotSatisfiable, StorageError
+from vms.archive.storage import NotStored, RangeNotSatisfiable, StorageError
 from vms.dates import utcnow
 from vms.models import Kind, Status
 from vms.web.errors import archive_link_page, prefers_html
+
+if TYPE_CHECKING:
+    from vms.archive.objects import Bucket
 
 log = logging.getLogger(__name__)
 

@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vms import roles
 from vms.archive.files import PART_SUFFIX, POSTER_SUFFIX, ArchiveFiles, file_name
-from vms.archive.objects import Bucket, StorageError
+from vms.archive.storage import StorageError
 from vms.dates import utcnow
 from vms.models import PENDING, Status
 from vms.roles import play_role
 from vms.store import Store
+
+if TYPE_CHECKING:
+    from vms.archive.objects import Bucket
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,11 @@ def _owner(name: str) -> tuple[int, str] | None:
     return int(stem[:-4]), "partial" if partial else "file"
 
 
+def _delete_names(root: Path, names: Iterable[str]) -> int:
+    """_delete of these names in `root`."""
+    return _delete(root / name for name in names)
+
+
 def _finished(listed: Iterable[str]) -> dict[int, list[str]]:
     """The final files and posters of a listing, by the download they belong to.
 
@@ -64,6 +73,31 @@ def _finished(listed: Iterable[str]) -> dict[int, list[str]]:
         if owner is not None and owner[1] != "partial":
             found.setdefault(owner[0], []).append(name)
     return found
+
+
+def _leftovers(
+    listed: Iterable[str], statuses: Mapping[int, Status], busy: Container[int]
+) -> tuple[list[str], set[int]]:
+    """The names nobody owns any more, and the downloads whose final file is among `listed`.
+
+    Partial files go unless their job is still pending; final files and posters go once their
+    archive is neither pending nor ready. A file being sent is left for the next round.
+    """
+    orphans: list[str] = []
+    present: set[int] = set()
+    for name in sorted(listed):
+        owner = _owner(name)
+        if owner is None:
+            continue
+        download_id, kind = owner
+        status = statuses.get(download_id)
+        if kind == "file":
+            present.add(download_id)
+        if download_id in busy or status in PENDING:
+            continue
+        if kind == "partial" or status != Status.READY:
+            orphans.append(name)
+    return orphans, present
 
 
 def _list_names(root: Path) -> list[str]:
@@ -87,7 +121,8 @@ async def _expire_due(
     Each batch's files go first: a crash between leaves a ready archive without its file,
     which the next round expires as vanished.
     """
-    finished = _finished(listed)
+    # A listing of 100k names takes tens of ms to read: not on the loop.
+    finished = await asyncio.get_running_loop().run_in_executor(None, _finished, listed)
     removed = 0
     for index in range(0, len(due), _BATCH):
         batch = due[index : index + _BATCH]
@@ -116,27 +151,14 @@ async def purge_expired(db: Store, files: ArchiveFiles, now: datetime) -> int:
     due = [i for i in await db.archives_due(now) if i not in busy]
 
     async def delete(names: list[str]) -> int:
-        return await loop.run_in_executor(None, _delete, [files.root / name for name in names])
+        return await loop.run_in_executor(None, _delete_names, files.root, names)
 
     removed = await _expire_due(db, due, listed, delete, now)
 
     statuses = await db.archive_statuses()
-    orphans: list[Path] = []
-    present: set[int] = set()
-    for name in sorted(listed):
-        owner = _owner(name)
-        if owner is None:
-            continue
-        download_id, kind = owner
-        status = statuses.get(download_id)
-        if kind == "file":
-            present.add(download_id)
-        if download_id in busy or status in PENDING:
-            continue
-        if kind == "partial" or status != Status.READY:
-            orphans.append(files.root / name)
+    orphans, present = await loop.run_in_executor(None, _leftovers, listed, statuses, busy)
     for index in range(0, len(orphans), _BATCH):
-        removed += await loop.run_in_executor(None, _delete, orphans[index : index + _BATCH])
+        removed += await delete(orphans[index : index + _BATCH])
     # A ready archive whose file vanished (deleted by hand, disk swapped) is expired too.
     vanished = [
         i
@@ -169,21 +191,9 @@ async def _purge_stored(db: Store, files: ArchiveFiles, bucket: Bucket, now: dat
     removed = await _expire_due(db, due, listed, delete, now)
 
     statuses = await db.archive_statuses()
-    orphans: list[str] = []
-    present: set[int] = set()
-    for name in sorted(listed):
-        owner = _owner(name)
-        if owner is None:
-            continue
-        download_id, kind = owner
-        if kind == "file":
-            present.add(download_id)
-        if download_id in busy or statuses.get(download_id) in PENDING:
-            continue
-        if statuses.get(download_id) != Status.READY:
-            orphans.append(name)
-    await bucket.delete(orphans)
-    removed += sum(1 for name in orphans if not name.endswith(POSTER_SUFFIX))
+    loop = asyncio.get_running_loop()
+    orphans, present = await loop.run_in_executor(None, _leftovers, listed, statuses, busy)
+    removed += await delete(orphans)
     # An upload is left open only by a process that died mid-fetch (or lost the storage while
     # aborting). Its job may run again elsewhere with an upload of its own, so it goes once
     # the job is over: by age it could be a slow live fetch (and some servers report no age).

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from io import BufferedWriter
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
@@ -33,9 +33,12 @@ from vms.archive.files import fsync_and_publish
 from vms.archive.joiner import FragmentJoiner, JoinError, joinable
 from vms.archive.mediaclient import Span
 from vms.archive.mp4check import IncompleteMP4, check_mp4
-from vms.archive.objects import StorageError, Upload
+from vms.archive.storage import StorageError
 from vms.mediaserver.mp4read import Header
 from vms.threads import run_blocking
+
+if TYPE_CHECKING:
+    from vms.archive.objects import Upload
 
 log = logging.getLogger(__name__)
 

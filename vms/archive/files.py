@@ -18,10 +18,14 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from vms.archive.objects import Bucket, StorageError, Upload
+from vms.archive.storage import StorageError
 from vms.urls import Urls
+
+if TYPE_CHECKING:
+    from vms.archive.objects import Bucket, Upload
 
 log = logging.getLogger(__name__)
 

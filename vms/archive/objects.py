@@ -22,6 +22,10 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from vms.archive.storage import NotStored, RangeNotSatisfiable, StorageError
+
+__all__ = ["Bucket", "NotStored", "RangeNotSatisfiable", "StorageError", "Upload", "open_bucket"]
+
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
@@ -52,10 +56,6 @@ _CHECKS = {
     "301": "the bucket is in another region: set AWS_REGION",
     "400": "the request was refused: check AWS_REGION and VMS_S3_ENDPOINT",
 }
-
-
-class StorageError(Exception):
-    """The object storage could not be reached or refused; the message says which."""
 
 
 def _reason(exc: Exception) -> str:
@@ -250,14 +250,6 @@ class Bucket:
             )
         finally:
             body.close()
-
-
-class NotStored(Exception):
-    """The object is not in the bucket."""
-
-
-class RangeNotSatisfiable(Exception):
-    """The range asked for lies outside the object."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -339,18 +338,26 @@ def user_options(choices: Sequence[tuple[int, str, str]], selected: int | None) 
 
     An operator's page lists every user; as a template loop a thousand of them cost more than
     the rest of the page together, and even in one pass their escaping takes the loop for
-    milliseconds, so the markup of an unchanged list is kept.
+    milliseconds, so the markup of an unchanged list is kept (compared, not hashed: a
+    thousand fresh tuples hash slower than they compare).
     """
-    return _user_options(tuple(choices), selected)
-
-
-@functools.lru_cache(maxsize=8)
-def _user_options(choices: tuple[tuple[int, str, str], ...], selected: int | None) -> Markup:
+    kept = _OPTIONS.get(selected)
+    if kept is not None and kept[0] == choices:
+        return kept[1]
     parts = []
     for user_id, name, login in choices:
         mark = " selected" if user_id == selected else ""
         parts.append(f'<option value="{user_id}"{mark}>{escape(name)} ({escape(login)})</option>')
-    return Markup("\n".join(parts))  # noqa: S704 - every text in it went through escape()
+    markup = Markup("\n".join(parts))  # noqa: S704 - every text in it went through escape()
+    if len(_OPTIONS) >= _OPTIONS_KEPT:
+        _OPTIONS.clear()
+    _OPTIONS[selected] = (list(choices), markup)
+    return markup
+
+
+# The user lists kept, by the user selected in them: a few operators' filters at once.
+_OPTIONS_KEPT = 8
+_OPTIONS: dict[int | None, tuple[Sequence[tuple[int, str, str]], Markup]] = {}
 
 
 def parse_ids(text: str, limit: int = 100) -> list[int]:

@@ -216,10 +216,12 @@ async def history_page(
     user = principal.user
     filters = parse_filters(request.query if query is None else query, operator=user.is_admin)
     now = utcnow()
+    # The page's own steps between its queries count against its slices too, so the rows
+    # and the drawing after them give the loop a turn as soon as one is used up.
+    turns = Turns(request)
     downloads, total = await _list(request, principal, filters, PER_PAGE)
     await yield_to_api(request)
-    # A row of links is signed (its media token), so rows too are drawn a slice at a time.
-    turns, rows = Turns(request), []
+    rows = []
     for download in downloads:
         rows.append(describe(download, resources, now))
         if turns.due():
@@ -258,7 +260,7 @@ async def history_page(
         "problem": problem,
     }
     full = _page_context(request, context, state, principal)
-    return await render_sliced(request, "history.html", full, status=status)
+    return await render_sliced(request, "history.html", full, status=status, turns=turns)
 
 
 async def _list(

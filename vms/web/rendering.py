@@ -42,21 +42,31 @@ class Turns:
 
 
 async def render_sliced(
-    request: web.Request, template: str, context: Mapping[str, Any], *, status: int = 200
+    request: web.Request,
+    template: str,
+    context: Mapping[str, Any],
+    *,
+    status: int = 200,
+    turns: Turns | None = None,
 ) -> web.Response:
     """`template` as aiohttp_jinja2 renders it, giving the loop a turn every SLICE seconds.
 
     Jinja yields a page piece by piece (each row of a loop is one piece), so between pieces
     the loop can run whatever became ready: a lookup then waits at most about a slice for
-    the page instead of for all of it.
+    the page instead of for all of it. The text is encoded slice by slice too, so the end of
+    the page is not one long step. `turns` carries on the slices of work done before.
     """
     env = request.config_dict[aiohttp_jinja2.APP_KEY]
-    turns = Turns(request)
+    turns = turns or Turns(request)
     parts: list[str] = []
+    body: list[bytes] = []
     for part in env.get_template(template).generate(context):
         parts.append(part)
         if turns.due():
+            body.append("".join(parts).encode())
+            parts.clear()
             await turns.take()
+    body.append("".join(parts).encode())
     return web.Response(
-        status=status, text="".join(parts), content_type="text/html", charset="utf-8"
+        status=status, body=b"".join(body), content_type="text/html", charset="utf-8"
     )
