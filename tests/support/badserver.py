@@ -96,8 +96,12 @@ class BadMediaServer:
             await response.write(self.body[: len(self.body) // 2])
             request.transport.close() if request.transport else None
         elif mode == "stall":
+            # Held after the first bytes until `release`, then sent to the end: a released
+            # fetch goes on at once instead of waiting out its read timeout.
             await response.write(self.body[:1000])
             await self.release.wait()
+            await response.write(self.body[1000:])
+            await response.write_eof()
         elif mode == "trickle":
             for offset in range(0, len(self.body), 64):
                 await response.write(self.body[offset : offset + 64])

@@ -16,11 +16,12 @@ from tests.support import postgres
 from tests.support.pages import Browser, add_downloads, signed_in
 from tests.support.service import PHONE, Client, bearer, login
 from vms import appkeys
+from vms.archive import cleanup
 from vms.archive.cleanup import purge_expired
 from vms.config import Config
 from vms.models import Kind, Status
-from vms.store import MIGRATIONS, Database
-from vms.store.database import EXPIRE_BATCH
+from vms.store import MIGRATIONS, Database, database
+from vms.store import postgres as pg_store
 from vms.store.history import IN_STATUS_INDEXES, READY_ARCHIVE, READY_INDEX
 from vms.web.history import PER_PAGE
 
@@ -354,13 +355,19 @@ async def test_the_user_filter_lists_every_user_escaped_with_the_chosen_one_sele
 
 
 async def test_a_sweep_of_many_batches_removes_every_file_and_keeps_the_counts(
-    service: Client, browsers: Callable[[], Browser]
+    service: Client, browsers: Callable[[], Browser], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """More due archives than one batch: all lose their files and read expired; counts exact."""
+    """More due archives than one batch: all lose their files and read expired; counts exact.
+
+    Batches of 40 here (thousands in the service), so a few hundred archives make several.
+    """
+    for module in (database, pg_store, cleanup):
+        name = "_BATCH" if module is cleanup else "EXPIRE_BATCH"
+        monkeypatch.setattr(module, name, 40)
     db = service.app[appkeys.DB]
     files = service.app[appkeys.FILES]
     users = await _seed(service)
-    due = await add_downloads(service, users["alice"], 1, EXPIRE_BATCH + 7, kind=Kind.ARCHIVE)
+    due = await add_downloads(service, users["alice"], 1, 3 * 40 + 7, kind=Kind.ARCHIVE)
     kept = await add_downloads(service, users["bob"], 2, 3, kind=Kind.ARCHIVE)
     files.root.mkdir(parents=True, exist_ok=True)
     for download in due:
