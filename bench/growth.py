@@ -61,7 +61,7 @@ from common import BENCH_PASSWORD, ROOT, Service, bench_service, free_port, smal
 sys.path.insert(0, str(ROOT))
 
 from vms.archive.cleanup import _delete, purge_expired
-from vms.archive.files import ArchiveFiles
+from vms.archive.files import ArchiveFiles, file_name, poster_name
 from vms.dates import format_stamp
 from vms.models import Kind, Status
 from vms.store import MIGRATIONS, Database
@@ -306,19 +306,18 @@ def _browser(base: str, last_page: int, stop: EventType) -> None:
     asyncio.run(_pages_until(base, last_page, stop))
 
 
-def split_cores(service_pid: int) -> bool:
+def split_cores(service_pid: int) -> None:
     """The service (every thread of it) on the first CPU, this process on the others.
 
     Phones and browsers are not on the box: on a 2-core machine the benchmark's own clients
-    would otherwise take the service's core half the time. False where there is one CPU.
+    would otherwise take the service's core half the time. Nothing changes on one CPU.
     """
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
-        return False
+        return
     for task in Path(f"/proc/{service_pid}/task").iterdir():
         os.sched_setaffinity(int(task.name), {cpus[0]})
     os.sched_setaffinity(0, set(cpus[1:]))
-    return True
 
 
 async def p50_beside_browsers(
@@ -687,8 +686,8 @@ async def _sweep(path: Path, baseline_path: Path, due: int) -> dict[str, Any]:
         stamp = format_stamp(now)
         for index in range(0, len(ids), 500):
             batch = ids[index : index + 500]
-            await loop.run_in_executor(None, _delete, [files.path(i) for i in batch])
-            await loop.run_in_executor(None, _delete, [files.poster_path(i) for i in batch])
+            await loop.run_in_executor(None, _delete, files.root, [file_name(i) for i in batch])
+            await loop.run_in_executor(None, _delete, files.root, [poster_name(i) for i in batch])
             await old.all(old_mark_expired_sql(len(batch)), [Status.EXPIRED, stamp, *batch])
 
     try:

@@ -129,6 +129,9 @@ class RedisThrottle:
     """
 
     def __init__(self, redis: Redis, name: str, limit: int, window: float) -> None:
+        from vms.push.bus import redis_errors  # the bus imports this module
+
+        self._errors = redis_errors()
         self._redis = redis
         self._prefix = f"vms:throttle:{name}:"
         self._limit = limit
@@ -149,13 +152,11 @@ class RedisThrottle:
 
     async def _run(self, script: AsyncScript, key: str, *args: str | int) -> int | None:
         """The script's answer, or None while Redis is away."""
-        from vms.push.bus import redis_errors
-
         if self._degraded and time.monotonic() < self._retry_at:
             return None
         try:
             result = await script(keys=[self._key(key)], args=list(args))
-        except redis_errors() as exc:
+        except self._errors as exc:
             if not self._degraded:
                 log.warning("throttle: Redis unavailable (%s); counting in this process", exc)
                 self._degraded = True
@@ -190,11 +191,9 @@ class RedisThrottle:
     async def clear(self, key: str) -> None:
         """Forget the hits of `key` (after a successful login)."""
         await self._fallback.clear(key)
-        from vms.push.bus import redis_errors
-
         try:
             await self._redis.delete(self._key(key))
-        except redis_errors() as exc:
+        except self._errors as exc:
             log.warning("throttle: cannot clear a key in Redis (%s)", exc)
 
 

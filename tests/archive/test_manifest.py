@@ -17,11 +17,11 @@ from tests.support.service import (
     PHONE,
     Client,
     Footage,
-    ask_archive,
     bearer,
     login,
     ready_archive,
     rfc3339,
+    running_archive,
     wait_status,
 )
 from vms import appkeys
@@ -129,10 +129,7 @@ async def test_a_manifest_asked_for_while_fetching_is_409_never_a_partial_digest
 ) -> None:
     """While the file is still arriving there is no digest to sign: 409, nothing signed."""
     bad_camera.mode = "stall"
-    phone = await login(service, device=PHONE, x_client="ios-cctv")
-    _, body = await ask_archive(service, phone, footage)
-    download_id = body["download"]["id"]
-    await wait_status(service, phone, download_id, {"in progress"})
+    phone, download_id = await running_archive(service, footage)
     status, text = await _manifest(service, phone, download_id)
     assert status == 409
     assert json.loads(text) == {"message": "The archive is not ready yet."}

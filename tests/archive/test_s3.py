@@ -20,7 +20,7 @@ import pytest
 from tests.support.badserver import BadMediaServer
 from tests.support.pages import Browser
 from tests.support.processes import ROOT, worker_port
-from tests.support.s3 import CREDENTIALS, S3Server, s3_server
+from tests.support.s3 import CREDENTIALS, S3Server
 from tests.support.service import (
     PHONE,
     Client,
@@ -29,6 +29,7 @@ from tests.support.service import (
     bearer,
     login,
     ready_archive,
+    running_archive,
     wait_status,
 )
 from vms import appkeys
@@ -37,8 +38,6 @@ from vms.archive.digests import etag, repr_digest
 from vms.archive.objects import open_bucket
 from vms.config import Config
 from vms.dates import utcnow
-
-__all__ = ["s3_server"]
 
 PREFIX = "site-a/archives"
 
@@ -214,10 +213,7 @@ async def test_a_cancelled_fetch_leaves_no_object_and_no_open_upload(
 ) -> None:
     """A stalled fetch has its multipart upload open; cancelling it aborts the upload."""
     bad_camera.mode = "stall"
-    phone = await login(service, device=PHONE, x_client="ios-cctv")
-    _, body = await ask_archive(service, phone, footage)
-    download_id = body["download"]["id"]
-    await wait_status(service, phone, download_id, {"in progress"})
+    phone, download_id = await running_archive(service, footage)
     assert await s3.open_uploads(bucket) == [f"{PREFIX}/{download_id}.mp4"]
     response = await service.delete(
         f"/api/v1/downloads/{download_id}", headers=bearer(phone, PHONE, "ios-cctv")
@@ -235,10 +231,7 @@ async def test_storage_stopped_mid_fetch_fails_the_job_with_a_clear_message(
 ) -> None:
     """The S3 server dies while a fetch runs: retried, then failed saying so; no hang."""
     bad_camera.mode = "stall"
-    phone = await login(service, device=PHONE, x_client="ios-cctv")
-    _, body = await ask_archive(service, phone, footage)
-    download_id = body["download"]["id"]
-    await wait_status(service, phone, download_id, {"in progress"})
+    phone, download_id = await running_archive(service, footage)
     s3.stop()
     bad_camera.mode = "ok"
     bad_camera.release.set()
@@ -452,10 +445,7 @@ async def test_the_sweep_leaves_a_running_fetch_its_upload_however_long_it_runs(
 ) -> None:
     """A stalled fetch's upload survives sweeps now and two hours on; the fetch still ends."""
     bad_camera.mode = "stall"
-    phone = await login(service, device=PHONE, x_client="ios-cctv")
-    _, body = await ask_archive(service, phone, footage)
-    download_id = body["download"]["id"]
-    await wait_status(service, phone, download_id, {"in progress"})
+    phone, download_id = await running_archive(service, footage)
     db, files = service.app[appkeys.DB], service.app[appkeys.FILES]
     for moment in (utcnow(), utcnow() + timedelta(hours=2)):
         await purge_expired(db, files, moment)

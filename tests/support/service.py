@@ -197,3 +197,14 @@ async def ready_archive(
     _, body = await ask_archive(client, phone, footage, device=device)
     ready = await wait_status(client, phone, body["download"]["id"], {"ready"}, device=device)
     return phone, ready
+
+
+async def running_archive(
+    client: Client, footage: Footage, user: str = "alice", *, device: str = PHONE
+) -> tuple[dict[str, Any], int]:
+    """A phone login of `user` and the id of the archive it asked for, once it is being made."""
+    phone = await login(client, user, device=device, x_client="ios-cctv")
+    _, body = await ask_archive(client, phone, footage, device=device)
+    download_id: int = body["download"]["id"]
+    await wait_status(client, phone, download_id, {"in progress"}, device=device)
+    return phone, download_id

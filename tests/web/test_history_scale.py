@@ -361,9 +361,9 @@ async def test_a_sweep_of_many_batches_removes_every_file_and_keeps_the_counts(
 
     Batches of 40 here (thousands in the service), so a few hundred archives make several.
     """
-    for module in (database, pg_store, cleanup):
-        name = "_BATCH" if module is cleanup else "EXPIRE_BATCH"
-        monkeypatch.setattr(module, name, 40)
+    monkeypatch.setattr(database, "EXPIRE_BATCH", 40)
+    monkeypatch.setattr(pg_store, "EXPIRE_BATCH", 40)
+    monkeypatch.setattr(cleanup, "_BATCH", 40)
     db = service.app[appkeys.DB]
     files = service.app[appkeys.FILES]
     users = await _seed(service)

@@ -26,18 +26,18 @@ log = logging.getLogger(__name__)
 _BATCH = 5000
 
 
-def _delete(paths: Iterable[Path]) -> int:
-    """Delete these files, absent ones being no error; how many archives were removed.
+def _delete(root: Path, names: Iterable[str]) -> int:
+    """Delete these files of `root`, absent ones being no error; how many archives went.
 
     A poster removed is not counted: it belongs to an archive.
     """
     removed = 0
-    for path in paths:
+    for name in names:
         try:
-            path.unlink()
+            (root / name).unlink()
         except FileNotFoundError:
             continue
-        removed += not path.name.endswith(POSTER_SUFFIX)
+        removed += not name.endswith(POSTER_SUFFIX)
     return removed
 
 
@@ -54,11 +54,6 @@ def _owner(name: str) -> tuple[int, str] | None:
     if not stem.endswith(".mp4") or not stem[:-4].isdigit():
         return None
     return int(stem[:-4]), "partial" if partial else "file"
-
-
-def _delete_names(root: Path, names: Iterable[str]) -> int:
-    """_delete of these names in `root`."""
-    return _delete(root / name for name in names)
 
 
 def _finished(listed: Iterable[str]) -> dict[int, list[str]]:
@@ -151,7 +146,7 @@ async def purge_expired(db: Store, files: ArchiveFiles, now: datetime) -> int:
     due = [i for i in await db.archives_due(now) if i not in busy]
 
     async def delete(names: list[str]) -> int:
-        return await loop.run_in_executor(None, _delete_names, files.root, names)
+        return await loop.run_in_executor(None, _delete, files.root, names)
 
     removed = await _expire_due(db, due, listed, delete, now)
 

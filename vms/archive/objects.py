@@ -44,6 +44,8 @@ _TIMEOUTS = AioConfig(
     s3={"addressing_style": "path"},
     signature_version="s3v4",
 )
+# The error codes of an absent object, as S3 and its look-alikes spell them.
+_ABSENT = frozenset({"404", "NoSuchKey", "NotFound"})
 # DeleteObjects takes at most this many keys.
 _DELETE_BATCH = 1000
 
@@ -154,7 +156,7 @@ class Bucket:
         try:
             await self._client.head_object(Bucket=self.bucket, Key=self.key(name))
         except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in _ABSENT:
                 return False
             raise StorageError(f"cannot look up {name}: {_reason(exc)}") from None
         except (BotoCoreError, OSError) as exc:
@@ -217,7 +219,7 @@ class Bucket:
         try:
             answer = await self._client.head_object(Bucket=self.bucket, Key=self.key(name))
         except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in _ABSENT:
                 return None
             raise StorageError(f"cannot read {name}: {_reason(exc)}") from None
         except (BotoCoreError, OSError) as exc:
@@ -238,7 +240,7 @@ class Bucket:
         except ClientError as exc:
             if _code(exc) == "InvalidRange":
                 raise RangeNotSatisfiable from None
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in _ABSENT:
                 raise NotStored from None
             raise StorageError(f"cannot read {name}: {_reason(exc)}") from None
         except (BotoCoreError, OSError) as exc:
